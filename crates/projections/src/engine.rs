@@ -1,0 +1,476 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use futures::stream::{select_all, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::store::{Projection, ProjectionStore, RecordedEvent, StoreError, Tx};
+
+pub type Checkpoints = HashMap<String, u64>;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's name: each node keeps its own projections, so consumers are named per node.
+    pub node: String,
+    /// Most events applied in one sled write.
+    pub batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { node: "local".into(), batch_size: 2048 }
+    }
+}
+
+/// Where a projection stopped and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stuck {
+    pub stream: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionState {
+    Starting,
+    Running,
+    Stuck,
+    Rebuilding,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub state: ProjectionState,
+    pub checkpoints: Checkpoints,
+    pub stuck: Option<Stuck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    #[error("projection {name} has not reached {stream}#{seq} within {timeout_ms} ms")]
+    Timeout { name: String, stream: String, seq: u64, timeout_ms: u64 },
+    #[error("projection {name} is stuck at {}#{}: {}", .stuck.stream, .stuck.seq, .stuck.reason)]
+    Stuck { name: String, stuck: Stuck },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    checkpoints: Checkpoints,
+    stuck: Option<Stuck>,
+    state: Option<ProjectionState>,
+}
+
+struct HandleInner {
+    projection: Arc<dyn Projection>,
+    progress: watch::Sender<Progress>,
+    runner: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+}
+
+/// A registered projection: its progress, for queries that wait and for status reports.
+#[derive(Clone)]
+pub struct ProjectionHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl ProjectionHandle {
+    pub fn name(&self) -> &'static str {
+        self.inner.projection.name()
+    }
+
+    pub fn streams(&self) -> &'static [&'static str] {
+        self.inner.projection.streams()
+    }
+
+    pub fn status(&self) -> ProjectionStatus {
+        let p = self.inner.progress.borrow();
+        ProjectionStatus {
+            name: self.name().to_owned(),
+            state: p.state.unwrap_or(ProjectionState::Stopped),
+            checkpoints: p.checkpoints.clone(),
+            stuck: p.stuck.clone(),
+        }
+    }
+
+    pub fn checkpoint(&self, stream: &str) -> u64 {
+        self.inner.progress.borrow().checkpoints.get(stream).copied().unwrap_or(0)
+    }
+
+    /// Waits until the projection has recorded `stream` up to `seq` (read-your-writes).
+    pub async fn wait_for(&self, stream: &str, seq: u64, timeout: Duration) -> Result<(), WaitError> {
+        let mut rx = self.inner.progress.subscribe();
+        let reached = |p: &Progress| {
+            p.checkpoints.get(stream).copied().unwrap_or(0) >= seq
+                || p.stuck.as_ref().is_some_and(|s| s.stream == stream && s.seq <= seq)
+        };
+        let outcome = match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
+            Ok(Ok(p)) => Some(p.clone()),
+            _ => None,
+        };
+        match outcome {
+            Some(p) => match p.stuck {
+                Some(stuck) if p.checkpoints.get(stream).copied().unwrap_or(0) < seq => {
+                    Err(WaitError::Stuck { name: self.name().to_owned(), stuck })
+                }
+                _ => Ok(()),
+            },
+            None => Err(WaitError::Timeout {
+                name: self.name().to_owned(),
+                stream: stream.to_owned(),
+                seq,
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Progress)) {
+        self.inner.progress.send_modify(f);
+    }
+}
+
+/// Runs projections: one task per projection, each reading its streams through durable pull
+/// consumers named `proj_<projection>_<node>`.
+pub struct Engine {
+    store: ProjectionStore,
+    js: jetstream::Context,
+    config: EngineConfig,
+    handles: Vec<ProjectionHandle>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+enum RunEnd {
+    Cancelled,
+    Stuck,
+}
+
+impl Engine {
+    pub fn new(store: ProjectionStore, js: jetstream::Context, config: EngineConfig) -> Engine {
+        Engine { store, js, config, handles: Vec::new(), tracker: TaskTracker::new(), shutdown: CancellationToken::new() }
+    }
+
+    pub fn store(&self) -> &ProjectionStore {
+        &self.store
+    }
+
+    pub fn register(&mut self, projection: impl Projection) -> ProjectionHandle {
+        let handle = ProjectionHandle {
+            inner: Arc::new(HandleInner {
+                projection: Arc::new(projection),
+                progress: watch::Sender::new(Progress::default()),
+                runner: Mutex::new(None),
+            }),
+        };
+        self.handles.push(handle.clone());
+        handle
+    }
+
+    pub fn handles(&self) -> &[ProjectionHandle] {
+        &self.handles
+    }
+
+    pub fn handle(&self, name: &str) -> Option<&ProjectionHandle> {
+        self.handles.iter().find(|h| h.name() == name)
+    }
+
+    pub fn statuses(&self) -> Vec<ProjectionStatus> {
+        self.handles.iter().map(|h| h.status()).collect()
+    }
+
+    /// Starts every registered projection.
+    pub fn start(&self) {
+        for handle in &self.handles {
+            self.spawn(handle);
+        }
+    }
+
+    fn spawn(&self, handle: &ProjectionHandle) {
+        let token = self.shutdown.child_token();
+        let task = Runner {
+            handle: handle.clone(),
+            store: self.store.clone(),
+            js: self.js.clone(),
+            config: self.config.clone(),
+            cancel: token.clone(),
+        };
+        let join = self.tracker.spawn(task.run());
+        *handle.inner.runner.lock().expect("runner lock") = Some((token, join));
+    }
+
+    async fn stop(&self, handle: &ProjectionHandle) {
+        let runner = handle.inner.runner.lock().expect("runner lock").take();
+        if let Some((token, join)) = runner {
+            token.cancel();
+            let _ = join.await;
+        }
+    }
+
+    /// Drops a projection's rows and consumers and rebuilds it from the start of its streams.
+    /// Returns once the rebuild has started; follow it with [`ProjectionHandle::wait_for`].
+    pub async fn replay(&self, name: &str) -> Result<(), StoreError> {
+        let Some(handle) = self.handle(name).cloned() else {
+            return Err(StoreError::Corrupt { tree: name.to_owned(), reason: "no such projection".into() });
+        };
+        self.stop(&handle).await;
+        for stream in handle.streams() {
+            if let Ok(s) = self.js.get_stream(*stream).await {
+                let _ = s.delete_consumer(&consumer_name(name, &self.config.node)).await;
+            }
+        }
+        let store = self.store.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || store.clear(&owned))
+            .await
+            .map_err(|e| StoreError::Corrupt { tree: name.to_owned(), reason: e.to_string() })??;
+        handle.set(|p| *p = Progress { state: Some(ProjectionState::Rebuilding), ..Progress::default() });
+        tracing::info!(projection = name, "projection rebuild started");
+        self.spawn(&handle);
+        Ok(())
+    }
+
+    /// Stops every projection, waits for in-flight batches, and flushes sled.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        if let Err(e) = self.store.flush().await {
+            tracing::warn!(error = %e, "flushing projections failed");
+        }
+    }
+}
+
+pub(crate) fn consumer_name(projection: &str, node: &str) -> String {
+    format!("proj_{projection}_{node}")
+}
+
+struct Runner {
+    handle: ProjectionHandle,
+    store: ProjectionStore,
+    js: jetstream::Context,
+    config: EngineConfig,
+    cancel: CancellationToken,
+}
+
+impl Runner {
+    async fn run(self) {
+        let name = self.handle.name();
+        loop {
+            match self.run_once().await {
+                Ok(RunEnd::Cancelled) => break,
+                Ok(RunEnd::Stuck) => {
+                    self.cancel.cancelled().await;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "projection interrupted, restarting");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        self.handle.set(|p| {
+            if p.state != Some(ProjectionState::Stuck) {
+                p.state = Some(ProjectionState::Stopped)
+            }
+        });
+    }
+
+    async fn run_once(&self) -> Result<RunEnd, String> {
+        let name = self.handle.name();
+        let projection = self.handle.inner.projection.clone();
+        let mut checkpoints = self.load_checkpoints().await?;
+        let durable = consumer_name(name, &self.config.node);
+
+        let mut sources = Vec::new();
+        for &stream_name in projection.streams() {
+            let stream = self.js.get_stream(stream_name).await.map_err(|e| format!("stream {stream_name}: {e}"))?;
+            let mut checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0);
+            let last = stream.cached_info().state.last_sequence;
+            if checkpoint > last {
+                // The stream was recreated under us: the projection describes another history.
+                tracing::warn!(projection = name, stream = stream_name, checkpoint, last, "checkpoint ahead of stream, rebuilding");
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.clear(name)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                checkpoints.clear();
+                checkpoint = 0;
+            }
+            let consumer = ensure_consumer(&stream, &durable, checkpoint, self.config.batch_size).await?;
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(self.config.batch_size)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| format!("consuming {stream_name}: {e}"))?;
+            sources.push(messages.map(move |m| (stream_name, m)).boxed());
+        }
+        self.handle.set(|p| {
+            p.checkpoints = checkpoints.clone();
+            p.stuck = None;
+            if p.state != Some(ProjectionState::Rebuilding) {
+                p.state = Some(ProjectionState::Running);
+            }
+        });
+        tracing::debug!(projection = name, ?checkpoints, "projection running");
+
+        let mut chunks = select_all(sources).ready_chunks(self.config.batch_size);
+        loop {
+            let chunk = tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                chunk = chunks.next() => chunk.ok_or("consumer closed")?,
+            };
+            let mut messages = Vec::with_capacity(chunk.len());
+            for (stream, message) in chunk {
+                messages.push((stream, message.map_err(|e| format!("receiving from {stream}: {e}"))?));
+            }
+            let stuck = self.apply_batch(&*projection, &mut checkpoints, &messages).await?;
+            if let Some(stuck) = stuck {
+                tracing::error!(projection = name, stream = %stuck.stream, seq = stuck.seq, reason = %stuck.reason, "projection stuck");
+                self.handle.set(|p| {
+                    p.checkpoints = checkpoints.clone();
+                    p.stuck = Some(stuck);
+                    p.state = Some(ProjectionState::Stuck);
+                });
+                return Ok(RunEnd::Stuck);
+            }
+            self.handle.set(|p| {
+                p.checkpoints = checkpoints.clone();
+                p.state = Some(ProjectionState::Running);
+            });
+        }
+    }
+
+    async fn load_checkpoints(&self) -> Result<Checkpoints, String> {
+        let store = self.store.clone();
+        let name = self.handle.name();
+        tokio::task::spawn_blocking(move || store.checkpoints(name))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies a batch of messages and writes it with the new checkpoints in one sled batch;
+    /// acknowledges only after that write. Stops at the first event that cannot be applied.
+    async fn apply_batch(
+        &self,
+        projection: &dyn Projection,
+        checkpoints: &mut Checkpoints,
+        messages: &[(&'static str, jetstream::Message)],
+    ) -> Result<Option<Stuck>, String> {
+        let name = self.handle.name();
+        let mut tx = self.store.begin(name).map_err(|e| e.to_string())?;
+        let mut next = checkpoints.clone();
+        let mut stuck = None;
+        let mut applied = 0;
+        for (i, (stream, message)) in messages.iter().enumerate() {
+            let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+            if seq <= next.get(*stream).copied().unwrap_or(0) {
+                applied = i + 1;
+                continue; // redelivered: already recorded
+            }
+            if let Err(reason) = apply_message(projection, &mut tx, stream, seq, message) {
+                stuck = Some(Stuck { stream: (*stream).to_owned(), seq, reason });
+                break;
+            }
+            next.insert((*stream).to_owned(), seq);
+            applied = i + 1;
+        }
+        if stuck.is_some() {
+            // A commit is all-or-nothing for projections too: rebuild the batch without the
+            // message that failed, so none of its events half-land.
+            tx = self.store.begin(name).map_err(|e| e.to_string())?;
+            next = checkpoints.clone();
+            for (stream, message) in &messages[..applied] {
+                let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+                if seq > next.get(*stream).copied().unwrap_or(0) {
+                    apply_message(projection, &mut tx, stream, seq, message)?;
+                    next.insert((*stream).to_owned(), seq);
+                }
+            }
+        }
+        let store = self.store.clone();
+        let write = next.clone();
+        tokio::task::spawn_blocking(move || store.commit(tx, &write))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        *checkpoints = next;
+        // AckPolicy::All: acknowledging the last recorded message of each stream acknowledges
+        // everything before it.
+        let mut last_per_stream: HashMap<&str, &jetstream::Message> = HashMap::new();
+        for (stream, message) in &messages[..applied] {
+            last_per_stream.insert(stream, message);
+        }
+        for message in last_per_stream.values() {
+            message.ack().await.map_err(|e| format!("ack: {e}"))?;
+        }
+        Ok(stuck)
+    }
+}
+
+fn apply_message(
+    projection: &dyn Projection,
+    tx: &mut Tx,
+    stream: &str,
+    seq: u64,
+    message: &jetstream::Message,
+) -> Result<(), String> {
+    let empty = async_nats::HeaderMap::new();
+    let headers = message.headers.as_ref().unwrap_or(&empty);
+    let stored = eventstore::decode_commit(stream, seq, headers, &message.payload).map_err(|e| e.to_string())?;
+    for envelope in &stored.commit.events {
+        let event = RecordedEvent { stream, seq, aggregate_kind: &stored.commit.aggregate_kind, envelope };
+        projection
+            .apply(tx, &event)
+            .map_err(|e| format!("event {} ({} v{}): {e}", envelope.event_id, envelope.event_type, envelope.schema_version))?;
+    }
+    Ok(())
+}
+
+/// Binds the durable consumer, recreating it when its position disagrees with the checkpoint
+/// (sled lost its last writes in a crash, or the consumer ran ahead of what was recorded).
+async fn ensure_consumer(
+    stream: &jetstream::stream::Stream,
+    durable: &str,
+    checkpoint: u64,
+    batch_size: usize,
+) -> Result<jetstream::consumer::PullConsumer, String> {
+    if let Ok(info) = stream.consumer_info(durable).await {
+        let in_step = info.delivered.stream_sequence == checkpoint
+            && info.ack_floor.stream_sequence == checkpoint
+            && info.num_ack_pending == 0;
+        if in_step {
+            return stream.get_consumer(durable).await.map_err(|e| format!("consumer {durable}: {e}"));
+        }
+        tracing::debug!(consumer = durable, checkpoint, delivered = info.delivered.stream_sequence, "repositioning consumer");
+        stream.delete_consumer(durable).await.map_err(|e| format!("deleting consumer {durable}: {e}"))?;
+    }
+    let deliver_policy = if checkpoint == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence { start_sequence: checkpoint + 1 }
+    };
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(durable.to_owned()),
+            description: Some("foodaid projection".into()),
+            ack_policy: AckPolicy::All,
+            deliver_policy,
+            max_ack_pending: (batch_size * 16) as i64,
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating consumer {durable}: {e}"))
+}

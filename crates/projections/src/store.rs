@@ -1,0 +1,293 @@
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use eventcore::{decode_event, DomainEvent, EventEnvelope};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Marks the projection's own bookkeeping keys; table names are ASCII, so they never collide.
+const META: u8 = 0xff;
+const SEP: u8 = 0x00;
+
+/// A read model fed by events.
+pub trait Projection: Send + Sync + 'static {
+    /// Unique, `[a-z0-9_]+`: used for the sled tree and the consumer names.
+    fn name(&self) -> &'static str;
+    /// The service streams it reads.
+    fn streams(&self) -> &'static [&'static str];
+    /// Records one event. Must be deterministic: the same events give the same tables.
+    fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError>;
+}
+
+/// An event as a projection sees it: its envelope plus where it was stored.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedEvent<'a> {
+    pub stream: &'a str,
+    pub seq: u64,
+    pub aggregate_kind: &'a str,
+    pub envelope: &'a EventEnvelope,
+}
+
+impl RecordedEvent<'_> {
+    /// Decodes (and upcasts) the event as `E`. An error stops the projection here.
+    pub fn decode<E: DomainEvent>(&self) -> Result<E, ApplyError> {
+        let e = self.envelope;
+        decode_event(&e.event_type, e.schema_version, e.data.clone()).map_err(|err| ApplyError(err.to_string()))
+    }
+}
+
+/// A projection could not record an event (undecodable, or breaking its own invariants).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ApplyError(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("projection store at {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("projection store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt value in projection {tree}: {reason}")]
+    Corrupt { tree: String, reason: String },
+}
+
+/// The sled database holding every projection of this node, one tree each.
+#[derive(Clone)]
+pub struct ProjectionStore {
+    db: sled::Db,
+}
+
+fn tree_name(projection: &str) -> String {
+    format!("proj/{projection}")
+}
+
+fn table_key(table: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(table.len() + 1 + key.len());
+    k.extend_from_slice(table.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(key);
+    k
+}
+
+fn checkpoint_key(stream: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(b"checkpoint");
+    k.push(SEP);
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+impl ProjectionStore {
+    pub fn open(path: &Path) -> Result<ProjectionStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Ok(ProjectionStore { db })
+    }
+
+    /// A temporary store, removed when dropped (tests, benchmarks).
+    pub fn temporary() -> Result<ProjectionStore, StoreError> {
+        Ok(ProjectionStore { db: sled::Config::new().temporary(true).open()? })
+    }
+
+    fn tree(&self, projection: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(tree_name(projection))?)
+    }
+
+    /// Read access to one projection's tables.
+    pub fn view(&self, projection: &str) -> Result<View, StoreError> {
+        Ok(View { tree: self.tree(projection)?, name: projection.to_owned() })
+    }
+
+    /// The last stream sequence the projection has recorded, per stream.
+    pub fn checkpoints(&self, projection: &str) -> Result<HashMap<String, u64>, StoreError> {
+        let tree = self.tree(projection)?;
+        let prefix = {
+            let mut p = vec![META];
+            p.extend_from_slice(b"checkpoint");
+            p.push(SEP);
+            p
+        };
+        let mut out = HashMap::new();
+        for item in tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let stream = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let seq = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                tree: projection.to_owned(),
+                reason: "checkpoint is not 8 bytes".into(),
+            })?);
+            out.insert(stream, seq);
+        }
+        Ok(out)
+    }
+
+    /// Starts the writes of one batch.
+    pub fn begin(&self, projection: &str) -> Result<Tx, StoreError> {
+        Ok(Tx { tree: self.tree(projection)?, pending: BTreeMap::new() })
+    }
+
+    /// Writes a batch and the new checkpoints atomically (one sled batch). Blocking: call it
+    /// off the async executor.
+    pub fn commit(&self, tx: Tx, checkpoints: &HashMap<String, u64>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in tx.pending {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        for (stream, seq) in checkpoints {
+            batch.insert(checkpoint_key(stream), &seq.to_be_bytes());
+        }
+        tx.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Removes every row and checkpoint of a projection.
+    pub fn clear(&self, projection: &str) -> Result<(), StoreError> {
+        self.tree(projection)?.clear()?;
+        Ok(())
+    }
+
+    /// A hash of the projection's rows (checkpoints excluded), to compare two builds.
+    pub fn digest(&self, projection: &str) -> Result<String, StoreError> {
+        let mut hasher = Sha256::new();
+        for item in self.tree(projection)?.iter() {
+            let (k, v) = item?;
+            if k.first() == Some(&META) {
+                continue;
+            }
+            hasher.update((k.len() as u64).to_be_bytes());
+            hasher.update(&k);
+            hasher.update((v.len() as u64).to_be_bytes());
+            hasher.update(&v);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Flushes to disk. Not an fsync guarantee anyone relies on: the streams are the durable copy.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Corrupt { tree: "*".into(), reason: e.to_string() })??;
+        Ok(())
+    }
+}
+
+/// The writes of one batch. Reads see the batch's own pending writes first.
+pub struct Tx {
+    tree: sled::Tree,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Tx {
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+        let k = table_key(table, key);
+        if let Some(v) = self.pending.get(&k) {
+            return Ok(v.clone());
+        }
+        self.tree.get(&k).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(e.to_string()))
+    }
+
+    pub fn put(&mut self, table: &str, key: &[u8], value: Vec<u8>) {
+        self.pending.insert(table_key(table, key), Some(value));
+    }
+
+    pub fn delete(&mut self, table: &str, key: &[u8]) {
+        self.pending.insert(table_key(table, key), None);
+    }
+
+    pub fn get_json<T: DeserializeOwned>(&self, table: &str, key: &[u8]) -> Result<Option<T>, ApplyError> {
+        match self.get(table, key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ApplyError(format!("row {table}/{} unreadable: {e}", String::from_utf8_lossy(key)))),
+        }
+    }
+
+    pub fn put_json<T: Serialize>(&mut self, table: &str, key: &[u8], value: &T) {
+        self.put(table, key, serde_json::to_vec(value).expect("rows serialise"));
+    }
+
+    /// Number of pending writes.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Read access to one projection, for queries.
+#[derive(Clone)]
+pub struct View {
+    tree: sled::Tree,
+    name: String,
+}
+
+impl View {
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(table_key(table, key))?.map(|v| v.to_vec()))
+    }
+
+    pub fn get_json<T: DeserializeOwned>(&self, table: &str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.get(table, key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt { tree: self.name.clone(), reason: e.to_string() }),
+        }
+    }
+
+    /// Rows of `table` whose key starts with `prefix`, in key order.
+    pub fn scan(&self, table: &str, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        let start = table.len() + 1;
+        self.tree
+            .scan_prefix(table_key(table, prefix))
+            .map(move |item| item.map(|(k, v)| (k[start..].to_vec(), v.to_vec())).map_err(StoreError::from))
+    }
+
+    pub fn scan_json<T: DeserializeOwned>(&self, table: &str, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        self.scan(table, prefix)
+            .map(|item| {
+                let (_, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt { tree: self.name.clone(), reason: e.to_string() })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_and_its_checkpoint_land_together_and_reads_see_pending_writes() {
+        let store = ProjectionStore::temporary().unwrap();
+        let mut tx = store.begin("p").unwrap();
+        tx.put("donors", b"d1", b"one".to_vec());
+        assert_eq!(tx.get("donors", b"d1").unwrap(), Some(b"one".to_vec()));
+        tx.delete("donors", b"d1");
+        assert_eq!(tx.get("donors", b"d1").unwrap(), None);
+        tx.put("donors", b"d2", b"two".to_vec());
+        tx.put("donorsx", b"d3", b"other table".to_vec());
+        store.commit(tx, &HashMap::from([("donations".to_owned(), 7)])).unwrap();
+
+        let view = store.view("p").unwrap();
+        let rows: Vec<_> = view.scan("donors", b"").map(|r| r.unwrap()).collect();
+        assert_eq!(rows, vec![(b"d2".to_vec(), b"two".to_vec())], "tables do not leak into each other");
+        assert_eq!(store.checkpoints("p").unwrap()["donations"], 7);
+
+        let before = store.digest("p").unwrap();
+        store.commit(store.begin("p").unwrap(), &HashMap::from([("donations".to_owned(), 9)])).unwrap();
+        assert_eq!(store.digest("p").unwrap(), before, "checkpoints are not part of the digest");
+        store.clear("p").unwrap();
+        assert!(store.checkpoints("p").unwrap().is_empty());
+    }
+}
