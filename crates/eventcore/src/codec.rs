@@ -43,7 +43,12 @@ impl Upcasters {
         self
     }
 
-    pub fn upcast(&self, event_type: &str, from: u32, data: Value) -> Option<Result<Value, String>> {
+    pub fn upcast(
+        &self,
+        event_type: &str,
+        from: u32,
+        data: Value,
+    ) -> Option<Result<Value, String>> {
         self.steps
             .iter()
             .find(|(t, v, _)| *t == event_type && *v == from)
@@ -53,7 +58,9 @@ impl Upcasters {
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.steps.iter().map(|(t, v, _)| (t, v))).finish()
+        f.debug_list()
+            .entries(self.steps.iter().map(|(t, v, _)| (t, v)))
+            .finish()
     }
 }
 
@@ -69,13 +76,25 @@ pub struct EncodedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("event {event_type} has schema version {found}, newer than the {supported} this build understands")]
-    NewerVersion { event_type: String, found: u32, supported: u32 },
+    NewerVersion {
+        event_type: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("no upcaster from version {from} of event {event_type}")]
     MissingUpcaster { event_type: String, from: u32 },
     #[error("upcasting event {event_type} from version {from} failed: {reason}")]
-    UpcastFailed { event_type: String, from: u32, reason: String },
+    UpcastFailed {
+        event_type: String,
+        from: u32,
+        reason: String,
+    },
     #[error("event {event_type} v{version} does not match its schema: {reason}")]
-    Invalid { event_type: String, version: u32, reason: String },
+    Invalid {
+        event_type: String,
+        version: u32,
+        reason: String,
+    },
 }
 
 pub fn encode_event<E: DomainEvent>(event: &E) -> EncodedEvent {
@@ -87,9 +106,15 @@ pub fn encode_event<E: DomainEvent>(event: &E) -> EncodedEvent {
         Some(Value::String(t)) => t,
         _ => panic!("domain events must use #[serde(tag = \"type\", content = \"data\")]"),
     };
-    let data = map.remove("data").unwrap_or(Value::Object(Default::default()));
+    let data = map
+        .remove("data")
+        .unwrap_or(Value::Object(Default::default()));
     let schema_version = E::schema_version(&event_type);
-    EncodedEvent { event_type, schema_version, data }
+    EncodedEvent {
+        event_type,
+        schema_version,
+        data,
+    }
 }
 
 pub fn decode_event<E: DomainEvent>(
@@ -110,19 +135,28 @@ pub fn decode_event<E: DomainEvent>(
     while version < supported {
         data = match E::upcast(event_type, version, data) {
             None => {
-                return Err(DecodeError::MissingUpcaster { event_type: event_type.to_owned(), from: version })
+                return Err(DecodeError::MissingUpcaster {
+                    event_type: event_type.to_owned(),
+                    from: version,
+                })
             }
             Some(Err(reason)) => {
-                return Err(DecodeError::UpcastFailed { event_type: event_type.to_owned(), from: version, reason })
+                return Err(DecodeError::UpcastFailed {
+                    event_type: event_type.to_owned(),
+                    from: version,
+                    reason,
+                })
             }
             Some(Ok(next)) => next,
         };
         version += 1;
     }
-    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| DecodeError::Invalid {
-        event_type: event_type.to_owned(),
-        version: schema_version,
-        reason: e.to_string(),
+    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| {
+        DecodeError::Invalid {
+            event_type: event_type.to_owned(),
+            version: schema_version,
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -160,7 +194,10 @@ mod tests {
     fn round_trip_writes_current_version() {
         let e = Ev::Weighed { grams: 1500 };
         let enc = encode_event(&e);
-        assert_eq!((enc.event_type.as_str(), enc.schema_version), ("weighed", 2));
+        assert_eq!(
+            (enc.event_type.as_str(), enc.schema_version),
+            ("weighed", 2)
+        );
         assert_eq!(decode_event::<Ev>("weighed", 2, enc.data).unwrap(), e);
     }
 
@@ -174,10 +211,23 @@ mod tests {
     fn newer_version_and_garbage_are_refused() {
         assert!(matches!(
             decode_event::<Ev>("weighed", 3, json!({})),
-            Err(DecodeError::NewerVersion { found: 3, supported: 2, .. })
+            Err(DecodeError::NewerVersion {
+                found: 3,
+                supported: 2,
+                ..
+            })
         ));
-        assert!(matches!(decode_event::<Ev>("weighed", 2, json!({"grams": "x"})), Err(DecodeError::Invalid { .. })));
-        assert!(matches!(decode_event::<Ev>("unknown", 1, json!({})), Err(DecodeError::Invalid { .. })));
-        assert!(matches!(decode_event::<Ev>("weighed", 1, json!({})), Err(DecodeError::UpcastFailed { .. })));
+        assert!(matches!(
+            decode_event::<Ev>("weighed", 2, json!({"grams": "x"})),
+            Err(DecodeError::Invalid { .. })
+        ));
+        assert!(matches!(
+            decode_event::<Ev>("unknown", 1, json!({})),
+            Err(DecodeError::Invalid { .. })
+        ));
+        assert!(matches!(
+            decode_event::<Ev>("weighed", 1, json!({})),
+            Err(DecodeError::UpcastFailed { .. })
+        ));
     }
 }

@@ -24,7 +24,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { node: "local".into(), batch_size: 2048 }
+        EngineConfig {
+            node: "local".into(),
+            batch_size: 2048,
+        }
     }
 }
 
@@ -57,7 +60,12 @@ pub struct ProjectionStatus {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     #[error("projection {name} has not reached {stream}#{seq} within {timeout_ms} ms")]
-    Timeout { name: String, stream: String, seq: u64, timeout_ms: u64 },
+    Timeout {
+        name: String,
+        stream: String,
+        seq: u64,
+        timeout_ms: u64,
+    },
     #[error("projection {name} is stuck at {}#{}: {}", .stuck.stream, .stuck.seq, .stuck.reason)]
     Stuck { name: String, stuck: Stuck },
 }
@@ -101,15 +109,28 @@ impl ProjectionHandle {
     }
 
     pub fn checkpoint(&self, stream: &str) -> u64 {
-        self.inner.progress.borrow().checkpoints.get(stream).copied().unwrap_or(0)
+        self.inner
+            .progress
+            .borrow()
+            .checkpoints
+            .get(stream)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Waits until the projection has recorded `stream` up to `seq` (read-your-writes).
-    pub async fn wait_for(&self, stream: &str, seq: u64, timeout: Duration) -> Result<(), WaitError> {
+    pub async fn wait_for(
+        &self,
+        stream: &str,
+        seq: u64,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
         let mut rx = self.inner.progress.subscribe();
         let reached = |p: &Progress| {
             p.checkpoints.get(stream).copied().unwrap_or(0) >= seq
-                || p.stuck.as_ref().is_some_and(|s| s.stream == stream && s.seq <= seq)
+                || p.stuck
+                    .as_ref()
+                    .is_some_and(|s| s.stream == stream && s.seq <= seq)
         };
         let outcome = match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
             Ok(Ok(p)) => Some(p.clone()),
@@ -118,7 +139,10 @@ impl ProjectionHandle {
         match outcome {
             Some(p) => match p.stuck {
                 Some(stuck) if p.checkpoints.get(stream).copied().unwrap_or(0) < seq => {
-                    Err(WaitError::Stuck { name: self.name().to_owned(), stuck })
+                    Err(WaitError::Stuck {
+                        name: self.name().to_owned(),
+                        stuck,
+                    })
                 }
                 _ => Ok(()),
             },
@@ -154,7 +178,14 @@ enum RunEnd {
 
 impl Engine {
     pub fn new(store: ProjectionStore, js: jetstream::Context, config: EngineConfig) -> Engine {
-        Engine { store, js, config, handles: Vec::new(), tracker: TaskTracker::new(), shutdown: CancellationToken::new() }
+        Engine {
+            store,
+            js,
+            config,
+            handles: Vec::new(),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
     }
 
     pub fn store(&self) -> &ProjectionStore {
@@ -217,20 +248,33 @@ impl Engine {
     /// Returns once the rebuild has started; follow it with [`ProjectionHandle::wait_for`].
     pub async fn replay(&self, name: &str) -> Result<(), StoreError> {
         let Some(handle) = self.handle(name).cloned() else {
-            return Err(StoreError::Corrupt { tree: name.to_owned(), reason: "no such projection".into() });
+            return Err(StoreError::Corrupt {
+                tree: name.to_owned(),
+                reason: "no such projection".into(),
+            });
         };
         self.stop(&handle).await;
         for stream in handle.streams() {
             if let Ok(s) = self.js.get_stream(*stream).await {
-                let _ = s.delete_consumer(&consumer_name(name, &self.config.node)).await;
+                let _ = s
+                    .delete_consumer(&consumer_name(name, &self.config.node))
+                    .await;
             }
         }
         let store = self.store.clone();
         let owned = name.to_owned();
         tokio::task::spawn_blocking(move || store.clear(&owned))
             .await
-            .map_err(|e| StoreError::Corrupt { tree: name.to_owned(), reason: e.to_string() })??;
-        handle.set(|p| *p = Progress { state: Some(ProjectionState::Rebuilding), ..Progress::default() });
+            .map_err(|e| StoreError::Corrupt {
+                tree: name.to_owned(),
+                reason: e.to_string(),
+            })??;
+        handle.set(|p| {
+            *p = Progress {
+                state: Some(ProjectionState::Rebuilding),
+                ..Progress::default()
+            }
+        });
         tracing::info!(projection = name, "projection rebuild started");
         self.spawn(&handle);
         Ok(())
@@ -293,18 +337,32 @@ impl Runner {
 
         let mut sources = Vec::new();
         for &stream_name in projection.streams() {
-            let stream = self.js.get_stream(stream_name).await.map_err(|e| format!("stream {stream_name}: {e}"))?;
+            let stream = self
+                .js
+                .get_stream(stream_name)
+                .await
+                .map_err(|e| format!("stream {stream_name}: {e}"))?;
             let mut checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0);
             let last = stream.cached_info().state.last_sequence;
             if checkpoint > last {
                 // The stream was recreated under us: the projection describes another history.
-                tracing::warn!(projection = name, stream = stream_name, checkpoint, last, "checkpoint ahead of stream, rebuilding");
+                tracing::warn!(
+                    projection = name,
+                    stream = stream_name,
+                    checkpoint,
+                    last,
+                    "checkpoint ahead of stream, rebuilding"
+                );
                 let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.clear(name)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || store.clear(name))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
                 checkpoints.clear();
                 checkpoint = 0;
             }
-            let consumer = ensure_consumer(&stream, &durable, checkpoint, self.config.batch_size).await?;
+            let consumer =
+                ensure_consumer(&stream, &durable, checkpoint, self.config.batch_size).await?;
             let messages = consumer
                 .stream()
                 .max_messages_per_batch(self.config.batch_size)
@@ -332,9 +390,14 @@ impl Runner {
             };
             let mut messages = Vec::with_capacity(chunk.len());
             for (stream, message) in chunk {
-                messages.push((stream, message.map_err(|e| format!("receiving from {stream}: {e}"))?));
+                messages.push((
+                    stream,
+                    message.map_err(|e| format!("receiving from {stream}: {e}"))?,
+                ));
             }
-            let stuck = self.apply_batch(&*projection, &mut checkpoints, &messages).await?;
+            let stuck = self
+                .apply_batch(&*projection, &mut checkpoints, &messages)
+                .await?;
             if let Some(stuck) = stuck {
                 tracing::error!(projection = name, stream = %stuck.stream, seq = stuck.seq, reason = %stuck.reason, "projection stuck");
                 self.handle.set(|p| {
@@ -380,7 +443,11 @@ impl Runner {
                 continue; // redelivered: already recorded
             }
             if let Err(reason) = apply_message(projection, &mut tx, stream, seq, message) {
-                stuck = Some(Stuck { stream: (*stream).to_owned(), seq, reason });
+                stuck = Some(Stuck {
+                    stream: (*stream).to_owned(),
+                    seq,
+                    reason,
+                });
                 break;
             }
             next.insert((*stream).to_owned(), seq);
@@ -428,12 +495,21 @@ fn apply_message(
 ) -> Result<(), String> {
     let empty = async_nats::HeaderMap::new();
     let headers = message.headers.as_ref().unwrap_or(&empty);
-    let stored = eventstore::decode_commit(stream, seq, headers, &message.payload).map_err(|e| e.to_string())?;
+    let stored = eventstore::decode_commit(stream, seq, headers, &message.payload)
+        .map_err(|e| e.to_string())?;
     for envelope in &stored.commit.events {
-        let event = RecordedEvent { stream, seq, aggregate_kind: &stored.commit.aggregate_kind, envelope };
-        projection
-            .apply(tx, &event)
-            .map_err(|e| format!("event {} ({} v{}): {e}", envelope.event_id, envelope.event_type, envelope.schema_version))?;
+        let event = RecordedEvent {
+            stream,
+            seq,
+            aggregate_kind: &stored.commit.aggregate_kind,
+            envelope,
+        };
+        projection.apply(tx, &event).map_err(|e| {
+            format!(
+                "event {} ({} v{}): {e}",
+                envelope.event_id, envelope.event_type, envelope.schema_version
+            )
+        })?;
     }
     Ok(())
 }
@@ -451,15 +527,28 @@ async fn ensure_consumer(
             && info.ack_floor.stream_sequence == checkpoint
             && info.num_ack_pending == 0;
         if in_step {
-            return stream.get_consumer(durable).await.map_err(|e| format!("consumer {durable}: {e}"));
+            return stream
+                .get_consumer(durable)
+                .await
+                .map_err(|e| format!("consumer {durable}: {e}"));
         }
-        tracing::debug!(consumer = durable, checkpoint, delivered = info.delivered.stream_sequence, "repositioning consumer");
-        stream.delete_consumer(durable).await.map_err(|e| format!("deleting consumer {durable}: {e}"))?;
+        tracing::debug!(
+            consumer = durable,
+            checkpoint,
+            delivered = info.delivered.stream_sequence,
+            "repositioning consumer"
+        );
+        stream
+            .delete_consumer(durable)
+            .await
+            .map_err(|e| format!("deleting consumer {durable}: {e}"))?;
     }
     let deliver_policy = if checkpoint == 0 {
         DeliverPolicy::All
     } else {
-        DeliverPolicy::ByStartSequence { start_sequence: checkpoint + 1 }
+        DeliverPolicy::ByStartSequence {
+            start_sequence: checkpoint + 1,
+        }
     };
     stream
         .create_consumer(pull::Config {

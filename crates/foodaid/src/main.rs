@@ -1,0 +1,178 @@
+//! `foodaid`: one binary that runs the platform and administers it.
+//!
+//! - `foodaid up` — everything in one process, with its own nats-server unless one is configured.
+//! - `foodaid serve <service>...` — chosen services against an external NATS (multi-machine).
+//! - `foodaid status`, `foodaid replay`, `foodaid token` — operations.
+//! - `foodaid bench eventstore` — the event store benchmark.
+
+mod bench;
+mod config;
+mod connect;
+mod demo;
+mod node;
+mod ops;
+mod telemetry;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "foodaid",
+    version,
+    about = "Shared logistics for a collective of food-aid associations"
+)]
+struct Cli {
+    /// A TOML file overriding config/default.toml (instead of FOODAID_PROFILE).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where data lives (overrides data_dir).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process: nats-server (unless nats.url is set), the four services,
+    /// their projections and the HTTP gateway.
+    Up {
+        /// Address of the HTTP gateway (overrides http.addr).
+        #[arg(long)]
+        http: Option<String>,
+        /// Load a small realistic data set and print an admin token.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run some services (and optionally the gateway) against the configured NATS.
+    Serve {
+        /// donations, stock, distribution, transport, or all.
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// Also serve the HTTP gateway on this address.
+        #[arg(long)]
+        http: Option<String>,
+    },
+    /// Streams, message counts, consumer lag and projection checkpoints.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop projections and rebuild them from the streams.
+    Replay {
+        /// A projection name, or `all`.
+        projection: String,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Benchmarks that print figures measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token; it is printed once and only its hash is kept.
+    Create {
+        /// admin, warehouse, association or driver.
+        #[arg(long)]
+        role: String,
+        /// The association or driver id, for those roles.
+        #[arg(long)]
+        scope: Option<String>,
+        /// A label for the audit trail (who holds it).
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Event store append and projection replay against raw JetStream, on a fresh nats-server.
+    Eventstore {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000)]
+        aggregates: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut settings = match Settings::load(cli.config.as_deref(), &env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = cli.data_dir {
+        settings.data_dir = dir;
+    }
+    let quiet = match &cli.command {
+        Command::Status { json } => *json,
+        Command::Bench {
+            command: BenchCommand::Eventstore { json, .. },
+        } => *json,
+        _ => false,
+    };
+    telemetry::init(&settings.log, quiet);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up { http, demo } => {
+                let http = Some(http.unwrap_or_else(|| settings.http.addr.clone()));
+                node::run(settings, services::SERVICE_NAMES.to_vec(), http, demo, true).await
+            }
+            Command::Serve { services, http } => {
+                let names = node::service_list(&services)?;
+                node::run(settings, names, http, false, false).await
+            }
+            Command::Status { json } => ops::status(&settings, json).await,
+            Command::Replay { projection } => ops::replay(&settings, &projection).await,
+            Command::Token { command } => match command {
+                TokenCommand::Create { role, scope, name } => {
+                    ops::token_create(&settings, &role, scope, &name).await
+                }
+                TokenCommand::List => ops::token_list(&settings).await,
+                TokenCommand::Revoke { id } => ops::token_revoke(&settings, &id).await,
+            },
+            Command::Bench {
+                command:
+                    BenchCommand::Eventstore {
+                        events,
+                        aggregates,
+                        json,
+                    },
+            } => bench::eventstore(&settings, events, aggregates, json).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

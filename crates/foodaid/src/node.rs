@@ -1,0 +1,204 @@
+//! Running a node: some or all services, their projections, the control subjects and
+//! optionally the HTTP gateway, until Ctrl-C or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use eventstore::EventStore;
+use projections::{Engine, EngineConfig, ProjectionStore};
+use runtime::{serve_control, NodeInfo, RunnerConfig, ServiceClient};
+use services::ServiceContext;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::connect::{connect, Embed};
+
+pub fn service_list(names: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "all" {
+            return Ok(services::SERVICE_NAMES.to_vec());
+        }
+        match services::SERVICE_NAMES.iter().find(|s| **s == name) {
+            Some(s) if !out.contains(s) => out.push(*s),
+            Some(_) => {}
+            None => bail!(
+                "unknown service {name:?}: choose among {} or all",
+                services::SERVICE_NAMES.join(", ")
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Everything a node needs, built from settings; shared by `up`, `serve` and offline replay.
+pub struct Parts {
+    pub store: EventStore,
+    pub engine: Engine,
+    pub hosts: Vec<runtime::ServiceHost>,
+}
+
+pub async fn build(
+    settings: &Settings,
+    client: &async_nats::Client,
+    names: &[&'static str],
+) -> anyhow::Result<Parts> {
+    let store = EventStore::open(
+        client.clone(),
+        &eventstore::SERVICES,
+        &settings.store_config(),
+    )
+    .await
+    .context("opening the event streams")?;
+    let dir = settings.projections_dir();
+    let projections = tokio::task::spawn_blocking(move || ProjectionStore::open(&dir))
+        .await?
+        .context("opening the projection store (is another foodaid using this data dir?)")?;
+    let mut engine = Engine::new(
+        projections.clone(),
+        store.jetstream().clone(),
+        EngineConfig {
+            node: settings.node.name.clone(),
+            batch_size: settings.projections.batch_size,
+        },
+    );
+    let ctx = ServiceContext {
+        events: store.clone(),
+        projections: projections.clone(),
+        runner: RunnerConfig {
+            max_retries: settings.commands.max_retries,
+            cache_size: settings.commands.cache_size,
+        },
+        query_wait: Duration::from_millis(settings.projections.query_wait_ms),
+    };
+    let hosts = names
+        .iter()
+        .map(|n| services::build(n, &ctx, &mut engine).expect("known service"))
+        .collect();
+    Ok(Parts {
+        store,
+        engine,
+        hosts,
+    })
+}
+
+pub async fn run(
+    settings: Settings,
+    names: Vec<&'static str>,
+    http: Option<String>,
+    demo: bool,
+    embedded: bool,
+) -> anyhow::Result<()> {
+    let embed = if embedded { Embed::Own } else { Embed::Borrow };
+    if !embedded && settings.nats_urls().is_empty() {
+        bail!("`foodaid serve` needs nats.url (or FOODAID__NATS__URL); use `foodaid up` for a single machine");
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let connection = connect(&settings, embed).await?;
+    let client = connection.client.clone();
+    let Parts {
+        store,
+        engine,
+        hosts,
+        ..
+    } = build(&settings, &client, &names).await?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    engine.start();
+    let engine = Arc::new(engine);
+    for host in hosts {
+        let (client, shutdown, inner) = (client.clone(), shutdown.clone(), tracker.clone());
+        tracker.spawn(async move {
+            let service = host.service();
+            if let Err(e) = Arc::new(host).serve(client, shutdown, inner).await {
+                tracing::error!(service, error = %e, "service stopped with an error");
+            }
+        });
+    }
+    let info = NodeInfo {
+        node: settings.node.name.clone(),
+        services: names.iter().map(|s| (*s).to_owned()).collect(),
+        started_at: chrono::Utc::now(),
+    };
+    tracker.spawn({
+        let (client, engine, shutdown) = (client.clone(), engine.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = serve_control(client, engine, info, shutdown).await {
+                tracing::error!(error = %e, "control subjects stopped with an error");
+            }
+        }
+    });
+
+    let service_client = ServiceClient::new(
+        client.clone(),
+        Duration::from_millis(settings.nats.request_timeout_ms),
+    );
+    let mut http_addr = None;
+    if let Some(addr) = http {
+        let tokens = Arc::new(
+            gateway::TokenStore::open(store.jetstream(), settings.nats.replicas)
+                .await
+                .context("opening the token store")?,
+        );
+        let mut state =
+            gateway::AppState::new(service_client.clone(), tokens, store.jetstream().clone());
+        state.request_timeout = Duration::from_secs(settings.http.request_timeout_secs);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        http_addr = Some(listener.local_addr()?);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = gateway::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "http gateway stopped with an error");
+            }
+        });
+    }
+
+    if demo {
+        let summary = crate::demo::load(&service_client, &store, &settings)
+            .await
+            .context("loading demo data")?;
+        println!("{summary}");
+    }
+    match http_addr {
+        Some(addr) => println!(
+            "foodaid is up: http://{addr} (node {}, services {})",
+            settings.node.name,
+            names.join(", ")
+        ),
+        None => println!(
+            "foodaid is up (node {}, services {})",
+            settings.node.name,
+            names.join(", ")
+        ),
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight work");
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some work did not finish within 30 s");
+    }
+    engine.shutdown().await;
+    connection.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,431 @@
+//! The HTTP API: a table of operations, each forwarding to one command or query of a service.
+//! The same table drives the router and the OpenAPI document, so they cannot disagree.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, RawPathParams, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use runtime::{Actor, CommandRequest, QueryRequest};
+use serde_json::{Map, Value};
+use utoipa::openapi::{RefOr, Schema};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::{AppState, RequestId};
+
+pub type Schemas = Vec<(String, RefOr<Schema>)>;
+pub type SchemaFn = fn(&mut Schemas) -> RefOr<Schema>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Command,
+    Query,
+}
+
+/// One endpoint of the API.
+#[derive(Clone)]
+pub struct Op {
+    pub method: Method,
+    pub path: &'static str,
+    pub service: &'static str,
+    pub kind: OpKind,
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Who may call it, for the documentation (the service enforces it).
+    pub who: &'static str,
+    pub body: Option<SchemaFn>,
+    pub response: SchemaFn,
+    /// Query-string parameters (name, description).
+    pub params: &'static [(&'static str, &'static str)],
+    /// Answers 201 Created rather than 200.
+    pub creates: bool,
+}
+
+/// Reference to `T`'s schema, registering it (and what it uses) in `out`.
+pub fn schema<T: utoipa::ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
+    T::schemas(out);
+    out.push((T::name().into_owned(), T::schema()));
+    RefOr::Ref(utoipa::openapi::Ref::from_schema_name(T::name()))
+}
+
+pub fn array<T: utoipa::ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
+    let item = schema::<T>(out);
+    RefOr::T(Schema::Array(
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(item)
+            .build(),
+    ))
+}
+
+fn command(
+    method: Method,
+    path: &'static str,
+    service: &'static str,
+    name: &'static str,
+    summary: &'static str,
+    who: &'static str,
+    body: SchemaFn,
+    creates: bool,
+) -> Op {
+    Op {
+        method,
+        path,
+        service,
+        kind: OpKind::Command,
+        name,
+        summary,
+        who,
+        body: Some(body),
+        response: schema::<runtime_schema::CommandReply>,
+        params: &[],
+        creates,
+    }
+}
+
+fn query(
+    path: &'static str,
+    service: &'static str,
+    name: &'static str,
+    summary: &'static str,
+    who: &'static str,
+    response: SchemaFn,
+    params: &'static [(&'static str, &'static str)],
+) -> Op {
+    Op {
+        method: Method::GET,
+        path,
+        service,
+        kind: OpKind::Query,
+        name,
+        summary,
+        who,
+        body: None,
+        response,
+        params,
+        creates: false,
+    }
+}
+
+/// Every operation of the API.
+pub fn operations() -> Vec<Op> {
+    use services::{distribution as dist, donations as don, stock as st, transport as tr};
+    vec![
+        command(
+            Method::POST,
+            "/api/donors",
+            "donations",
+            "register_donor",
+            "Register a donor",
+            "admin, warehouse",
+            schema::<don::RegisterDonor>,
+            true,
+        ),
+        command(
+            Method::PATCH,
+            "/api/donors/{donor_id}",
+            "donations",
+            "update_donor",
+            "Change a donor's name, address or position",
+            "admin, warehouse",
+            schema::<don::UpdateDonor>,
+            false,
+        ),
+        query(
+            "/api/donors",
+            "donations",
+            "list_donors",
+            "List donors",
+            "admin, warehouse",
+            array::<don::DonorRow>,
+            &[
+                ("kind", "only donors of this kind"),
+                ("q", "part of the name, any case"),
+            ],
+        ),
+        query(
+            "/api/donors/{donor_id}",
+            "donations",
+            "get_donor",
+            "One donor",
+            "admin, warehouse",
+            schema::<don::DonorRow>,
+            &[],
+        ),
+        command(
+            Method::POST,
+            "/api/sites",
+            "stock",
+            "create_site",
+            "Create a warehouse site with its zones",
+            "admin",
+            schema::<st::CreateSite>,
+            true,
+        ),
+        command(
+            Method::POST,
+            "/api/sites/{site_id}/zones",
+            "stock",
+            "add_zone",
+            "Add a zone to a site",
+            "admin",
+            schema::<st::AddZone>,
+            true,
+        ),
+        query(
+            "/api/sites",
+            "stock",
+            "list_sites",
+            "List sites",
+            "any role",
+            array::<st::SiteRow>,
+            &[],
+        ),
+        query(
+            "/api/sites/{site_id}",
+            "stock",
+            "get_site",
+            "One site",
+            "any role",
+            schema::<st::SiteRow>,
+            &[],
+        ),
+        command(
+            Method::POST,
+            "/api/associations",
+            "distribution",
+            "register_association",
+            "Register a member association",
+            "admin",
+            schema::<dist::RegisterAssociation>,
+            true,
+        ),
+        command(
+            Method::POST,
+            "/api/associations/{association_id}/relay-points",
+            "distribution",
+            "add_relay_point",
+            "Add a relay point",
+            "admin, the association itself",
+            schema::<dist::AddRelayPoint>,
+            true,
+        ),
+        query(
+            "/api/associations",
+            "distribution",
+            "list_associations",
+            "List member associations and their relay points",
+            "any role",
+            array::<dist::AssociationRow>,
+            &[],
+        ),
+        query(
+            "/api/associations/{association_id}",
+            "distribution",
+            "get_association",
+            "One association",
+            "any role",
+            schema::<dist::AssociationRow>,
+            &[],
+        ),
+        command(
+            Method::POST,
+            "/api/vehicles",
+            "transport",
+            "register_vehicle",
+            "Register a vehicle",
+            "admin",
+            schema::<tr::RegisterVehicle>,
+            true,
+        ),
+        command(
+            Method::POST,
+            "/api/vehicles/{vehicle_id}/retire",
+            "transport",
+            "retire_vehicle",
+            "Retire a vehicle",
+            "admin",
+            schema::<tr::RetireVehicle>,
+            false,
+        ),
+        query(
+            "/api/vehicles",
+            "transport",
+            "list_vehicles",
+            "List vehicles",
+            "admin, warehouse, driver",
+            array::<tr::VehicleRow>,
+            &[],
+        ),
+    ]
+}
+
+/// Schemas of the runtime's wire types, declared here because the runtime does not depend on
+/// utoipa.
+pub mod runtime_schema {
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    /// The answer to an accepted command.
+    #[derive(Serialize, ToSchema)]
+    pub struct CommandReply {
+        /// The aggregate the command changed (or created).
+        pub aggregate_id: String,
+        /// Stream and sequence of the commit: pass `min_seq=<stream>:<seq>` to later queries to
+        /// read your own write.
+        pub stream: String,
+        pub seq: u64,
+        pub version: u64,
+        /// True when this idempotency key had already been committed (this is the first answer).
+        pub duplicate: bool,
+        pub events: Vec<ReplyEvent>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct ReplyEvent {
+        #[serde(rename = "type")]
+        pub event_type: String,
+        pub data: serde_json::Value,
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for op in operations() {
+        let filter = MethodFilter::try_from(op.method.clone()).expect("supported method");
+        let path = op.path;
+        let handler = move |state: State<AppState>,
+                            actor: Option<Extension<Actor>>,
+                            request_id: Extension<RequestId>,
+                            raw_path: RawPathParams,
+                            query: Query<Vec<(String, String)>>,
+                            headers: HeaderMap,
+                            body: Bytes| {
+            let op = op.clone();
+            let path: BTreeMap<String, String> = raw_path
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            async move { forward(op, state, actor, request_id, path, query, headers, body).await }
+        };
+        router = router.route(path, on(filter, handler));
+    }
+    router
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    op: Op,
+    State(state): State<AppState>,
+    actor: Option<Extension<Actor>>,
+    Extension(request_id): Extension<RequestId>,
+    path: BTreeMap<String, String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(Extension(actor)) = actor else {
+        return Err(ApiError::unauthenticated());
+    };
+    match op.kind {
+        OpKind::Command => {
+            let mut payload = parse_body(&body)?;
+            for (k, v) in path {
+                payload.insert(k, Value::String(v));
+            }
+            let command_id = match headers.get("idempotency-key") {
+                Some(v) => v
+                    .to_str()
+                    .map_err(|_| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_idempotency_key",
+                            "Idempotency-Key must be ASCII",
+                        )
+                    })?
+                    .to_owned(),
+                None => Uuid::now_v7().to_string(),
+            };
+            let occurred_at = match headers.get("x-occurred-at") {
+                None => None,
+                Some(v) => Some(
+                    v.to_str()
+                        .ok()
+                        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_occurred_at",
+                                "X-Occurred-At must be an RFC 3339 date-time",
+                            )
+                        })?
+                        .with_timezone(&chrono::Utc),
+                ),
+            };
+            let mut request = CommandRequest::new(command_id, actor, Value::Object(payload));
+            request.correlation_id = Some(request_id.0);
+            request.occurred_at = occurred_at;
+            let reply = state
+                .services
+                .command(op.service, op.name, &request)
+                .await?;
+            let status = if op.creates && !reply.duplicate {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(reply)).into_response())
+        }
+        OpKind::Query => {
+            let mut params = Map::new();
+            let mut min_seq = BTreeMap::new();
+            for (k, v) in query {
+                if k == "min_seq" {
+                    let (stream, seq) = match v.split_once(':') {
+                        Some((s, n)) => (s.to_owned(), n),
+                        None => (op.service.to_owned(), v.as_str()),
+                    };
+                    let seq: u64 = seq.parse().map_err(|_| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_min_seq",
+                            "min_seq is <seq> or <stream>:<seq>",
+                        )
+                    })?;
+                    min_seq.insert(stream, seq);
+                } else {
+                    params.insert(k, Value::String(v));
+                }
+            }
+            for (k, v) in path {
+                params.insert(k, Value::String(v));
+            }
+            let mut request = QueryRequest::new(actor, Value::Object(params));
+            request.min_seq = min_seq;
+            let answer: Value = state.services.query(op.service, op.name, &request).await?;
+            Ok(Json(answer).into_response())
+        }
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,156 @@
+//! The OpenAPI document, generated from the operation table.
+
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Required,
+    ResponseBuilder,
+};
+
+use crate::api::{schema, Op, OpKind, Schemas};
+use crate::error::ApiError;
+use crate::health::Health;
+
+fn method(op: &Op) -> HttpMethod {
+    match op.method.as_str() {
+        "GET" => HttpMethod::Get,
+        "POST" => HttpMethod::Post,
+        "PUT" => HttpMethod::Put,
+        "PATCH" => HttpMethod::Patch,
+        "DELETE" => HttpMethod::Delete,
+        other => unreachable!("unsupported method {other}"),
+    }
+}
+
+fn json(schema: utoipa::openapi::RefOr<utoipa::openapi::Schema>) -> utoipa::openapi::Content {
+    ContentBuilder::new().schema(Some(schema)).build()
+}
+
+pub fn document(ops: &[Op]) -> OpenApi {
+    let mut schemas: Schemas = Vec::new();
+    let error = schema::<ApiError>(&mut schemas);
+    let error_response = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content("application/json", json(error.clone()))
+            .build()
+    };
+    let mut paths = Paths::new();
+
+    let health = schema::<Health>(&mut schemas);
+    paths.add_path_operation(
+        "/health",
+        vec![HttpMethod::Get],
+        OperationBuilder::new()
+            .tag("platform")
+            .summary(Some("Liveness and projection health (no token needed)"))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("NATS connected")
+                    .content("application/json", json(health.clone()))
+                    .build(),
+            )
+            .response(
+                "503",
+                ResponseBuilder::new()
+                    .description("NATS unreachable")
+                    .content("application/json", json(health))
+                    .build(),
+            )
+            .build(),
+    );
+
+    for op in ops {
+        let mut b = OperationBuilder::new()
+            .tag(op.service)
+            .operation_id(Some(op.name))
+            .summary(Some(op.summary))
+            .description(Some(format!(
+                "Who: {}. Service call `foodaid.{}.{}.{}`.",
+                op.who,
+                if op.kind == OpKind::Command {
+                    "cmd"
+                } else {
+                    "qry"
+                },
+                op.service,
+                op.name
+            )))
+            .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+        for segment in op.path.split('/') {
+            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                b = b.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True),
+                );
+            }
+        }
+        let ok = (op.response)(&mut schemas);
+        match op.kind {
+            OpKind::Command => {
+                if let Some(body) = op.body {
+                    b = b.request_body(Some(
+                        RequestBodyBuilder::new()
+                            .content("application/json", json(body(&mut schemas)))
+                            .required(Some(Required::True))
+                            .build(),
+                    ));
+                }
+                b = b
+                    .parameter(ParameterBuilder::new().name("Idempotency-Key").parameter_in(ParameterIn::Header).description(Some("resending a command with the same key commits it once and returns the first answer")))
+                    .parameter(ParameterBuilder::new().name("X-Occurred-At").parameter_in(ParameterIn::Header).description(Some("RFC 3339 time the action happened, for work recorded offline")))
+                    .response(if op.creates { "201" } else { "200" }, ResponseBuilder::new().description("committed").content("application/json", json(ok)).build())
+                    .response("409", error_response("conflicts with the current state"))
+                    .response("422", error_response("invalid payload or refused by a rule"));
+            }
+            OpKind::Query => {
+                for (name, description) in op.params {
+                    b = b.parameter(
+                        ParameterBuilder::new()
+                            .name(*name)
+                            .parameter_in(ParameterIn::Query)
+                            .description(Some(*description)),
+                    );
+                }
+                b = b
+                    .parameter(ParameterBuilder::new().name("min_seq").parameter_in(ParameterIn::Query).description(Some("wait until the projection has recorded this commit: <seq> or <stream>:<seq> from a command's answer")))
+                    .response("200", ResponseBuilder::new().description("answer").content("application/json", json(ok)).build())
+                    .response("404", error_response("not found"));
+            }
+        }
+        b = b
+            .response("400", error_response("malformed JSON or parameters"))
+            .response("401", error_response("missing or unknown token"))
+            .response("403", error_response("the token's role may not do this"))
+            .response(
+                "503",
+                error_response("service unavailable or projection lagging"),
+            );
+        paths.add_path_operation(op.path, vec![method(op)], b.build());
+    }
+
+    schemas.sort_by(|a, b| a.0.cmp(&b.0));
+    schemas.dedup_by(|a, b| a.0 == b.0);
+    let components = ComponentsBuilder::new()
+        .schemas_from_iter(schemas)
+        .security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        )
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("foodaid")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Shared logistics of a collective of food-aid associations. Errors are {code, message} with stable codes."))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components))
+        .build()
+}

@@ -1,0 +1,29 @@
+//! How a foodaid service runs: commands and queries arrive over NATS request/reply, commands
+//! are decided by a pure aggregate and committed to the event store, queries are answered from
+//! projections.
+//!
+//! - [`CommandRunner`] loads an aggregate (from its cache or its subject), decides, appends with
+//!   the concurrency check, and retries a bounded number of times on conflict. A command id seen
+//!   before returns the first answer instead of deciding again.
+//! - [`ServiceHost`] subscribes to `foodaid.cmd.<service>.*` and `foodaid.qry.<service>.*` in the
+//!   queue group `foodaid.<service>`, so several instances share the work.
+//! - [`ServiceClient`] is the other end, used by the HTTP gateway, the CLI and sagas.
+//! - [`ServiceError`] is how every failure travels: a kind, a stable code, a message.
+//!
+//! Domain rules live in the service crates; storage details in `eventstore` and `projections`.
+
+mod client;
+mod error;
+mod host;
+mod node;
+mod runner;
+mod wire;
+
+pub use client::ServiceClient;
+pub use error::{ErrorKind, ServiceError};
+pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};
+pub use node::{
+    serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS,
+};
+pub use runner::{CommandRunner, RunnerConfig};
+pub use wire::{Actor, CommandReply, CommandRequest, QueryRequest, ReplyEvent, Role};

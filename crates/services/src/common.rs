@@ -1,0 +1,159 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventcore::{Aggregate, AggregateId, CommandMeta};
+use eventstore::EventStore;
+use projections::{ProjectionHandle, ProjectionStore, View, WaitError};
+use runtime::{
+    Actor, CommandReply, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig,
+    ServiceError,
+};
+use uuid::Uuid;
+
+pub const SERVICE_NAMES: [&str; 4] = ["donations", "stock", "distribution", "transport"];
+
+/// What every service needs to run.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub events: EventStore,
+    pub projections: ProjectionStore,
+    pub runner: RunnerConfig,
+    /// How long a query waits for `min_seq` before answering `projection_lagging`.
+    pub query_wait: Duration,
+}
+
+impl ServiceContext {
+    pub fn runner<A: Aggregate>(&self, service: &'static str) -> Arc<CommandRunner<A>> {
+        Arc::new(CommandRunner::new(
+            self.events.clone(),
+            service,
+            self.runner.clone(),
+        ))
+    }
+}
+
+pub fn meta(request: &CommandRequest) -> CommandMeta {
+    let correlation = request.correlation_id.unwrap_or_else(Uuid::now_v7);
+    CommandMeta {
+        command_id: request.command_id.clone(),
+        actor: request.actor.to_string(),
+        correlation_id: correlation,
+        causation_id: request.causation_id.unwrap_or(correlation),
+        occurred_at: request.occurred_at,
+    }
+}
+
+/// The id of a new aggregate: the client's, or one derived from the idempotency key so that a
+/// retried creation lands on the same aggregate instead of creating a twin.
+pub fn new_id(
+    given: Option<String>,
+    request: &CommandRequest,
+    kind: &str,
+) -> Result<AggregateId, ServiceError> {
+    match given {
+        Some(id) => parse_id(&id, kind),
+        None => {
+            let derived = Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("foodaid/{kind}/{}", request.command_id).as_bytes(),
+            );
+            Ok(AggregateId::try_from(derived.to_string()).expect("uuids are valid ids"))
+        }
+    }
+}
+
+pub fn parse_id(id: &str, kind: &str) -> Result<AggregateId, ServiceError> {
+    id.parse()
+        .map_err(|e| ServiceError::validation(format!("invalid_{kind}_id"), e))
+}
+
+/// Refuses unless the actor has one of `roles` (admins and the platform always may).
+pub fn require(actor: &Actor, roles: &[Role]) -> Result<(), ServiceError> {
+    if actor.is_privileged() || roles.contains(&actor.role) {
+        Ok(())
+    } else {
+        Err(ServiceError::forbidden(
+            "forbidden",
+            format!("role {} may not do this", actor.role.as_str()),
+        ))
+    }
+}
+
+/// Refuses unless the actor is privileged or acts for `scope` with `role`.
+pub fn require_scope(actor: &Actor, role: Role, scope: &str) -> Result<(), ServiceError> {
+    if actor.is_privileged() || (actor.role == role && actor.scope.as_deref() == Some(scope)) {
+        Ok(())
+    } else {
+        Err(ServiceError::forbidden(
+            "forbidden",
+            format!("{actor} may not act for {} {scope}", role.as_str()),
+        ))
+    }
+}
+
+pub async fn execute<A: Aggregate>(
+    runner: &CommandRunner<A>,
+    id: AggregateId,
+    command: A::Command,
+    request: &CommandRequest,
+) -> Result<CommandReply, ServiceError> {
+    runner.execute(id, command, meta(request)).await
+}
+
+/// Answers a query from a projection once it has caught up with the request's `min_seq`.
+pub async fn read<T: Send + 'static>(
+    ctx: &ServiceContext,
+    projection: &ProjectionHandle,
+    request: &QueryRequest,
+    f: impl FnOnce(&View) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    for (stream, seq) in &request.min_seq {
+        if !projection.streams().contains(&stream.as_str()) {
+            continue;
+        }
+        projection
+            .wait_for(stream, *seq, ctx.query_wait)
+            .await
+            .map_err(|e| match e {
+                WaitError::Timeout { .. } => ServiceError::unavailable("projection_lagging", e),
+                WaitError::Stuck { .. } => ServiceError::unavailable("projection_stuck", e),
+            })?;
+    }
+    let view = ctx
+        .projections
+        .view(projection.name())
+        .map_err(|e| ServiceError::internal("opening a projection", e))?;
+    tokio::task::spawn_blocking(move || f(&view))
+        .await
+        .map_err(|e| ServiceError::internal("running a query", e))?
+}
+
+pub fn storage(e: projections::StoreError) -> ServiceError {
+    ServiceError::internal("reading a projection", e)
+}
+
+/// A position as it appears in the API.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Position {
+    /// Latitude, decimal degrees (WGS84).
+    pub lat: f64,
+    /// Longitude, decimal degrees (WGS84).
+    pub lon: f64,
+}
+
+impl From<values::GeoPoint> for Position {
+    fn from(p: values::GeoPoint) -> Self {
+        Position {
+            lat: p.lat(),
+            lon: p.lon(),
+        }
+    }
+}
+
+/// A string schema limited to `values`, for domain enums that carry no schema of their own.
+pub fn enum_schema(values: &[&str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}

@@ -1,0 +1,221 @@
+//! Donations service: donors (registration, updates) and their read model.
+
+use chrono::{DateTime, Utc};
+use donations::{Donor, DonorCommand, DonorEvent, DonorKind};
+use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
+use runtime::{parse_payload, Role, ServiceError, ServiceHost};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use values::{GeoPoint, Name};
+
+use crate::common::{
+    enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext,
+};
+
+pub const SERVICE: &str = "donations";
+
+fn donor_kind_schema() -> utoipa::openapi::Object {
+    enum_schema(&[
+        "retailer",
+        "producer",
+        "wholesaler",
+        "public_programme",
+        "food_drive",
+        "individual",
+    ])
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDonor {
+    /// Optional client-chosen id; derived from the idempotency key when absent.
+    pub donor_id: Option<String>,
+    #[schema(schema_with = donor_kind_schema)]
+    pub kind: DonorKind,
+    #[schema(value_type = String, example = "Carrefour Vénissieux")]
+    pub name: Name,
+    #[serde(default)]
+    pub address: String,
+    #[schema(value_type = Option<Position>)]
+    pub position: Option<GeoPoint>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDonor {
+    pub donor_id: String,
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Name>,
+    pub address: Option<String>,
+    #[schema(value_type = Option<Position>)]
+    pub position: Option<GeoPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DonorRow {
+    pub donor_id: String,
+    #[schema(schema_with = donor_kind_schema)]
+    pub kind: DonorKind,
+    pub name: String,
+    pub address: String,
+    pub position: Option<Position>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListDonors {
+    #[schema(schema_with = donor_kind_schema)]
+    pub kind: Option<DonorKind>,
+    /// Case-insensitive part of the name.
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetDonor {
+    pub donor_id: String,
+}
+
+/// Donors by id.
+pub struct DonorsProjection;
+
+impl Projection for DonorsProjection {
+    fn name(&self) -> &'static str {
+        "donors"
+    }
+
+    fn streams(&self) -> &'static [&'static str] {
+        &[SERVICE]
+    }
+
+    fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
+        if event.aggregate_kind != "donor" {
+            return Ok(());
+        }
+        let id = event.envelope.aggregate_id.as_bytes();
+        let at = event.envelope.occurred_at;
+        match event.decode::<DonorEvent>()? {
+            DonorEvent::DonorRegistered {
+                kind,
+                name,
+                address,
+                position,
+            } => {
+                let row = DonorRow {
+                    donor_id: event.envelope.aggregate_id.clone(),
+                    kind,
+                    name: name.into(),
+                    address,
+                    position: position.map(Position::from),
+                    registered_at: at,
+                    updated_at: at,
+                };
+                tx.put_json("donor", id, &row);
+            }
+            DonorEvent::DonorUpdated {
+                name,
+                address,
+                position,
+            } => {
+                let mut row: DonorRow = tx.get_json("donor", id)?.ok_or_else(|| {
+                    ApplyError(format!(
+                        "update of unknown donor {}",
+                        event.envelope.aggregate_id
+                    ))
+                })?;
+                row.name = name.into();
+                row.address = address;
+                row.position = position.map(Position::from);
+                row.updated_at = at;
+                tx.put_json("donor", id, &row);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
+    let mut host = ServiceHost::new(SERVICE);
+    let donors = ctx.runner::<Donor>(SERVICE);
+    let projection = engine.register(DonorsProjection);
+
+    let runner = donors.clone();
+    host.command("register_donor", move |request| {
+        let runner = runner.clone();
+        async move {
+            require(&request.actor, &[Role::Warehouse])?;
+            let body: RegisterDonor = parse_payload(&request.payload)?;
+            let id = new_id(body.donor_id, &request, "donor")?;
+            let command = DonorCommand::Register {
+                kind: body.kind,
+                name: body.name,
+                address: body.address,
+                position: body.position,
+            };
+            execute(&runner, id, command, &request).await
+        }
+    });
+    let runner = donors;
+    host.command("update_donor", move |request| {
+        let runner = runner.clone();
+        async move {
+            require(&request.actor, &[Role::Warehouse])?;
+            let body: UpdateDonor = parse_payload(&request.payload)?;
+            let id = parse_id(&body.donor_id, "donor")?;
+            let command = DonorCommand::Update {
+                name: body.name,
+                address: body.address,
+                position: body.position,
+            };
+            execute(&runner, id, command, &request).await
+        }
+    });
+
+    let (c, p) = (ctx.clone(), projection.clone());
+    host.query("list_donors", move |request| {
+        let (ctx, projection) = (c.clone(), p.clone());
+        async move {
+            require(&request.actor, &[Role::Warehouse])?;
+            let params: ListDonors = parse_payload(&request.params)?;
+            read(&ctx, &projection, &request, move |view| {
+                let needle = params.q.as_deref().map(str::to_lowercase);
+                let mut rows: Vec<DonorRow> = view.scan_json("donor", b"").map_err(storage)?;
+                rows.retain(|r| {
+                    params.kind.is_none_or(|k| k == r.kind)
+                        && needle
+                            .as_deref()
+                            .is_none_or(|n| r.name.to_lowercase().contains(n))
+                });
+                rows.sort_by(|a, b| {
+                    a.name
+                        .cmp(&b.name)
+                        .then_with(|| a.donor_id.cmp(&b.donor_id))
+                });
+                Ok(rows)
+            })
+            .await
+        }
+    });
+    let (c, p) = (ctx.clone(), projection);
+    host.query("get_donor", move |request| {
+        let (ctx, projection) = (c.clone(), p.clone());
+        async move {
+            require(&request.actor, &[Role::Warehouse])?;
+            let params: GetDonor = parse_payload(&request.params)?;
+            read(&ctx, &projection, &request, move |view| {
+                view.get_json::<DonorRow>("donor", params.donor_id.as_bytes())
+                    .map_err(storage)?
+                    .ok_or_else(|| {
+                        ServiceError::not_found(
+                            "donor_not_found",
+                            format!("no donor {}", params.donor_id),
+                        )
+                    })
+            })
+            .await
+        }
+    });
+    host
+}

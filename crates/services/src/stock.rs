@@ -1,0 +1,204 @@
+//! Stock service: warehouse sites and zones, and their read model.
+
+use chrono::{DateTime, Utc};
+use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
+use runtime::{parse_payload, Role, ServiceError, ServiceHost};
+use serde::{Deserialize, Serialize};
+use stock::{Site, SiteCommand, SiteEvent, StorageClass, Zone};
+use utoipa::ToSchema;
+use values::{GeoPoint, Name};
+
+use crate::common::{
+    enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext,
+};
+
+pub const SERVICE: &str = "stock";
+
+fn storage_schema() -> utoipa::openapi::Object {
+    enum_schema(&["ambient", "chilled", "frozen"])
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneBody {
+    /// 1 to 16 letters, digits or '-', stored upper-case.
+    #[schema(value_type = String, example = "COLD-1")]
+    pub code: stock::ZoneCode,
+    #[schema(schema_with = storage_schema)]
+    pub storage: StorageClass,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSite {
+    pub site_id: Option<String>,
+    #[schema(value_type = String, example = "Entrepôt de Gerland")]
+    pub name: Name,
+    #[serde(default)]
+    pub address: String,
+    #[schema(value_type = Option<Position>)]
+    pub position: Option<GeoPoint>,
+    #[serde(default)]
+    pub zones: Vec<ZoneBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddZone {
+    pub site_id: String,
+    pub zone: ZoneBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SiteRow {
+    pub site_id: String,
+    pub name: String,
+    pub address: String,
+    pub position: Option<Position>,
+    pub zones: Vec<ZoneBody>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetSite {
+    pub site_id: String,
+}
+
+pub struct SitesProjection;
+
+impl Projection for SitesProjection {
+    fn name(&self) -> &'static str {
+        "sites"
+    }
+
+    fn streams(&self) -> &'static [&'static str] {
+        &[SERVICE]
+    }
+
+    fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
+        if event.aggregate_kind != "site" {
+            return Ok(());
+        }
+        let id = event.envelope.aggregate_id.as_bytes();
+        match event.decode::<SiteEvent>()? {
+            SiteEvent::SiteCreated {
+                name,
+                address,
+                position,
+            } => tx.put_json(
+                "site",
+                id,
+                &SiteRow {
+                    site_id: event.envelope.aggregate_id.clone(),
+                    name: name.into(),
+                    address,
+                    position: position.map(Position::from),
+                    zones: Vec::new(),
+                    created_at: event.envelope.occurred_at,
+                },
+            ),
+            SiteEvent::ZoneAdded { zone } => {
+                let mut row: SiteRow = tx.get_json("site", id)?.ok_or_else(|| {
+                    ApplyError(format!(
+                        "zone for unknown site {}",
+                        event.envelope.aggregate_id
+                    ))
+                })?;
+                row.zones.push(ZoneBody {
+                    code: zone.code,
+                    storage: zone.storage,
+                });
+                tx.put_json("site", id, &row);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
+    let mut host = ServiceHost::new(SERVICE);
+    let sites = ctx.runner::<Site>(SERVICE);
+    let projection = engine.register(SitesProjection);
+
+    let runner = sites.clone();
+    host.command("create_site", move |request| {
+        let runner = runner.clone();
+        async move {
+            require(&request.actor, &[])?;
+            let body: CreateSite = parse_payload(&request.payload)?;
+            let id = new_id(body.site_id, &request, "site")?;
+            let zones = body
+                .zones
+                .into_iter()
+                .map(|z| Zone {
+                    code: z.code,
+                    storage: z.storage,
+                })
+                .collect();
+            let command = SiteCommand::Create {
+                name: body.name,
+                address: body.address,
+                position: body.position,
+                zones,
+            };
+            execute(&runner, id, command, &request).await
+        }
+    });
+    let runner = sites;
+    host.command("add_zone", move |request| {
+        let runner = runner.clone();
+        async move {
+            require(&request.actor, &[])?;
+            let body: AddZone = parse_payload(&request.payload)?;
+            let id = parse_id(&body.site_id, "site")?;
+            let command = SiteCommand::AddZone {
+                zone: Zone {
+                    code: body.zone.code,
+                    storage: body.zone.storage,
+                },
+            };
+            execute(&runner, id, command, &request).await
+        }
+    });
+
+    let (c, p) = (ctx.clone(), projection.clone());
+    host.query("list_sites", move |request| {
+        let (ctx, projection) = (c.clone(), p.clone());
+        async move {
+            require(
+                &request.actor,
+                &[Role::Warehouse, Role::Association, Role::Driver],
+            )?;
+            read(&ctx, &projection, &request, |view| {
+                let mut rows: Vec<SiteRow> = view.scan_json("site", b"").map_err(storage)?;
+                rows.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(rows)
+            })
+            .await
+        }
+    });
+    let (c, p) = (ctx.clone(), projection);
+    host.query("get_site", move |request| {
+        let (ctx, projection) = (c.clone(), p.clone());
+        async move {
+            require(
+                &request.actor,
+                &[Role::Warehouse, Role::Association, Role::Driver],
+            )?;
+            let params: GetSite = parse_payload(&request.params)?;
+            read(&ctx, &projection, &request, move |view| {
+                view.get_json::<SiteRow>("site", params.site_id.as_bytes())
+                    .map_err(storage)?
+                    .ok_or_else(|| {
+                        ServiceError::not_found(
+                            "site_not_found",
+                            format!("no site {}", params.site_id),
+                        )
+                    })
+            })
+            .await
+        }
+    });
+    host
+}

@@ -1,0 +1,150 @@
+//! Transport service: the vehicles of the fleet, and their read model.
+
+use chrono::{DateTime, Utc};
+use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
+use runtime::{parse_payload, Role, ServiceHost};
+use serde::{Deserialize, Serialize};
+use transport::{Vehicle, VehicleCommand, VehicleEvent, VehicleSpec};
+use utoipa::ToSchema;
+use values::Name;
+
+use crate::common::{execute, new_id, parse_id, read, require, storage, ServiceContext};
+
+pub const SERVICE: &str = "transport";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterVehicle {
+    pub vehicle_id: Option<String>,
+    #[schema(value_type = String, example = "Kangoo frigo")]
+    pub name: Name,
+    pub capacity_kg: u32,
+    #[serde(default)]
+    pub volume_l: u32,
+    #[serde(default)]
+    pub chilled_capacity_kg: u32,
+    pub home_site: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetireVehicle {
+    pub vehicle_id: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VehicleRow {
+    pub vehicle_id: String,
+    pub name: String,
+    pub capacity_kg: u32,
+    pub volume_l: u32,
+    pub chilled_capacity_kg: u32,
+    pub home_site: String,
+    pub retired: bool,
+    pub registered_at: DateTime<Utc>,
+}
+
+pub struct VehiclesProjection;
+
+impl Projection for VehiclesProjection {
+    fn name(&self) -> &'static str {
+        "vehicles"
+    }
+
+    fn streams(&self) -> &'static [&'static str] {
+        &[SERVICE]
+    }
+
+    fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
+        if event.aggregate_kind != "vehicle" {
+            return Ok(());
+        }
+        let id = event.envelope.aggregate_id.as_bytes();
+        match event.decode::<VehicleEvent>()? {
+            VehicleEvent::VehicleRegistered { spec } => tx.put_json(
+                "vehicle",
+                id,
+                &VehicleRow {
+                    vehicle_id: event.envelope.aggregate_id.clone(),
+                    name: spec.name.into(),
+                    capacity_kg: spec.capacity_kg,
+                    volume_l: spec.volume_l,
+                    chilled_capacity_kg: spec.chilled_capacity_kg,
+                    home_site: spec.home_site,
+                    retired: false,
+                    registered_at: event.envelope.occurred_at,
+                },
+            ),
+            VehicleEvent::VehicleRetired { .. } => {
+                let mut row: VehicleRow = tx.get_json("vehicle", id)?.ok_or_else(|| {
+                    ApplyError(format!(
+                        "retirement of unknown vehicle {}",
+                        event.envelope.aggregate_id
+                    ))
+                })?;
+                row.retired = true;
+                tx.put_json("vehicle", id, &row);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
+    let mut host = ServiceHost::new(SERVICE);
+    let vehicles = ctx.runner::<Vehicle>(SERVICE);
+    let projection = engine.register(VehiclesProjection);
+
+    let runner = vehicles.clone();
+    host.command("register_vehicle", move |request| {
+        let runner = runner.clone();
+        async move {
+            require(&request.actor, &[])?;
+            let body: RegisterVehicle = parse_payload(&request.payload)?;
+            let id = new_id(body.vehicle_id, &request, "vehicle")?;
+            let spec = VehicleSpec {
+                name: body.name,
+                capacity_kg: body.capacity_kg,
+                volume_l: body.volume_l,
+                chilled_capacity_kg: body.chilled_capacity_kg,
+                home_site: body.home_site,
+            };
+            execute(&runner, id, VehicleCommand::Register(spec), &request).await
+        }
+    });
+    let runner = vehicles;
+    host.command("retire_vehicle", move |request| {
+        let runner = runner.clone();
+        async move {
+            require(&request.actor, &[])?;
+            let body: RetireVehicle = parse_payload(&request.payload)?;
+            let id = parse_id(&body.vehicle_id, "vehicle")?;
+            execute(
+                &runner,
+                id,
+                VehicleCommand::Retire {
+                    reason: body.reason,
+                },
+                &request,
+            )
+            .await
+        }
+    });
+
+    let (c, p) = (ctx.clone(), projection);
+    host.query("list_vehicles", move |request| {
+        let (ctx, projection) = (c.clone(), p.clone());
+        async move {
+            require(&request.actor, &[Role::Driver, Role::Warehouse])?;
+            read(&ctx, &projection, &request, |view| {
+                let mut rows: Vec<VehicleRow> = view.scan_json("vehicle", b"").map_err(storage)?;
+                rows.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(rows)
+            })
+            .await
+        }
+    });
+    host
+}

@@ -1,0 +1,138 @@
+use eventcore::{Aggregate, DomainEvent, Rejection};
+use serde::{Deserialize, Serialize};
+use values::Name;
+
+/// What a vehicle can carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VehicleSpec {
+    pub name: Name,
+    pub capacity_kg: u32,
+    pub volume_l: u32,
+    /// Kilograms that can travel refrigerated; 0 for a vehicle without a cold box.
+    pub chilled_capacity_kg: u32,
+    pub home_site: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VehicleCommand {
+    Register(VehicleSpec),
+    Retire { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum VehicleEvent {
+    VehicleRegistered { spec: VehicleSpec },
+    VehicleRetired { reason: String },
+}
+
+impl DomainEvent for VehicleEvent {}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Vehicle {
+    pub spec: Option<VehicleSpec>,
+    pub retired: bool,
+}
+
+impl Aggregate for Vehicle {
+    const KIND: &'static str = "vehicle";
+    type Command = VehicleCommand;
+    type Event = VehicleEvent;
+
+    fn decide(&self, command: &VehicleCommand) -> Result<Vec<VehicleEvent>, Rejection> {
+        match command {
+            VehicleCommand::Register(_) if self.spec.is_some() => Err(Rejection::conflict(
+                "vehicle_already_registered",
+                "this vehicle is already registered",
+            )),
+            VehicleCommand::Register(spec) => {
+                if spec.capacity_kg == 0 {
+                    return Err(Rejection::validation(
+                        "invalid_capacity",
+                        "capacity_kg must be positive",
+                    ));
+                }
+                if spec.chilled_capacity_kg > spec.capacity_kg {
+                    return Err(Rejection::validation(
+                        "invalid_capacity",
+                        "chilled_capacity_kg cannot exceed capacity_kg",
+                    ));
+                }
+                Ok(vec![VehicleEvent::VehicleRegistered { spec: spec.clone() }])
+            }
+            VehicleCommand::Retire { .. } if self.spec.is_none() => {
+                Err(Rejection::not_found("vehicle_not_found", "no such vehicle"))
+            }
+            VehicleCommand::Retire { .. } if self.retired => Ok(vec![]),
+            VehicleCommand::Retire { reason } => Ok(vec![VehicleEvent::VehicleRetired {
+                reason: reason.trim().to_owned(),
+            }]),
+        }
+    }
+
+    fn apply(&mut self, event: &VehicleEvent) {
+        match event {
+            VehicleEvent::VehicleRegistered { spec } => self.spec = Some(spec.clone()),
+            VehicleEvent::VehicleRetired { .. } => self.retired = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eventcore::testing::given;
+
+    use super::*;
+
+    fn spec(capacity_kg: u32, chilled_capacity_kg: u32) -> VehicleSpec {
+        VehicleSpec {
+            name: Name::try_from("Kangoo frigo").unwrap(),
+            capacity_kg,
+            volume_l: 3000,
+            chilled_capacity_kg,
+            home_site: "site-gerland".into(),
+        }
+    }
+
+    #[test]
+    fn capacities_must_make_sense() {
+        given::<Vehicle>([])
+            .when(VehicleCommand::Register(spec(600, 300)))
+            .then([VehicleEvent::VehicleRegistered {
+                spec: spec(600, 300),
+            }]);
+        given::<Vehicle>([])
+            .when(VehicleCommand::Register(spec(0, 0)))
+            .then_rejected("invalid_capacity");
+        given::<Vehicle>([])
+            .when(VehicleCommand::Register(spec(100, 300)))
+            .then_rejected("invalid_capacity");
+        given::<Vehicle>([VehicleEvent::VehicleRegistered { spec: spec(600, 0) }])
+            .when(VehicleCommand::Register(spec(600, 0)))
+            .then_rejected("vehicle_already_registered");
+    }
+
+    #[test]
+    fn retiring_is_idempotent() {
+        let registered = VehicleEvent::VehicleRegistered { spec: spec(600, 0) };
+        let retire = VehicleCommand::Retire {
+            reason: "sold".into(),
+        };
+        given::<Vehicle>([registered.clone()])
+            .when(retire.clone())
+            .then([VehicleEvent::VehicleRetired {
+                reason: "sold".into(),
+            }]);
+        given::<Vehicle>([
+            registered,
+            VehicleEvent::VehicleRetired {
+                reason: "sold".into(),
+            },
+        ])
+        .when(retire.clone())
+        .then([]);
+        given::<Vehicle>([])
+            .when(retire)
+            .then_rejected("vehicle_not_found");
+    }
+}
