@@ -45,31 +45,20 @@ impl Aggregate for Association {
 
     fn decide(&self, command: &AssociationCommand) -> Result<Vec<AssociationEvent>, Rejection> {
         match command {
-            AssociationCommand::Register { .. } if self.name.is_some() => Err(Rejection::conflict(
-                "association_already_registered",
-                "this association is already registered",
-            )),
-            AssociationCommand::Register { name, commune } => {
-                Ok(vec![AssociationEvent::AssociationRegistered {
-                    name: name.clone(),
-                    commune: commune.clone(),
-                }])
+            AssociationCommand::Register { .. } if self.name.is_some() => {
+                Err(Rejection::conflict("association_already_registered", "this association is already registered"))
             }
-            AssociationCommand::AddRelayPoint(_) if self.name.is_none() => Err(
-                Rejection::not_found("association_not_found", "no such association"),
-            ),
-            AssociationCommand::AddRelayPoint(relay)
-                if self.relay_points.contains_key(&relay.relay_id) =>
-            {
-                Err(Rejection::conflict(
-                    "relay_point_exists",
-                    format!("relay point {} already exists", relay.relay_id),
-                ))
+            AssociationCommand::Register { name, commune } => {
+                Ok(vec![AssociationEvent::AssociationRegistered { name: name.clone(), commune: commune.clone() }])
+            }
+            AssociationCommand::AddRelayPoint(_) if self.name.is_none() => {
+                Err(Rejection::not_found("association_not_found", "no such association"))
+            }
+            AssociationCommand::AddRelayPoint(relay) if self.relay_points.contains_key(&relay.relay_id) => {
+                Err(Rejection::conflict("relay_point_exists", format!("relay point {} already exists", relay.relay_id)))
             }
             AssociationCommand::AddRelayPoint(relay) => {
-                Ok(vec![AssociationEvent::RelayPointAdded {
-                    relay: relay.clone(),
-                }])
+                Ok(vec![AssociationEvent::RelayPointAdded { relay: relay.clone() }])
             }
         }
     }
@@ -78,8 +67,7 @@ impl Aggregate for Association {
         match event {
             AssociationEvent::AssociationRegistered { name, .. } => self.name = Some(name.clone()),
             AssociationEvent::RelayPointAdded { relay } => {
-                self.relay_points
-                    .insert(relay.relay_id.clone(), relay.clone());
+                self.relay_points.insert(relay.relay_id.clone(), relay.clone());
             }
         }
     }
@@ -96,10 +84,7 @@ mod tests {
     }
 
     fn registered() -> AssociationEvent {
-        AssociationEvent::AssociationRegistered {
-            name: n("Restos du Cœur Vaulx"),
-            commune: n("Vaulx-en-Velin"),
-        }
+        AssociationEvent::AssociationRegistered { name: n("Restos du Cœur Vaulx"), commune: n("Vaulx-en-Velin") }
     }
 
     fn relay() -> RelayPoint {
@@ -116,26 +101,17 @@ mod tests {
     #[test]
     fn an_association_registers_then_adds_relay_points() {
         given::<Association>([])
-            .when(AssociationCommand::Register {
-                name: n("Restos du Cœur Vaulx"),
-                commune: n("Vaulx-en-Velin"),
-            })
+            .when(AssociationCommand::Register { name: n("Restos du Cœur Vaulx"), commune: n("Vaulx-en-Velin") })
             .then([registered()]);
         given::<Association>([registered()])
-            .when(AssociationCommand::Register {
-                name: n("x"),
-                commune: n("y"),
-            })
+            .when(AssociationCommand::Register { name: n("x"), commune: n("y") })
             .then_rejected("association_already_registered");
         given::<Association>([registered()])
             .when(AssociationCommand::AddRelayPoint(relay()))
             .then([AssociationEvent::RelayPointAdded { relay: relay() }]);
-        given::<Association>([
-            registered(),
-            AssociationEvent::RelayPointAdded { relay: relay() },
-        ])
-        .when(AssociationCommand::AddRelayPoint(relay()))
-        .then_rejected("relay_point_exists");
+        given::<Association>([registered(), AssociationEvent::RelayPointAdded { relay: relay() }])
+            .when(AssociationCommand::AddRelayPoint(relay()))
+            .then_rejected("relay_point_exists");
         given::<Association>([])
             .when(AssociationCommand::AddRelayPoint(relay()))
             .then_rejected("association_not_found");

@@ -21,33 +21,15 @@ pub enum DonorKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DonorCommand {
-    Register {
-        kind: DonorKind,
-        name: Name,
-        address: String,
-        position: Option<GeoPoint>,
-    },
-    Update {
-        name: Option<Name>,
-        address: Option<String>,
-        position: Option<GeoPoint>,
-    },
+    Register { kind: DonorKind, name: Name, address: String, position: Option<GeoPoint> },
+    Update { name: Option<Name>, address: Option<String>, position: Option<GeoPoint> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum DonorEvent {
-    DonorRegistered {
-        kind: DonorKind,
-        name: Name,
-        address: String,
-        position: Option<GeoPoint>,
-    },
-    DonorUpdated {
-        name: Name,
-        address: String,
-        position: Option<GeoPoint>,
-    },
+    DonorRegistered { kind: DonorKind, name: Name, address: String, position: Option<GeoPoint> },
+    DonorUpdated { name: Name, address: String, position: Option<GeoPoint> },
 }
 
 impl DomainEvent for DonorEvent {}
@@ -72,35 +54,17 @@ impl Aggregate for Donor {
 
     fn decide(&self, command: &DonorCommand) -> Result<Vec<DonorEvent>, Rejection> {
         match (command, &self.registered) {
-            (DonorCommand::Register { .. }, Some(_)) => Err(Rejection::conflict(
-                "donor_already_registered",
-                "this donor is already registered",
-            )),
-            (
-                DonorCommand::Register {
-                    kind,
-                    name,
-                    address,
-                    position,
-                },
-                None,
-            ) => Ok(vec![DonorEvent::DonorRegistered {
+            (DonorCommand::Register { .. }, Some(_)) => {
+                Err(Rejection::conflict("donor_already_registered", "this donor is already registered"))
+            }
+            (DonorCommand::Register { kind, name, address, position }, None) => Ok(vec![DonorEvent::DonorRegistered {
                 kind: *kind,
                 name: name.clone(),
                 address: address.trim().to_owned(),
                 position: *position,
             }]),
-            (DonorCommand::Update { .. }, None) => {
-                Err(Rejection::not_found("donor_not_found", "no such donor"))
-            }
-            (
-                DonorCommand::Update {
-                    name,
-                    address,
-                    position,
-                },
-                Some(current),
-            ) => {
+            (DonorCommand::Update { .. }, None) => Err(Rejection::not_found("donor_not_found", "no such donor")),
+            (DonorCommand::Update { name, address, position }, Some(current)) => {
                 let next = DonorDetails {
                     kind: current.kind,
                     name: name.clone().unwrap_or_else(|| current.name.clone()),
@@ -114,23 +78,14 @@ impl Aggregate for Donor {
                 if &next == current {
                     return Ok(vec![]);
                 }
-                Ok(vec![DonorEvent::DonorUpdated {
-                    name: next.name,
-                    address: next.address,
-                    position: next.position,
-                }])
+                Ok(vec![DonorEvent::DonorUpdated { name: next.name, address: next.address, position: next.position }])
             }
         }
     }
 
     fn apply(&mut self, event: &DonorEvent) {
         match event {
-            DonorEvent::DonorRegistered {
-                kind,
-                name,
-                address,
-                position,
-            } => {
+            DonorEvent::DonorRegistered { kind, name, address, position } => {
                 self.registered = Some(DonorDetails {
                     kind: *kind,
                     name: name.clone(),
@@ -138,11 +93,7 @@ impl Aggregate for Donor {
                     position: *position,
                 })
             }
-            DonorEvent::DonorUpdated {
-                name,
-                address,
-                position,
-            } => {
+            DonorEvent::DonorUpdated { name, address, position } => {
                 if let Some(d) = &mut self.registered {
                     d.name = name.clone();
                     d.address = address.clone();
@@ -181,33 +132,20 @@ mod tests {
             position: Some(GeoPoint::new(45.70, 4.88).unwrap()),
         };
         given::<Donor>([]).when(cmd.clone()).then([registered()]);
-        given::<Donor>([registered()])
-            .when(cmd)
-            .then_rejected("donor_already_registered");
+        given::<Donor>([registered()]).when(cmd).then_rejected("donor_already_registered");
     }
 
     #[test]
     fn an_update_keeps_what_it_does_not_mention() {
-        let update = DonorCommand::Update {
-            name: Some(name("Carrefour Vénissieux Sud")),
-            address: None,
-            position: None,
-        };
-        given::<Donor>([registered()])
-            .when(update.clone())
-            .then([DonorEvent::DonorUpdated {
-                name: name("Carrefour Vénissieux Sud"),
-                address: "Bd Ambroise Croizat, 69200 Vénissieux".into(),
-                position: Some(GeoPoint::new(45.70, 4.88).unwrap()),
-            }]);
-        given::<Donor>([])
-            .when(update)
-            .then_rejected("donor_not_found");
-        let same = DonorCommand::Update {
-            name: Some(name("Carrefour Vénissieux")),
-            address: None,
-            position: None,
-        };
+        let update =
+            DonorCommand::Update { name: Some(name("Carrefour Vénissieux Sud")), address: None, position: None };
+        given::<Donor>([registered()]).when(update.clone()).then([DonorEvent::DonorUpdated {
+            name: name("Carrefour Vénissieux Sud"),
+            address: "Bd Ambroise Croizat, 69200 Vénissieux".into(),
+            position: Some(GeoPoint::new(45.70, 4.88).unwrap()),
+        }]);
+        given::<Donor>([]).when(update).then_rejected("donor_not_found");
+        let same = DonorCommand::Update { name: Some(name("Carrefour Vénissieux")), address: None, position: None };
         given::<Donor>([registered()]).when(same).then([]);
     }
 }

@@ -56,11 +56,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(kind: RejectionKind, code: impl Into<String>, message: impl fmt::Display) -> Self {
-        Rejection {
-            kind,
-            code: code.into(),
-            message: message.to_string(),
-        }
+        Rejection { kind, code: code.into(), message: message.to_string() }
     }
 
     pub fn validation(code: impl Into<String>, message: impl fmt::Display) -> Self {

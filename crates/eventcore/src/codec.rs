@@ -10,9 +10,7 @@ use serde_json::{json, Value};
 /// struct variant per event type. Once published an event type is a contract: to change its
 /// shape, raise its [`schema_version`](DomainEvent::schema_version) and teach
 /// [`upcast`](DomainEvent::upcast) to turn the previous shape into the new one.
-pub trait DomainEvent:
-    Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Send + Sync + 'static
-{
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// The version written for new events of this type.
     fn schema_version(event_type: &str) -> u32 {
         let _ = event_type;
@@ -43,24 +41,14 @@ impl Upcasters {
         self
     }
 
-    pub fn upcast(
-        &self,
-        event_type: &str,
-        from: u32,
-        data: Value,
-    ) -> Option<Result<Value, String>> {
-        self.steps
-            .iter()
-            .find(|(t, v, _)| *t == event_type && *v == from)
-            .map(|(_, _, step)| step(data))
+    pub fn upcast(&self, event_type: &str, from: u32, data: Value) -> Option<Result<Value, String>> {
+        self.steps.iter().find(|(t, v, _)| *t == event_type && *v == from).map(|(_, _, step)| step(data))
     }
 }
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.steps.iter().map(|(t, v, _)| (t, v)))
-            .finish()
+        f.debug_list().entries(self.steps.iter().map(|(t, v, _)| (t, v))).finish()
     }
 }
 
@@ -76,87 +64,48 @@ pub struct EncodedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("event {event_type} has schema version {found}, newer than the {supported} this build understands")]
-    NewerVersion {
-        event_type: String,
-        found: u32,
-        supported: u32,
-    },
+    NewerVersion { event_type: String, found: u32, supported: u32 },
     #[error("no upcaster from version {from} of event {event_type}")]
     MissingUpcaster { event_type: String, from: u32 },
     #[error("upcasting event {event_type} from version {from} failed: {reason}")]
-    UpcastFailed {
-        event_type: String,
-        from: u32,
-        reason: String,
-    },
+    UpcastFailed { event_type: String, from: u32, reason: String },
     #[error("event {event_type} v{version} does not match its schema: {reason}")]
-    Invalid {
-        event_type: String,
-        version: u32,
-        reason: String,
-    },
+    Invalid { event_type: String, version: u32, reason: String },
 }
 
 pub fn encode_event<E: DomainEvent>(event: &E) -> EncodedEvent {
     let value = serde_json::to_value(event).expect("domain events serialise to JSON");
-    let Value::Object(mut map) = value else {
-        panic!("domain events must be serde-tagged enums with struct variants")
-    };
+    let Value::Object(mut map) = value else { panic!("domain events must be serde-tagged enums with struct variants") };
     let event_type = match map.remove("type") {
         Some(Value::String(t)) => t,
         _ => panic!("domain events must use #[serde(tag = \"type\", content = \"data\")]"),
     };
-    let data = map
-        .remove("data")
-        .unwrap_or(Value::Object(Default::default()));
+    let data = map.remove("data").unwrap_or(Value::Object(Default::default()));
     let schema_version = E::schema_version(&event_type);
-    EncodedEvent {
-        event_type,
-        schema_version,
-        data,
-    }
+    EncodedEvent { event_type, schema_version, data }
 }
 
-pub fn decode_event<E: DomainEvent>(
-    event_type: &str,
-    schema_version: u32,
-    data: Value,
-) -> Result<E, DecodeError> {
+pub fn decode_event<E: DomainEvent>(event_type: &str, schema_version: u32, data: Value) -> Result<E, DecodeError> {
     let supported = E::schema_version(event_type);
     if schema_version > supported {
-        return Err(DecodeError::NewerVersion {
-            event_type: event_type.to_owned(),
-            found: schema_version,
-            supported,
-        });
+        return Err(DecodeError::NewerVersion { event_type: event_type.to_owned(), found: schema_version, supported });
     }
     let mut version = schema_version;
     let mut data = data;
     while version < supported {
         data = match E::upcast(event_type, version, data) {
-            None => {
-                return Err(DecodeError::MissingUpcaster {
-                    event_type: event_type.to_owned(),
-                    from: version,
-                })
-            }
+            None => return Err(DecodeError::MissingUpcaster { event_type: event_type.to_owned(), from: version }),
             Some(Err(reason)) => {
-                return Err(DecodeError::UpcastFailed {
-                    event_type: event_type.to_owned(),
-                    from: version,
-                    reason,
-                })
+                return Err(DecodeError::UpcastFailed { event_type: event_type.to_owned(), from: version, reason })
             }
             Some(Ok(next)) => next,
         };
         version += 1;
     }
-    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| {
-        DecodeError::Invalid {
-            event_type: event_type.to_owned(),
-            version: schema_version,
-            reason: e.to_string(),
-        }
+    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| DecodeError::Invalid {
+        event_type: event_type.to_owned(),
+        version: schema_version,
+        reason: e.to_string(),
     })
 }
 
@@ -194,10 +143,7 @@ mod tests {
     fn round_trip_writes_current_version() {
         let e = Ev::Weighed { grams: 1500 };
         let enc = encode_event(&e);
-        assert_eq!(
-            (enc.event_type.as_str(), enc.schema_version),
-            ("weighed", 2)
-        );
+        assert_eq!((enc.event_type.as_str(), enc.schema_version), ("weighed", 2));
         assert_eq!(decode_event::<Ev>("weighed", 2, enc.data).unwrap(), e);
     }
 
@@ -211,23 +157,10 @@ mod tests {
     fn newer_version_and_garbage_are_refused() {
         assert!(matches!(
             decode_event::<Ev>("weighed", 3, json!({})),
-            Err(DecodeError::NewerVersion {
-                found: 3,
-                supported: 2,
-                ..
-            })
+            Err(DecodeError::NewerVersion { found: 3, supported: 2, .. })
         ));
-        assert!(matches!(
-            decode_event::<Ev>("weighed", 2, json!({"grams": "x"})),
-            Err(DecodeError::Invalid { .. })
-        ));
-        assert!(matches!(
-            decode_event::<Ev>("unknown", 1, json!({})),
-            Err(DecodeError::Invalid { .. })
-        ));
-        assert!(matches!(
-            decode_event::<Ev>("weighed", 1, json!({})),
-            Err(DecodeError::UpcastFailed { .. })
-        ));
+        assert!(matches!(decode_event::<Ev>("weighed", 2, json!({"grams": "x"})), Err(DecodeError::Invalid { .. })));
+        assert!(matches!(decode_event::<Ev>("unknown", 1, json!({})), Err(DecodeError::Invalid { .. })));
+        assert!(matches!(decode_event::<Ev>("weighed", 1, json!({})), Err(DecodeError::UpcastFailed { .. })));
     }
 }

@@ -32,9 +32,7 @@ impl TryFrom<String> for AggregateId {
     fn try_from(value: String) -> Result<Self, Self::Error> {
         let ok = !value.is_empty()
             && value.len() <= 64
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(AggregateId(value))
         } else {

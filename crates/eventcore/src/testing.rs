@@ -26,10 +26,7 @@ pub fn given<A: Aggregate>(history: impl IntoIterator<Item = A::Event>) -> Given
 impl<A: Aggregate> Given<A> {
     pub fn when(self, command: A::Command) -> Then<A> {
         let result = self.state.decide(&command);
-        Then {
-            state: self.state,
-            result,
-        }
+        Then { state: self.state, result }
     }
 }
 
@@ -52,9 +49,8 @@ where
                 let mut state = self.state;
                 for event in &events {
                     let enc = encode_event(event);
-                    let back: A::Event =
-                        decode_event(&enc.event_type, enc.schema_version, enc.data)
-                            .unwrap_or_else(|e| panic!("event does not survive storage: {e}"));
+                    let back: A::Event = decode_event(&enc.event_type, enc.schema_version, enc.data)
+                        .unwrap_or_else(|e| panic!("event does not survive storage: {e}"));
                     assert_eq!(&back, event, "event changed through storage");
                     state.apply(event);
                 }

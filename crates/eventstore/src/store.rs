@@ -82,11 +82,7 @@ pub enum StoreError {
     #[error("event store unavailable: {0}")]
     Unavailable(String),
     #[error("message {seq} of stream {stream} is not a readable commit: {reason}")]
-    Corrupt {
-        stream: String,
-        seq: u64,
-        reason: String,
-    },
+    Corrupt { stream: String, seq: u64, reason: String },
     #[error("no stream for service {0:?}")]
     UnknownService(String),
 }
@@ -137,10 +133,7 @@ impl EventStore {
             let stream = js.get_stream(service).await.map_err(unavailable)?;
             streams.insert(service, stream);
         }
-        Ok(EventStore {
-            js,
-            streams: Arc::new(streams),
-        })
+        Ok(EventStore { js, streams: Arc::new(streams) })
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -148,9 +141,7 @@ impl EventStore {
     }
 
     fn stream(&self, service: &str) -> Result<&jetstream::stream::Stream, StoreError> {
-        self.streams
-            .get(service)
-            .ok_or_else(|| StoreError::UnknownService(service.to_owned()))
+        self.streams.get(service).ok_or_else(|| StoreError::UnknownService(service.to_owned()))
     }
 
     /// Appends `commit` to `target` if its last commit is still `expected.last_seq`.
@@ -164,15 +155,9 @@ impl EventStore {
         commit: &Commit,
     ) -> Result<Appended, StoreError> {
         let payload = serde_json::to_vec(commit).expect("commits serialise");
-        let ack_future = self
-            .send(target, expected, &commit.command_id, payload.into())
-            .await?;
+        let ack_future = self.send(target, expected, &commit.command_id, payload.into()).await?;
         match ack_future.await {
-            Ok(ack) => Ok(Appended {
-                stream: ack.stream,
-                seq: ack.sequence,
-                duplicate: ack.duplicate,
-            }),
+            Ok(ack) => Ok(Appended { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate }),
             Err(e) => Err(publish_error(target, expected, e)),
         }
     }
@@ -189,44 +174,23 @@ impl EventStore {
         self.stream(target.service)?;
         let subject = target.subject();
         let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{subject}/{command_id}").as_str(),
-        );
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expected.last_seq.to_string().as_str(),
-        );
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}/{command_id}").as_str());
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.last_seq.to_string().as_str());
         headers.insert(COMMIT_FORMAT_HEADER, COMMIT_FORMAT.to_string().as_str());
-        self.js
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map_err(|e| publish_error(target, expected, e))
+        self.js.publish_with_headers(subject, headers, payload).await.map_err(|e| publish_error(target, expected, e))
     }
 
     /// Reads the commits of `target` stored after stream sequence `after_seq`, oldest first.
-    pub async fn load(
-        &self,
-        target: &AggregateRef,
-        after_seq: u64,
-    ) -> Result<Vec<StoredCommit>, StoreError> {
+    pub async fn load(&self, target: &AggregateRef, after_seq: u64) -> Result<Vec<StoredCommit>, StoreError> {
         let stream = self.stream(target.service)?;
         let subject = target.subject();
         let mut commits = Vec::new();
         let mut next = after_seq + 1;
         loop {
-            match stream
-                .direct_get_next_for_subject(subject.as_str(), Some(next))
-                .await
-            {
+            match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
                 Ok(message) => {
                     next = message.sequence + 1;
-                    commits.push(decode_commit(
-                        target.service,
-                        message.sequence,
-                        &message.headers,
-                        &message.payload,
-                    )?);
+                    commits.push(decode_commit(target.service, message.sequence, &message.headers, &message.payload)?);
                 }
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(commits),
                 Err(e) => return Err(unavailable(format!("reading {subject}: {e}"))),
@@ -237,16 +201,8 @@ impl EventStore {
     /// Reads the commit stored at `seq` in the stream of `service`.
     pub async fn commit_at(&self, service: &str, seq: u64) -> Result<StoredCommit, StoreError> {
         let stream = self.stream(service)?;
-        let message = stream
-            .direct_get(seq)
-            .await
-            .map_err(|e| unavailable(format!("reading {service}#{seq}: {e}")))?;
-        decode_commit(
-            service,
-            message.sequence,
-            &message.headers,
-            &message.payload,
-        )
+        let message = stream.direct_get(seq).await.map_err(|e| unavailable(format!("reading {service}#{seq}: {e}")))?;
+        decode_commit(service, message.sequence, &message.headers, &message.payload)
     }
 
     /// Last sequence of each stream, for status and catch-up checks.
@@ -262,34 +218,16 @@ impl EventStore {
 }
 
 /// Parses a stored message as a [`Commit`], refusing formats newer than this build.
-pub fn decode_commit(
-    stream: &str,
-    seq: u64,
-    headers: &HeaderMap,
-    payload: &[u8],
-) -> Result<StoredCommit, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.to_owned(),
-        seq,
-        reason,
-    };
+pub fn decode_commit(stream: &str, seq: u64, headers: &HeaderMap, payload: &[u8]) -> Result<StoredCommit, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt { stream: stream.to_owned(), seq, reason };
     if let Some(format) = headers.get(COMMIT_FORMAT_HEADER) {
-        let format: u32 = format
-            .as_str()
-            .parse()
-            .map_err(|_| corrupt(format!("bad {COMMIT_FORMAT_HEADER} header")))?;
+        let format: u32 = format.as_str().parse().map_err(|_| corrupt(format!("bad {COMMIT_FORMAT_HEADER} header")))?;
         if format > COMMIT_FORMAT {
-            return Err(corrupt(format!(
-                "commit format {format} is newer than {COMMIT_FORMAT}"
-            )));
+            return Err(corrupt(format!("commit format {format} is newer than {COMMIT_FORMAT}")));
         }
     }
     let commit: Commit = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
-    Ok(StoredCommit {
-        stream: stream.to_owned(),
-        seq,
-        commit,
-    })
+    Ok(StoredCommit { stream: stream.to_owned(), seq, commit })
 }
 
 fn publish_error(
@@ -299,10 +237,9 @@ fn publish_error(
 ) -> StoreError {
     let e: jetstream::context::PublishError = e.into();
     match e.kind() {
-        PublishErrorKind::WrongLastSequence => StoreError::Conflict {
-            subject: target.subject(),
-            expected_seq: expected.last_seq,
-        },
+        PublishErrorKind::WrongLastSequence => {
+            StoreError::Conflict { subject: target.subject(), expected_seq: expected.last_seq }
+        }
         _ => unavailable(format!("publishing to {}: {e}", target.subject())),
     }
 }

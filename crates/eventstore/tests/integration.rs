@@ -4,9 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::Utc;
-use eventcore::{
-    decode_event, encode_event, AggregateId, CommandMeta, Commit, DomainEvent, Upcasters,
-};
+use eventcore::{decode_event, encode_event, AggregateId, CommandMeta, Commit, DomainEvent, Upcasters};
 use eventstore::{AggregateRef, EventStore, Expected, StoreConfig, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -49,24 +47,11 @@ fn parcel(id: &str) -> AggregateRef {
 
 fn commit(target: &AggregateRef, command_id: &str, version: u64, events: &[ParcelEvent]) -> Commit {
     let meta = CommandMeta::new(command_id, "test");
-    Commit::new(
-        &meta,
-        target.kind,
-        target.id.as_str(),
-        version,
-        events.iter().map(encode_event).collect(),
-        Utc::now(),
-    )
+    Commit::new(&meta, target.kind, target.id.as_str(), version, events.iter().map(encode_event).collect(), Utc::now())
 }
 
 async fn store(nats: &TestNats) -> EventStore {
-    EventStore::open(
-        nats.client().await,
-        &eventstore::SERVICES,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap()
+    EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap()
 }
 
 #[tokio::test]
@@ -78,29 +63,11 @@ async fn a_commit_is_one_message_and_loads_back_in_order() {
         &p,
         "c1",
         0,
-        &[
-            ParcelEvent::ParcelWeighed { grams: 100 },
-            ParcelEvent::ParcelLabelled { label: "A".into() },
-        ],
+        &[ParcelEvent::ParcelWeighed { grams: 100 }, ParcelEvent::ParcelLabelled { label: "A".into() }],
     );
     let a1 = store.append(&p, Expected::default(), &first).await.unwrap();
-    let second = commit(
-        &p,
-        "c2",
-        2,
-        &[ParcelEvent::ParcelLabelled { label: "B".into() }],
-    );
-    let a2 = store
-        .append(
-            &p,
-            Expected {
-                version: 2,
-                last_seq: a1.seq,
-            },
-            &second,
-        )
-        .await
-        .unwrap();
+    let second = commit(&p, "c2", 2, &[ParcelEvent::ParcelLabelled { label: "B".into() }]);
+    let a2 = store.append(&p, Expected { version: 2, last_seq: a1.seq }, &second).await.unwrap();
     assert!(!a1.duplicate && !a2.duplicate);
     assert_eq!(a1.stream, "distribution");
 
@@ -109,11 +76,7 @@ async fn a_commit_is_one_message_and_loads_back_in_order() {
     assert_eq!(loaded[0].commit, first);
     assert_eq!(loaded[1].commit, second);
     assert_eq!(loaded[1].commit.events[0].aggregate_version, 3);
-    assert_eq!(
-        store.load(&p, a1.seq).await.unwrap().len(),
-        1,
-        "load after a snapshot's sequence"
-    );
+    assert_eq!(store.load(&p, a1.seq).await.unwrap().len(), 1, "load after a snapshot's sequence");
     assert!(store.load(&parcel("p2"), 0).await.unwrap().is_empty());
 }
 
@@ -123,54 +86,18 @@ async fn a_stale_writer_gets_a_conflict() {
     let store = store(&nats).await;
     let p = parcel("p1");
     let base = store
-        .append(
-            &p,
-            Expected::default(),
-            &commit(
-                &p,
-                "c1",
-                0,
-                &[ParcelEvent::ParcelLabelled { label: "A".into() }],
-            ),
-        )
+        .append(&p, Expected::default(), &commit(&p, "c1", 0, &[ParcelEvent::ParcelLabelled { label: "A".into() }]))
         .await
         .unwrap();
-    let seen = Expected {
-        version: 1,
-        last_seq: base.seq,
-    };
-    let winner = commit(
-        &p,
-        "c2",
-        1,
-        &[ParcelEvent::ParcelLabelled { label: "B".into() }],
-    );
-    let loser = commit(
-        &p,
-        "c3",
-        1,
-        &[ParcelEvent::ParcelLabelled { label: "C".into() }],
-    );
-    let (a, b) = tokio::join!(
-        store.append(&p, seen, &winner),
-        store.append(&p, seen, &loser)
-    );
-    let conflicts = [&a, &b]
-        .iter()
-        .filter(|r| matches!(r, Err(StoreError::Conflict { .. })))
-        .count();
-    assert_eq!(
-        conflicts, 1,
-        "exactly one of two concurrent writers wins: {a:?} {b:?}"
-    );
+    let seen = Expected { version: 1, last_seq: base.seq };
+    let winner = commit(&p, "c2", 1, &[ParcelEvent::ParcelLabelled { label: "B".into() }]);
+    let loser = commit(&p, "c3", 1, &[ParcelEvent::ParcelLabelled { label: "C".into() }]);
+    let (a, b) = tokio::join!(store.append(&p, seen, &winner), store.append(&p, seen, &loser));
+    let conflicts = [&a, &b].iter().filter(|r| matches!(r, Err(StoreError::Conflict { .. }))).count();
+    assert_eq!(conflicts, 1, "exactly one of two concurrent writers wins: {a:?} {b:?}");
     // A new aggregate expected absent conflicts once it exists.
-    let again = store
-        .append(&p, Expected::default(), &commit(&p, "c4", 0, &[]))
-        .await;
-    assert!(
-        matches!(again, Err(StoreError::Conflict { .. })),
-        "{again:?}"
-    );
+    let again = store.append(&p, Expected::default(), &commit(&p, "c4", 0, &[])).await;
+    assert!(matches!(again, Err(StoreError::Conflict { .. })), "{again:?}");
     assert_eq!(store.load(&p, 0).await.unwrap().len(), 2);
 }
 
@@ -179,12 +106,7 @@ async fn the_same_command_twice_is_stored_once() {
     let nats = TestNats::start().await;
     let store = store(&nats).await;
     let p = parcel("p1");
-    let c = commit(
-        &p,
-        "same-key",
-        0,
-        &[ParcelEvent::ParcelLabelled { label: "A".into() }],
-    );
+    let c = commit(&p, "same-key", 0, &[ParcelEvent::ParcelLabelled { label: "A".into() }]);
     let first = store.append(&p, Expected::default(), &c).await.unwrap();
     // The retry believes the aggregate is still new: deduplication answers before the
     // concurrency check, with the first commit's sequence.
@@ -194,10 +116,7 @@ async fn the_same_command_twice_is_stored_once() {
     assert_eq!(store.load(&p, 0).await.unwrap().len(), 1);
     // The same key on another aggregate is another command.
     let q = parcel("p2");
-    let other = store
-        .append(&q, Expected::default(), &commit(&q, "same-key", 0, &[]))
-        .await
-        .unwrap();
+    let other = store.append(&q, Expected::default(), &commit(&q, "same-key", 0, &[])).await.unwrap();
     assert!(!other.duplicate);
 }
 
@@ -208,27 +127,13 @@ async fn a_stored_v1_event_is_upcast_on_read() {
     let fixture = include_str!("../fixtures/commit_v1.json");
     // Written as an older foodaid would have written it: raw bytes, no help from this build.
     let js = store.jetstream();
-    js.publish(
-        "distribution.parcel.p-0001",
-        fixture.as_bytes().to_vec().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    js.publish("distribution.parcel.p-0001", fixture.as_bytes().to_vec().into()).await.unwrap().await.unwrap();
 
     let loaded = store.load(&parcel("p-0001"), 0).await.unwrap();
     let envelope = &loaded[0].commit.events[0];
-    assert_eq!(
-        (envelope.event_type.as_str(), envelope.schema_version),
-        ("parcel_weighed", 1)
-    );
-    let event: ParcelEvent = decode_event(
-        &envelope.event_type,
-        envelope.schema_version,
-        envelope.data.clone(),
-    )
-    .unwrap();
+    assert_eq!((envelope.event_type.as_str(), envelope.schema_version), ("parcel_weighed", 1));
+    let event: ParcelEvent =
+        decode_event(&envelope.event_type, envelope.schema_version, envelope.data.clone()).unwrap();
     assert_eq!(event, ParcelEvent::ParcelWeighed { grams: 7250 });
     assert_eq!(envelope.actor, "warehouse:dock-1");
 }
@@ -239,13 +144,7 @@ async fn a_newer_commit_format_is_refused_not_misread() {
     let store = store(&nats).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(eventstore::COMMIT_FORMAT_HEADER, "99");
-    store
-        .jetstream()
-        .publish_with_headers("stock.lot.l1", headers, "{}".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    store.jetstream().publish_with_headers("stock.lot.l1", headers, "{}".into()).await.unwrap().await.unwrap();
     let target = AggregateRef::new("stock", "lot", AggregateId::from_str("l1").unwrap());
     let err = store.load(&target, 0).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { seq: 1, .. }), "{err:?}");
@@ -256,29 +155,15 @@ async fn a_cluster_keeps_every_commit_when_a_node_dies() {
     let mut cluster = TestCluster::start(3).await;
     let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
     let client = options.connect(cluster.server_addrs()).await.unwrap();
-    let config = StoreConfig {
-        replicas: 3,
-        ..StoreConfig::default()
-    };
+    let config = StoreConfig { replicas: 3, ..StoreConfig::default() };
     let store = EventStore::open(client, &["stock"], &config).await.unwrap();
 
     let mut written = Vec::new();
     let append = |i: usize| {
         let store = store.clone();
         async move {
-            let target = AggregateRef::new(
-                "stock",
-                "lot",
-                AggregateId::from_str(&format!("lot-{i}")).unwrap(),
-            );
-            let c = commit(
-                &target,
-                &format!("cmd-{i}"),
-                0,
-                &[ParcelEvent::ParcelLabelled {
-                    label: i.to_string(),
-                }],
-            );
+            let target = AggregateRef::new("stock", "lot", AggregateId::from_str(&format!("lot-{i}")).unwrap());
+            let c = commit(&target, &format!("cmd-{i}"), 0, &[ParcelEvent::ParcelLabelled { label: i.to_string() }]);
             // A node loss may cost one ack; the retry is safe because of the message id.
             for attempt in 0.. {
                 match store.append(&target, Expected::default(), &c).await {
@@ -303,12 +188,7 @@ async fn a_cluster_keeps_every_commit_when_a_node_dies() {
     }
     for (target, seq) in &written {
         let commits = store.load(target, 0).await.unwrap();
-        assert_eq!(
-            commits.len(),
-            1,
-            "{} has exactly its one commit",
-            target.subject()
-        );
+        assert_eq!(commits.len(), 1, "{} has exactly its one commit", target.subject());
         assert_eq!(commits[0].seq, *seq);
     }
     let last = store.last_sequences().await.unwrap();

@@ -12,9 +12,7 @@ use chrono::Utc;
 use eventcore::{encode_event, AggregateId, CommandMeta, Commit, DomainEvent};
 use eventstore::{AggregateRef, EventStore, Expected, StoreConfig};
 use futures::stream::{FuturesUnordered, StreamExt};
-use projections::{
-    ApplyError, Engine, EngineConfig, Projection, ProjectionStore, RecordedEvent, Tx,
-};
+use projections::{ApplyError, Engine, EngineConfig, Projection, ProjectionStore, RecordedEvent, Tx};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
@@ -49,9 +47,7 @@ impl Projection for CountsProjection {
         &["stock"]
     }
     fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
-        let BenchEvent::StockCounted {
-            quantity, grams, ..
-        } = event.decode()?;
+        let BenchEvent::StockCounted { quantity, grams, .. } = event.decode()?;
         let key = event.envelope.aggregate_id.as_bytes();
         let (q, g): (u64, u64) = tx.get_json("lot", key)?.unwrap_or((0, 0));
         tx.put_json("lot", key, &(q + u64::from(quantity), g + grams));
@@ -81,16 +77,8 @@ struct Figures {
     replay_ratio: f64,
 }
 
-pub async fn eventstore(
-    settings: &Settings,
-    events: usize,
-    aggregates: usize,
-    json: bool,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        events > 0 && aggregates > 0,
-        "--events and --aggregates must be positive"
-    );
+pub async fn eventstore(settings: &Settings, events: usize, aggregates: usize, json: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(events > 0 && aggregates > 0, "--events and --aggregates must be positive");
     let aggregates = aggregates.min(events);
     let rounds = events.div_ceil(aggregates);
     let total = rounds * aggregates;
@@ -98,16 +86,9 @@ pub async fn eventstore(
     let dir = tempfile::tempdir()?;
     let mut options = natsd::ServerOptions::new(dir.path().join("nats"));
     options.binary = settings.nats.server_binary.clone();
-    let server = natsd::NatsServer::start(options)
-        .await
-        .context("starting nats-server for the benchmark")?;
+    let server = natsd::NatsServer::start(options).await.context("starting nats-server for the benchmark")?;
     let client = async_nats::connect(server.url()).await?;
-    let store = EventStore::open(
-        client.clone(),
-        &eventstore::SERVICES,
-        &StoreConfig::default(),
-    )
-    .await?;
+    let store = EventStore::open(client.clone(), &eventstore::SERVICES, &StoreConfig::default()).await?;
     let js = store.jetstream().clone();
     js.create_stream(stream::Config {
         name: "rawbench".into(),
@@ -119,19 +100,11 @@ pub async fn eventstore(
     })
     .await?;
 
-    let ids: Vec<AggregateId> = (0..aggregates)
-        .map(|i| AggregateId::from_str(&format!("lot-{i:06}")).expect("valid id"))
-        .collect();
+    let ids: Vec<AggregateId> =
+        (0..aggregates).map(|i| AggregateId::from_str(&format!("lot-{i:06}")).expect("valid id")).collect();
     let meta = |i: usize, r: usize| CommandMeta::new(format!("bench-{i}-{r}"), "bench");
     let commit = |i: usize, r: usize, version: u64| {
-        Commit::new(
-            &meta(i, r),
-            "lot",
-            ids[i].as_str(),
-            version,
-            vec![encode_event(&event(i, r))],
-            Utc::now(),
-        )
+        Commit::new(&meta(i, r), "lot", ids[i].as_str(), version, vec![encode_event(&event(i, r))], Utc::now())
     };
     let payload_bytes = serde_json::to_vec(&commit(0, 0, 0))?.len();
     let event_bytes = serde_json::to_vec(&encode_event(&event(0, 0)).data)?.len();
@@ -143,9 +116,7 @@ pub async fn eventstore(
     // headers (message id and expected last subject sequence).
     let raw_payloads: Vec<Vec<Bytes>> = (0..rounds)
         .map(|r| {
-            (0..aggregates)
-                .map(|i| Bytes::from(serde_json::to_vec(&commit(i, r, r as u64)).expect("json")))
-                .collect()
+            (0..aggregates).map(|i| Bytes::from(serde_json::to_vec(&commit(i, r, r as u64)).expect("json"))).collect()
         })
         .collect();
     let mut last_seq = vec![0u64; aggregates];
@@ -155,18 +126,10 @@ pub async fn eventstore(
         for (i, payload) in payloads.iter().enumerate() {
             let subject = format!("rawbench.lot.{}", ids[i]);
             let mut headers = HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                format!("{subject}/bench-{i}-{r}").as_str(),
-            );
-            headers.insert(
-                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                last_seq[i].to_string().as_str(),
-            );
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}/bench-{i}-{r}").as_str());
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, last_seq[i].to_string().as_str());
             headers.insert(eventstore::COMMIT_FORMAT_HEADER, "1");
-            let ack = js
-                .publish_with_headers(subject, headers, payload.clone())
-                .await?;
+            let ack = js.publish_with_headers(subject, headers, payload.clone()).await?;
             acks.push(async move { (i, ack.await) });
             if acks.len() >= WINDOW {
                 let (i, ack) = acks.next().await.expect("pending ack");
@@ -195,10 +158,7 @@ pub async fn eventstore(
         while let Some((i, appended, version)) = appends.next().await {
             let appended = appended?;
             anyhow::ensure!(!appended.duplicate, "unexpected duplicate");
-            expected[i] = Expected {
-                version,
-                last_seq: appended.seq,
-            };
+            expected[i] = Expected { version, last_seq: appended.seq };
         }
     }
     let commits_per_s = total as f64 / started.elapsed().as_secs_f64();
@@ -206,13 +166,8 @@ pub async fn eventstore(
     // Raw read: an ordered consumer over the same stream.
     let stock = js.get_stream("stock").await?;
     let started = Instant::now();
-    let mut messages = stock
-        .create_consumer(consumer::pull::OrderedConfig {
-            ..Default::default()
-        })
-        .await?
-        .messages()
-        .await?;
+    let mut messages =
+        stock.create_consumer(consumer::pull::OrderedConfig { ..Default::default() }).await?.messages().await?;
     let mut read = 0usize;
     while read < total {
         let m = messages.next().await.context("ordered consumer ended")??;
@@ -228,32 +183,18 @@ pub async fn eventstore(
     let mut engine = Engine::new(
         projections.clone(),
         js.clone(),
-        EngineConfig {
-            node: "bench".into(),
-            batch_size: settings.projections.batch_size,
-        },
+        EngineConfig { node: "bench".into(), batch_size: settings.projections.batch_size },
     );
     let handle = engine.register(CountsProjection);
-    let last = stock
-        .cached_info()
-        .state
-        .last_sequence
-        .max(expected.iter().map(|e| e.last_seq).max().unwrap_or(0));
+    let last = stock.cached_info().state.last_sequence.max(expected.iter().map(|e| e.last_seq).max().unwrap_or(0));
     let started = Instant::now();
     engine.start();
-    handle
-        .wait_for("stock", last, std::time::Duration::from_secs(600))
-        .await?;
+    handle.wait_for("stock", last, std::time::Duration::from_secs(600)).await?;
     let replay_events_per_s = total as f64 / started.elapsed().as_secs_f64();
     engine.shutdown().await;
-    let check: Option<(u64, u64)> = projections
-        .view("bench_counts")?
-        .get_json("lot", ids[0].as_str().as_bytes())?;
+    let check: Option<(u64, u64)> = projections.view("bench_counts")?.get_json("lot", ids[0].as_str().as_bytes())?;
     let expected_quantity: u64 = (0..rounds).map(|r| (r % 40 + 1) as u64).sum();
-    anyhow::ensure!(
-        check.map(|c| c.0) == Some(expected_quantity),
-        "projection result is wrong: {check:?}"
-    );
+    anyhow::ensure!(check.map(|c| c.0) == Some(expected_quantity), "projection result is wrong: {check:?}");
 
     let figures = Figures {
         commits_per_s,
@@ -267,7 +208,10 @@ pub async fn eventstore(
     if json {
         println!("{}", serde_json::to_string(&figures)?);
     } else {
-        println!("append   {:>10.0} commits/s through the event store (concurrency check, message id, ack awaited)", figures.commits_per_s);
+        println!(
+            "append   {:>10.0} commits/s through the event store (concurrency check, message id, ack awaited)",
+            figures.commits_per_s
+        );
         println!(
             "raw      {:>10.0} publish/s, async-nats pipelined, same payloads and headers",
             figures.raw_publish_per_s
@@ -277,10 +221,7 @@ pub async fn eventstore(
             "replay   {:>10.0} events/s into sled (batches of {}, checkpoint per batch)",
             figures.replay_events_per_s, settings.projections.batch_size
         );
-        println!(
-            "raw read {:>10.0} messages/s, ordered consumer",
-            figures.raw_read_per_s
-        );
+        println!("raw read {:>10.0} messages/s, ordered consumer", figures.raw_read_per_s);
         println!("replay_ratio {:.2}", figures.replay_ratio);
     }
     Ok(())

@@ -44,6 +44,7 @@ pub struct NatsSettings {
 pub struct HttpSettings {
     pub addr: String,
     pub request_timeout_secs: u64,
+    pub token_cache_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,18 +85,11 @@ impl Settings {
             builder = builder.add_source(File::from(file).format(FileFormat::Toml).required(true));
         } else if let Some(profile) = env.get("FOODAID_PROFILE").filter(|p| !p.is_empty()) {
             let path = PathBuf::from("config").join(format!("{profile}.toml"));
-            anyhow::ensure!(
-                path.exists(),
-                "profile {profile:?} not found: no {}",
-                path.display()
-            );
+            anyhow::ensure!(path.exists(), "profile {profile:?} not found: no {}", path.display());
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
-        let vars: HashMap<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("FOODAID__"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let vars: HashMap<String, String> =
+            env.iter().filter(|(k, _)| k.starts_with("FOODAID__")).map(|(k, v)| (k.clone(), v.clone())).collect();
         builder = builder.add_source(
             Environment::with_prefix("FOODAID")
                 .prefix_separator("__")
@@ -103,11 +97,8 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(vars)),
         );
-        let settings: Settings = builder
-            .build()
-            .context("reading configuration")?
-            .try_deserialize()
-            .context("invalid configuration")?;
+        let settings: Settings =
+            builder.build().context("reading configuration")?.try_deserialize().context("invalid configuration")?;
         settings.validate()?;
         Ok(settings)
     }
@@ -115,35 +106,15 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         let name_ok = !self.node.name.is_empty()
             && self.node.name.len() <= 32
-            && self
-                .node
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        anyhow::ensure!(
-            name_ok,
-            "node.name {:?} must be 1 to 32 letters, digits, '-' or '_'",
-            self.node.name
-        );
-        anyhow::ensure!(
-            self.nats.replicas >= 1 && self.nats.replicas <= 5,
-            "nats.replicas must be between 1 and 5"
-        );
-        anyhow::ensure!(
-            self.projections.batch_size >= 1,
-            "projections.batch_size must be positive"
-        );
+            && self.node.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        anyhow::ensure!(name_ok, "node.name {:?} must be 1 to 32 letters, digits, '-' or '_'", self.node.name);
+        anyhow::ensure!(self.nats.replicas >= 1 && self.nats.replicas <= 5, "nats.replicas must be between 1 and 5");
+        anyhow::ensure!(self.projections.batch_size >= 1, "projections.batch_size must be positive");
         Ok(())
     }
 
     pub fn nats_urls(&self) -> Vec<String> {
-        self.nats
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        self.nats.url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
     }
 
     pub fn store_config(&self) -> eventstore::StoreConfig {
@@ -152,6 +123,10 @@ impl Settings {
             duplicate_window: Duration::from_secs(self.nats.duplicate_window_secs),
             ..Default::default()
         }
+    }
+
+    pub fn token_cache(&self) -> Duration {
+        Duration::from_secs(self.http.token_cache_secs)
     }
 
     pub fn projections_dir(&self) -> PathBuf {
@@ -168,10 +143,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -181,18 +153,13 @@ mod tests {
         assert!(s.nats.url.is_empty());
         let s = Settings::load(
             None,
-            &env(&[
-                ("FOODAID__NATS__URL", "nats://a:1, nats://b:2"),
-                ("FOODAID__NATS__REPLICAS", "3"),
-            ]),
+            &env(&[("FOODAID__NATS__URL", "nats://a:1, nats://b:2"), ("FOODAID__NATS__REPLICAS", "3")]),
         )
         .unwrap();
         assert_eq!(s.nats_urls(), vec!["nats://a:1", "nats://b:2"]);
         assert_eq!(s.nats.replicas, 3);
         assert_eq!(
-            Settings::load(None, &env(&[("FOODAID__DATA_DIR", "/tmp/x")]))
-                .unwrap()
-                .data_dir,
+            Settings::load(None, &env(&[("FOODAID__DATA_DIR", "/tmp/x")])).unwrap().data_dir,
             PathBuf::from("/tmp/x")
         );
     }
@@ -204,9 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("x.toml");
         std::fs::write(&file, "[http]\nadress = \"x\"\n").unwrap();
-        assert!(
-            format!("{:#}", Settings::load(Some(&file), &env(&[])).unwrap_err()).contains("adress")
-        );
+        assert!(format!("{:#}", Settings::load(Some(&file), &env(&[])).unwrap_err()).contains("adress"));
         assert!(Settings::load(None, &env(&[("FOODAID__NODE__NAME", "a.b")])).is_err());
         assert!(Settings::load(None, &env(&[("FOODAID_PROFILE", "nope")])).is_err());
     }
@@ -216,18 +181,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(&file, "[projections]\nbatch_size = 10\n").unwrap();
-        let s = Settings::load(
-            Some(&file),
-            &env(&[("FOODAID__PROJECTIONS__QUERY_WAIT_MS", "7")]),
-        )
-        .unwrap();
-        assert_eq!(
-            (s.projections.batch_size, s.projections.query_wait_ms),
-            (10, 7)
-        );
-        assert_eq!(
-            s.commands.max_retries, 8,
-            "untouched keys keep their defaults"
-        );
+        let s = Settings::load(Some(&file), &env(&[("FOODAID__PROJECTIONS__QUERY_WAIT_MS", "7")])).unwrap();
+        assert_eq!((s.projections.batch_size, s.projections.query_wait_ms), (10, 7));
+        assert_eq!(s.commands.max_retries, 8, "untouched keys keep their defaults");
     }
 }

@@ -30,10 +30,8 @@ fn url_file(settings: &Settings) -> PathBuf {
 }
 
 async fn connect_to(urls: &[String], name: &str) -> anyhow::Result<async_nats::Client> {
-    let addrs: Vec<async_nats::ServerAddr> = urls
-        .iter()
-        .map(|u| u.parse().with_context(|| format!("invalid NATS URL {u:?}")))
-        .collect::<Result<_, _>>()?;
+    let addrs: Vec<async_nats::ServerAddr> =
+        urls.iter().map(|u| u.parse().with_context(|| format!("invalid NATS URL {u:?}"))).collect::<Result<_, _>>()?;
     async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -55,11 +53,7 @@ pub async fn connect(settings: &Settings, embed: Embed) -> anyhow::Result<Connec
     let urls = settings.nats_urls();
     if !urls.is_empty() {
         let client = connect_to(&urls, &name).await?;
-        return Ok(Connection {
-            client,
-            embedded: None,
-            url_file: None,
-        });
+        return Ok(Connection { client, embedded: None, url_file: None });
     }
     let file = url_file(settings);
     if let Ok(url) = std::fs::read_to_string(&file) {
@@ -71,26 +65,16 @@ pub async fn connect(settings: &Settings, embed: Embed) -> anyhow::Result<Connec
                     settings.data_dir.display()
                 );
             }
-            return Ok(Connection {
-                client,
-                embedded: None,
-                url_file: None,
-            });
+            return Ok(Connection { client, embedded: None, url_file: None });
         }
     }
     let mut options = ServerOptions::new(settings.nats_dir());
     options.binary = settings.nats.server_binary.clone();
     options.server_name = format!("foodaid-{}", settings.node.name);
-    let server = NatsServer::start(options)
-        .await
-        .context("starting the embedded nats-server")?;
+    let server = NatsServer::start(options).await.context("starting the embedded nats-server")?;
     std::fs::write(&file, server.url()).with_context(|| format!("writing {}", file.display()))?;
     let client = connect_to(&[server.url()], &name).await?;
-    Ok(Connection {
-        client,
-        embedded: Some(server),
-        url_file: Some(file),
-    })
+    Ok(Connection { client, embedded: Some(server), url_file: Some(file) })
 }
 
 impl Connection {

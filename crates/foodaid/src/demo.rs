@@ -154,12 +154,7 @@ fn commands() -> Vec<(&'static str, &'static str, &'static str, Value)> {
 }
 
 /// Sends a command, retrying while the services are still subscribing.
-async fn send(
-    client: &ServiceClient,
-    service: &str,
-    name: &str,
-    request: &CommandRequest,
-) -> Result<(), ServiceError> {
+async fn send(client: &ServiceClient, service: &str, name: &str, request: &CommandRequest) -> Result<(), ServiceError> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match client.command(service, name, request).await {
@@ -182,29 +177,18 @@ pub async fn load(
     let list = commands();
     for (service, name, key, payload) in &list {
         let request = CommandRequest::new(*key, actor.clone(), payload.clone());
-        send(client, service, name, &request)
-            .await
-            .with_context(|| format!("{service}.{name} ({key})"))?;
+        send(client, service, name, &request).await.with_context(|| format!("{service}.{name} ({key})"))?;
     }
     let token_file = settings.data_dir.join("demo-admin-token");
-    let tokens = gateway::TokenStore::open(store.jetstream(), settings.nats.replicas).await?;
-    let existing = std::fs::read_to_string(&token_file)
-        .ok()
-        .map(|t| t.trim().to_owned());
+    let tokens = gateway::TokenStore::open(store.jetstream(), settings.nats.replicas, settings.token_cache()).await?;
+    let existing = std::fs::read_to_string(&token_file).ok().map(|t| t.trim().to_owned());
     let token = match existing {
         Some(t) if tokens.authenticate(&t).await?.is_some() => t,
         _ => {
-            let (t, _) = tokens
-                .create(runtime::Role::Admin, None, "demo admin")
-                .await?;
-            std::fs::write(&token_file, &t)
-                .with_context(|| format!("writing {}", token_file.display()))?;
+            let (t, _) = tokens.create(runtime::Role::Admin, None, "demo admin").await?;
+            std::fs::write(&token_file, &t).with_context(|| format!("writing {}", token_file.display()))?;
             t
         }
     };
-    Ok(format!(
-        "demo data loaded ({} commands). Admin token (also in {}):\n{token}",
-        list.len(),
-        token_file.display()
-    ))
+    Ok(format!("demo data loaded ({} commands). Admin token (also in {}):\n{token}", list.len(), token_file.display()))
 }

@@ -22,11 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 
 #[derive(Parser)]
-#[command(
-    name = "foodaid",
-    version,
-    about = "Shared logistics for a collective of food-aid associations"
-)]
+#[command(name = "foodaid", version, about = "Shared logistics for a collective of food-aid associations")]
 struct Cli {
     /// A TOML file overriding config/default.toml (instead of FOODAID_PROFILE).
     #[arg(long, global = true)]
@@ -63,6 +59,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Also hash every projection's rows (to compare two builds).
+        #[arg(long)]
+        digests: bool,
     },
     /// Drop projections and rebuild them from the streams.
     Replay {
@@ -128,17 +127,12 @@ fn main() -> ExitCode {
         settings.data_dir = dir;
     }
     let quiet = match &cli.command {
-        Command::Status { json } => *json,
-        Command::Bench {
-            command: BenchCommand::Eventstore { json, .. },
-        } => *json,
+        Command::Status { json, .. } => *json,
+        Command::Bench { command: BenchCommand::Eventstore { json, .. } } => *json,
         _ => false,
     };
     telemetry::init(&settings.log, quiet);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up { http, demo } => {
@@ -149,23 +143,16 @@ fn main() -> ExitCode {
                 let names = node::service_list(&services)?;
                 node::run(settings, names, http, false, false).await
             }
-            Command::Status { json } => ops::status(&settings, json).await,
+            Command::Status { json, digests } => ops::status(&settings, json, digests).await,
             Command::Replay { projection } => ops::replay(&settings, &projection).await,
             Command::Token { command } => match command {
-                TokenCommand::Create { role, scope, name } => {
-                    ops::token_create(&settings, &role, scope, &name).await
-                }
+                TokenCommand::Create { role, scope, name } => ops::token_create(&settings, &role, scope, &name).await,
                 TokenCommand::List => ops::token_list(&settings).await,
                 TokenCommand::Revoke { id } => ops::token_revoke(&settings, &id).await,
             },
-            Command::Bench {
-                command:
-                    BenchCommand::Eventstore {
-                        events,
-                        aggregates,
-                        json,
-                    },
-            } => bench::eventstore(&settings, events, aggregates, json).await,
+            Command::Bench { command: BenchCommand::Eventstore { events, aggregates, json } } => {
+                bench::eventstore(&settings, events, aggregates, json).await
+            }
         }
     });
     match result {

@@ -24,10 +24,7 @@ pub fn service_list(names: &[String]) -> anyhow::Result<Vec<&'static str>> {
         match services::SERVICE_NAMES.iter().find(|s| **s == name) {
             Some(s) if !out.contains(s) => out.push(*s),
             Some(_) => {}
-            None => bail!(
-                "unknown service {name:?}: choose among {} or all",
-                services::SERVICE_NAMES.join(", ")
-            ),
+            None => bail!("unknown service {name:?}: choose among {} or all", services::SERVICE_NAMES.join(", ")),
         }
     }
     Ok(out)
@@ -40,18 +37,10 @@ pub struct Parts {
     pub hosts: Vec<runtime::ServiceHost>,
 }
 
-pub async fn build(
-    settings: &Settings,
-    client: &async_nats::Client,
-    names: &[&'static str],
-) -> anyhow::Result<Parts> {
-    let store = EventStore::open(
-        client.clone(),
-        &eventstore::SERVICES,
-        &settings.store_config(),
-    )
-    .await
-    .context("opening the event streams")?;
+pub async fn build(settings: &Settings, client: &async_nats::Client, names: &[&'static str]) -> anyhow::Result<Parts> {
+    let store = EventStore::open(client.clone(), &eventstore::SERVICES, &settings.store_config())
+        .await
+        .context("opening the event streams")?;
     let dir = settings.projections_dir();
     let projections = tokio::task::spawn_blocking(move || ProjectionStore::open(&dir))
         .await?
@@ -59,29 +48,16 @@ pub async fn build(
     let mut engine = Engine::new(
         projections.clone(),
         store.jetstream().clone(),
-        EngineConfig {
-            node: settings.node.name.clone(),
-            batch_size: settings.projections.batch_size,
-        },
+        EngineConfig { node: settings.node.name.clone(), batch_size: settings.projections.batch_size },
     );
     let ctx = ServiceContext {
         events: store.clone(),
         projections: projections.clone(),
-        runner: RunnerConfig {
-            max_retries: settings.commands.max_retries,
-            cache_size: settings.commands.cache_size,
-        },
+        runner: RunnerConfig { max_retries: settings.commands.max_retries, cache_size: settings.commands.cache_size },
         query_wait: Duration::from_millis(settings.projections.query_wait_ms),
     };
-    let hosts = names
-        .iter()
-        .map(|n| services::build(n, &ctx, &mut engine).expect("known service"))
-        .collect();
-    Ok(Parts {
-        store,
-        engine,
-        hosts,
-    })
+    let hosts = names.iter().map(|n| services::build(n, &ctx, &mut engine).expect("known service")).collect();
+    Ok(Parts { store, engine, hosts })
 }
 
 pub async fn run(
@@ -95,16 +71,10 @@ pub async fn run(
     if !embedded && settings.nats_urls().is_empty() {
         bail!("`foodaid serve` needs nats.url (or FOODAID__NATS__URL); use `foodaid up` for a single machine");
     }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
     let connection = connect(&settings, embed).await?;
     let client = connection.client.clone();
-    let Parts {
-        store,
-        engine,
-        hosts,
-        ..
-    } = build(&settings, &client, &names).await?;
+    let Parts { store, engine, hosts, .. } = build(&settings, &client, &names).await?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -133,23 +103,17 @@ pub async fn run(
         }
     });
 
-    let service_client = ServiceClient::new(
-        client.clone(),
-        Duration::from_millis(settings.nats.request_timeout_ms),
-    );
+    let service_client = ServiceClient::new(client.clone(), Duration::from_millis(settings.nats.request_timeout_ms));
     let mut http_addr = None;
     if let Some(addr) = http {
         let tokens = Arc::new(
-            gateway::TokenStore::open(store.jetstream(), settings.nats.replicas)
+            gateway::TokenStore::open(store.jetstream(), settings.nats.replicas, settings.token_cache())
                 .await
                 .context("opening the token store")?,
         );
-        let mut state =
-            gateway::AppState::new(service_client.clone(), tokens, store.jetstream().clone());
+        let mut state = gateway::AppState::new(service_client.clone(), tokens, store.jetstream().clone());
         state.request_timeout = Duration::from_secs(settings.http.request_timeout_secs);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
         http_addr = Some(listener.local_addr()?);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -160,32 +124,21 @@ pub async fn run(
     }
 
     if demo {
-        let summary = crate::demo::load(&service_client, &store, &settings)
-            .await
-            .context("loading demo data")?;
+        let summary = crate::demo::load(&service_client, &store, &settings).await.context("loading demo data")?;
         println!("{summary}");
     }
     match http_addr {
-        Some(addr) => println!(
-            "foodaid is up: http://{addr} (node {}, services {})",
-            settings.node.name,
-            names.join(", ")
-        ),
-        None => println!(
-            "foodaid is up (node {}, services {})",
-            settings.node.name,
-            names.join(", ")
-        ),
+        Some(addr) => {
+            println!("foodaid is up: http://{addr} (node {}, services {})", settings.node.name, names.join(", "))
+        }
+        None => println!("foodaid is up (node {}, services {})", settings.node.name, names.join(", ")),
     }
 
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight work");
     shutdown.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(30), tracker.wait()).await.is_err() {
         tracing::warn!("some work did not finish within 30 s");
     }
     engine.shutdown().await;
@@ -195,8 +148,7 @@ pub async fn run(
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -49,11 +49,7 @@ async fn stream_statuses(js: &async_nats::jetstream::Context) -> anyhow::Result<
         let Ok(mut stream) = js.get_stream(name).await else {
             continue;
         };
-        let info = stream
-            .info()
-            .await
-            .with_context(|| format!("stream {name}"))?
-            .clone();
+        let info = stream.info().await.with_context(|| format!("stream {name}"))?.clone();
         let mut consumers = Vec::new();
         let mut list = stream.consumers();
         while let Some(consumer) = list.next().await {
@@ -77,42 +73,39 @@ async fn stream_statuses(js: &async_nats::jetstream::Context) -> anyhow::Result<
 }
 
 /// Projection checkpoints read straight from the local store, when no node is running.
-fn offline_projections(settings: &Settings) -> Option<NodeProjections> {
+fn offline_projections(settings: &Settings, digests: bool) -> Option<NodeProjections> {
     let store = projections::ProjectionStore::open(&settings.projections_dir()).ok()?;
     let mut list = Vec::new();
     for name in services::projection_names() {
         let checkpoints = store.checkpoints(name).ok()?;
         list.push(ProjectionStatus {
             name: name.to_owned(),
+            streams: Vec::new(),
             state: ProjectionState::Stopped,
             checkpoints,
             stuck: None,
+            digest: if digests { store.digest(name).ok() } else { None },
         });
     }
-    Some(NodeProjections {
-        node: settings.node.name.clone(),
-        source: "offline".into(),
-        projections: list,
-    })
+    Some(NodeProjections { node: settings.node.name.clone(), source: "offline".into(), projections: list })
 }
 
-pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+pub async fn status(settings: &Settings, json: bool, digests: bool) -> anyhow::Result<()> {
     let connection = connect(settings, Embed::Borrow).await?;
     let js = async_nats::jetstream::new(connection.client.clone());
     let streams = stream_statuses(&js).await?;
     let client = ServiceClient::new(connection.client.clone(), Duration::from_secs(5));
-    let mut nodes: Vec<NodeProjections> = client
-        .node_statuses(Duration::from_millis(500))
-        .await?
+    let answers = if digests {
+        client.node_digests(Duration::from_millis(1500)).await?
+    } else {
+        client.node_statuses(Duration::from_millis(500)).await?
+    };
+    let mut nodes: Vec<NodeProjections> = answers
         .into_iter()
-        .map(|n| NodeProjections {
-            node: n.node,
-            source: "running".into(),
-            projections: n.projections,
-        })
+        .map(|n| NodeProjections { node: n.node, source: "running".into(), projections: n.projections })
         .collect();
     if nodes.is_empty() {
-        nodes.extend(offline_projections(settings));
+        nodes.extend(offline_projections(settings, digests));
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     let status = Status { streams, nodes };
@@ -122,65 +115,25 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    let last: BTreeMap<&str, u64> = status
-        .streams
-        .iter()
-        .map(|s| (s.name.as_str(), s.last_seq))
-        .collect();
-    println!(
-        "{:<14} {:>10} {:>12} {:>10}",
-        "STREAM", "MESSAGES", "BYTES", "LAST SEQ"
-    );
+    let last: BTreeMap<&str, u64> = status.streams.iter().map(|s| (s.name.as_str(), s.last_seq)).collect();
+    println!("{:<14} {:>10} {:>12} {:>10}", "STREAM", "MESSAGES", "BYTES", "LAST SEQ");
     for s in &status.streams {
-        println!(
-            "{:<14} {:>10} {:>12} {:>10}",
-            s.name, s.messages, s.bytes, s.last_seq
-        );
+        println!("{:<14} {:>10} {:>12} {:>10}", s.name, s.messages, s.bytes, s.last_seq);
         for c in &s.consumers {
-            println!(
-                "  consumer {:<32} ack floor {:>8}  pending {:>8}",
-                c.name, c.ack_floor, c.pending
-            );
+            println!("  consumer {:<32} ack floor {:>8}  pending {:>8}", c.name, c.ack_floor, c.pending);
         }
     }
     for node in &status.nodes {
         println!("\nnode {} ({})", node.node, node.source);
-        println!(
-            "  {:<14} {:<11} {:<32} {}",
-            "PROJECTION", "STATE", "CHECKPOINT", "LAG"
-        );
+        println!("  {:<14} {:<11} {:<32} {}", "PROJECTION", "STATE", "CHECKPOINT", "LAG");
         for p in &node.projections {
-            let checkpoints: Vec<String> = p
-                .checkpoints
-                .iter()
-                .map(|(s, n)| format!("{s}#{n}"))
-                .collect();
-            let lag: u64 = p
-                .checkpoints
-                .iter()
-                .map(|(s, n)| {
-                    last.get(s.as_str())
-                        .copied()
-                        .unwrap_or(0)
-                        .saturating_sub(*n)
-                })
-                .sum();
-            let state = serde_json::to_value(p.state)?
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            println!(
-                "  {:<14} {:<11} {:<32} {}",
-                p.name,
-                state,
-                checkpoints.join(" "),
-                lag
-            );
+            let checkpoints: Vec<String> = p.checkpoints.iter().map(|(s, n)| format!("{s}#{n}")).collect();
+            let lag: u64 =
+                p.checkpoints.iter().map(|(s, n)| last.get(s.as_str()).copied().unwrap_or(0).saturating_sub(*n)).sum();
+            let state = serde_json::to_value(p.state)?.as_str().unwrap_or_default().to_owned();
+            println!("  {:<14} {:<11} {:<32} {}", p.name, state, checkpoints.join(" "), lag);
             if let Some(stuck) = &p.stuck {
-                println!(
-                    "    STUCK at {}#{}: {}",
-                    stuck.stream, stuck.seq, stuck.reason
-                );
+                println!("    STUCK at {}#{}: {}", stuck.stream, stuck.seq, stuck.reason);
             }
         }
     }
@@ -191,32 +144,23 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
 async fn targets(js: &async_nats::jetstream::Context) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for name in eventstore::SERVICES {
-        let mut stream = js
-            .get_stream(name)
-            .await
-            .with_context(|| format!("stream {name}"))?;
+        let mut stream = js.get_stream(name).await.with_context(|| format!("stream {name}"))?;
         out.insert(name.to_owned(), stream.info().await?.state.last_sequence);
     }
     Ok(out)
 }
 
-fn progress(
-    statuses: &[ProjectionStatus],
-    targets: &BTreeMap<String, u64>,
-) -> (u64, u64, Option<String>) {
+/// Events recorded and to record, over the streams each projection reads.
+fn progress(statuses: &[ProjectionStatus], targets: &BTreeMap<String, u64>) -> (u64, u64, Option<String>) {
     let (mut done, mut total, mut stuck) = (0, 0, None);
     for p in statuses {
-        for (stream, target) in targets {
-            if p.checkpoints.contains_key(stream) || *target > 0 {
-                total += target;
-                done += p.checkpoints.get(stream).copied().unwrap_or(0).min(*target);
-            }
+        for stream in &p.streams {
+            let target = targets.get(stream).copied().unwrap_or(0);
+            total += target;
+            done += p.checkpoints.get(stream).copied().unwrap_or(0).min(target);
         }
         if let Some(s) = &p.stuck {
-            stuck = Some(format!(
-                "{} stuck at {}#{}: {}",
-                p.name, s.stream, s.seq, s.reason
-            ));
+            stuck = Some(format!("{} stuck at {}#{}: {}", p.name, s.stream, s.seq, s.reason));
         }
     }
     (done, total, stuck)
@@ -228,41 +172,26 @@ pub async fn replay(settings: &Settings, projection: &str) -> anyhow::Result<()>
     let js = async_nats::jetstream::new(connection.client.clone());
     let targets = targets(&js).await?;
 
-    let request = ReplayRequest {
-        projection: projection.to_owned(),
-        node: None,
-    };
+    let request = ReplayRequest { projection: projection.to_owned(), node: None };
     let answers = client.replay(&request, Duration::from_millis(800)).await?;
     let result = if !answers.is_empty() {
         let names: Vec<String> = answers.iter().flat_map(|a| a.started.clone()).collect();
         eprintln!(
             "rebuilding {} on running node(s) {}",
             names.join(", "),
-            answers
-                .iter()
-                .map(|a| a.node.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            answers.iter().map(|a| a.node.as_str()).collect::<Vec<_>>().join(", ")
         );
         follow(
             || async {
-                let statuses = client
-                    .node_statuses(Duration::from_millis(300))
-                    .await
-                    .unwrap_or_default();
-                statuses
-                    .into_iter()
-                    .flat_map(|n| n.projections)
-                    .filter(|p| names.contains(&p.name))
-                    .collect()
+                let statuses = client.node_statuses(Duration::from_millis(300)).await.unwrap_or_default();
+                statuses.into_iter().flat_map(|n| n.projections).filter(|p| names.contains(&p.name)).collect()
             },
             &targets,
         )
         .await
     } else {
         // Nothing running: rebuild in this process, on the local store.
-        let parts =
-            crate::node::build(settings, &connection.client, &services::SERVICE_NAMES).await?;
+        let parts = crate::node::build(settings, &connection.client, &services::SERVICE_NAMES).await?;
         let engine = parts.engine;
         let names: Vec<String> = engine
             .handles()
@@ -272,26 +201,15 @@ pub async fn replay(settings: &Settings, projection: &str) -> anyhow::Result<()>
             .collect();
         if names.is_empty() {
             let known: Vec<&str> = engine.handles().iter().map(|h| h.name()).collect();
-            bail!(
-                "no projection {projection:?}; known: {}, all",
-                known.join(", ")
-            );
+            bail!("no projection {projection:?}; known: {}, all", known.join(", "));
         }
         eprintln!("rebuilding {} locally", names.join(", "));
         for name in &names {
             engine.replay(name).await?;
         }
-        let result = follow(
-            || async {
-                engine
-                    .statuses()
-                    .into_iter()
-                    .filter(|p| names.contains(&p.name))
-                    .collect()
-            },
-            &targets,
-        )
-        .await;
+        let result =
+            follow(|| async { engine.statuses().into_iter().filter(|p| names.contains(&p.name)).collect() }, &targets)
+                .await;
         engine.shutdown().await;
         result
     };
@@ -308,24 +226,16 @@ where
     loop {
         let statuses = poll().await;
         let (done, total, stuck) = progress(&statuses, targets);
-        let pct = if total == 0 {
-            100.0
-        } else {
-            done as f64 * 100.0 / total as f64
-        };
+        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
         eprint!("\r  {done}/{total} events ({pct:.0}%)   ");
         let _ = std::io::stderr().flush();
         if let Some(stuck) = stuck {
             eprintln!();
             bail!("replay stopped: {stuck}");
         }
-        let caught_up = !statuses.is_empty()
-            && statuses.iter().all(|p| {
-                p.checkpoints
-                    .iter()
-                    .all(|(s, n)| *n >= targets.get(s).copied().unwrap_or(0))
-            })
-            && done >= total;
+        let rebuilding =
+            statuses.iter().any(|p| p.state == ProjectionState::Rebuilding && p.checkpoints.is_empty() && done < total);
+        let caught_up = !statuses.is_empty() && done >= total && !rebuilding;
         if caught_up {
             eprintln!("\nreplay done in {:.1} s", started.elapsed().as_secs_f64());
             return Ok(());
@@ -334,31 +244,20 @@ where
     }
 }
 
-async fn token_store(
-    settings: &Settings,
-) -> anyhow::Result<(gateway::TokenStore, crate::connect::Connection)> {
+async fn token_store(settings: &Settings) -> anyhow::Result<(gateway::TokenStore, crate::connect::Connection)> {
     let connection = connect(settings, Embed::Borrow).await?;
     let js = async_nats::jetstream::new(connection.client.clone());
-    let store = gateway::TokenStore::open(&js, settings.nats.replicas).await?;
+    let store = gateway::TokenStore::open(&js, settings.nats.replicas, settings.token_cache()).await?;
     Ok((store, connection))
 }
 
-pub async fn token_create(
-    settings: &Settings,
-    role: &str,
-    scope: Option<String>,
-    name: &str,
-) -> anyhow::Result<()> {
+pub async fn token_create(settings: &Settings, role: &str, scope: Option<String>, name: &str) -> anyhow::Result<()> {
     let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let (store, connection) = token_store(settings).await?;
     let result = store.create(role, scope, name).await;
     connection.close().await;
     let (token, record) = result?;
-    eprintln!(
-        "token {} for {} created; keep it safe, it is shown only once:",
-        record.id,
-        record.actor()
-    );
+    eprintln!("token {} for {} created; keep it safe, it is shown only once:", record.id, record.actor());
     println!("{token}");
     Ok(())
 }
@@ -367,10 +266,7 @@ pub async fn token_list(settings: &Settings) -> anyhow::Result<()> {
     let (store, connection) = token_store(settings).await?;
     let result = store.list().await;
     connection.close().await;
-    println!(
-        "{:<14} {:<12} {:<38} {:<20} CREATED",
-        "ID", "ROLE", "SCOPE", "NAME"
-    );
+    println!("{:<14} {:<12} {:<38} {:<20} CREATED", "ID", "ROLE", "SCOPE", "NAME");
     for t in result? {
         println!(
             "{:<14} {:<12} {:<38} {:<20} {}",

@@ -54,11 +54,7 @@ pub fn schema<T: utoipa::ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
 
 pub fn array<T: utoipa::ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
     let item = schema::<T>(out);
-    RefOr::T(Schema::Array(
-        utoipa::openapi::schema::ArrayBuilder::new()
-            .items(item)
-            .build(),
-    ))
+    RefOr::T(Schema::Array(utoipa::openapi::schema::ArrayBuilder::new().items(item).build()))
 }
 
 fn command(
@@ -141,10 +137,7 @@ pub fn operations() -> Vec<Op> {
             "List donors",
             "admin, warehouse",
             array::<don::DonorRow>,
-            &[
-                ("kind", "only donors of this kind"),
-                ("q", "part of the name, any case"),
-            ],
+            &[("kind", "only donors of this kind"), ("q", "part of the name, any case")],
         ),
         query(
             "/api/donors/{donor_id}",
@@ -175,24 +168,8 @@ pub fn operations() -> Vec<Op> {
             schema::<st::AddZone>,
             true,
         ),
-        query(
-            "/api/sites",
-            "stock",
-            "list_sites",
-            "List sites",
-            "any role",
-            array::<st::SiteRow>,
-            &[],
-        ),
-        query(
-            "/api/sites/{site_id}",
-            "stock",
-            "get_site",
-            "One site",
-            "any role",
-            schema::<st::SiteRow>,
-            &[],
-        ),
+        query("/api/sites", "stock", "list_sites", "List sites", "any role", array::<st::SiteRow>, &[]),
+        query("/api/sites/{site_id}", "stock", "get_site", "One site", "any role", schema::<st::SiteRow>, &[]),
         command(
             Method::POST,
             "/api/associations",
@@ -305,10 +282,7 @@ pub fn routes() -> Router<AppState> {
                             headers: HeaderMap,
                             body: Bytes| {
             let op = op.clone();
-            let path: BTreeMap<String, String> = raw_path
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+            let path: BTreeMap<String, String> = raw_path.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
             async move { forward(op, state, actor, request_id, path, query, headers, body).await }
         };
         router = router.route(path, on(filter, handler));
@@ -368,15 +342,8 @@ async fn forward(
             let mut request = CommandRequest::new(command_id, actor, Value::Object(payload));
             request.correlation_id = Some(request_id.0);
             request.occurred_at = occurred_at;
-            let reply = state
-                .services
-                .command(op.service, op.name, &request)
-                .await?;
-            let status = if op.creates && !reply.duplicate {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
+            let reply = state.services.command(op.service, op.name, &request).await?;
+            let status = if op.creates && !reply.duplicate { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(reply)).into_response())
         }
         OpKind::Query => {
@@ -389,11 +356,7 @@ async fn forward(
                         None => (op.service.to_owned(), v.as_str()),
                     };
                     let seq: u64 = seq.parse().map_err(|_| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_min_seq",
-                            "min_seq is <seq> or <stream>:<seq>",
-                        )
+                        ApiError::new(StatusCode::BAD_REQUEST, "invalid_min_seq", "min_seq is <seq> or <stream>:<seq>")
                     })?;
                     min_seq.insert(stream, seq);
                 } else {
@@ -417,15 +380,9 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "the body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not valid JSON: {e}"),
-        )),
+        Ok(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "the body must be a JSON object")),
+        Err(e) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}")))
+        }
     }
 }

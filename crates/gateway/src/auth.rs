@@ -36,11 +36,7 @@ pub struct TokenRecord {
 
 impl TokenRecord {
     pub fn actor(&self) -> Actor {
-        Actor {
-            role: self.role,
-            scope: self.scope.clone(),
-            name: self.name.clone(),
-        }
+        Actor { role: self.role, scope: self.scope.clone(), name: self.name.clone() }
     }
 }
 
@@ -67,7 +63,9 @@ pub struct TokenStore {
 }
 
 impl TokenStore {
-    pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<TokenStore, TokenError> {
+    /// Opens (creating if needed) the token stream. A token's record is cached for `cache_ttl`:
+    /// a revocation takes up to that long to reach every gateway.
+    pub async fn open(js: &jetstream::Context, replicas: usize, cache_ttl: Duration) -> Result<TokenStore, TokenError> {
         js.create_or_update_stream(stream::Config {
             name: STREAM.into(),
             subjects: vec![format!("{STREAM}.*")],
@@ -81,25 +79,13 @@ impl TokenStore {
         .await
         .map_err(unavailable)?;
         let stream = js.get_stream(STREAM).await.map_err(unavailable)?;
-        Ok(TokenStore {
-            js: js.clone(),
-            stream,
-            cache: Mutex::new(HashMap::new()),
-            ttl: Duration::from_secs(10),
-        })
+        Ok(TokenStore { js: js.clone(), stream, cache: Mutex::new(HashMap::new()), ttl: cache_ttl })
     }
 
-    async fn put(
-        &self,
-        record: &TokenRecord,
-        expected_last: Option<u64>,
-    ) -> Result<(), TokenError> {
+    async fn put(&self, record: &TokenRecord, expected_last: Option<u64>) -> Result<(), TokenError> {
         let mut headers = async_nats::HeaderMap::new();
         if let Some(seq) = expected_last {
-            headers.insert(
-                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                seq.to_string().as_str(),
-            );
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, seq.to_string().as_str());
         }
         let value = serde_json::to_vec(record).expect("records serialise");
         self.js
@@ -120,22 +106,14 @@ impl TokenStore {
         name: &str,
     ) -> Result<(String, TokenRecord), TokenError> {
         if role == Role::System {
-            return Err(TokenError::Invalid(
-                "the system role cannot be given to a token".into(),
-            ));
+            return Err(TokenError::Invalid("the system role cannot be given to a token".into()));
         }
         match (&scope, role.is_scoped()) {
             (None, true) => {
-                return Err(TokenError::Invalid(format!(
-                    "role {} needs --scope <id>",
-                    role.as_str()
-                )));
+                return Err(TokenError::Invalid(format!("role {} needs --scope <id>", role.as_str())));
             }
             (Some(_), false) => {
-                return Err(TokenError::Invalid(format!(
-                    "role {} takes no scope",
-                    role.as_str()
-                )));
+                return Err(TokenError::Invalid(format!("role {} takes no scope", role.as_str())));
             }
             _ => {}
         }
@@ -161,19 +139,13 @@ impl TokenStore {
     /// Every token ever issued, revoked ones included.
     pub async fn list(&self) -> Result<Vec<TokenRecord>, TokenError> {
         let mut out = Vec::new();
-        let last = self
-            .stream
-            .clone()
-            .info()
-            .await
-            .map_err(unavailable)?
-            .state
-            .last_sequence;
+        let last = self.stream.clone().info().await.map_err(unavailable)?.state.last_sequence;
         if last > 0 {
             let mut messages = self
                 .stream
                 .create_consumer(consumer::pull::OrderedConfig {
                     deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                    filter_subject: format!("{STREAM}.*"),
                     ..Default::default()
                 })
                 .await
@@ -183,9 +155,7 @@ impl TokenStore {
                 .map_err(unavailable)?;
             while let Some(message) = messages.next().await {
                 let message = message.map_err(unavailable)?;
-                out.push(
-                    serde_json::from_slice::<TokenRecord>(&message.payload).map_err(unavailable)?,
-                );
+                out.push(serde_json::from_slice::<TokenRecord>(&message.payload).map_err(unavailable)?);
                 if message.info().map_err(unavailable)?.pending == 0 {
                     break;
                 }
@@ -210,11 +180,7 @@ impl TokenStore {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        match self
-            .stream
-            .direct_get_last_for_subject(format!("{STREAM}.{id}"))
-            .await
-        {
+        match self.stream.direct_get_last_for_subject(format!("{STREAM}.{id}")).await {
             Ok(message) => {
                 let record = serde_json::from_slice(&message.payload).map_err(unavailable)?;
                 Ok(Some((record, message.sequence)))
@@ -226,11 +192,7 @@ impl TokenStore {
 
     /// The live (not revoked) record of a token id.
     async fn fetch(&self, id: &str) -> Result<Option<TokenRecord>, TokenError> {
-        Ok(self
-            .fetch_any(id)
-            .await?
-            .map(|(r, _)| r)
-            .filter(|r| r.revoked_at.is_none()))
+        Ok(self.fetch_any(id).await?.map(|(r, _)| r).filter(|r| r.revoked_at.is_none()))
     }
 
     /// The actor a bearer token stands for, or `None` for an unknown or revoked token.
@@ -243,10 +205,7 @@ impl TokenStore {
             Some((record, at)) if at.elapsed() < self.ttl => record,
             _ => {
                 let record = self.fetch(id).await?;
-                self.cache
-                    .lock()
-                    .expect("cache lock")
-                    .insert(id.to_owned(), (record.clone(), Instant::now()));
+                self.cache.lock().expect("cache lock").insert(id.to_owned(), (record.clone(), Instant::now()));
                 record
             }
         };

@@ -18,11 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Self {
-        ApiError {
-            status,
-            code: code.to_owned(),
-            message: message.to_string(),
-        }
+        ApiError { status, code: code.to_owned(), message: message.to_string() }
     }
 
     pub fn unauthenticated() -> Self {
@@ -44,11 +40,7 @@ impl From<ServiceError> for ApiError {
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError {
-            status,
-            code: e.code,
-            message: e.message,
-        }
+        ApiError { status, code: e.code, message: e.message }
     }
 }
 

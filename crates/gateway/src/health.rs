@@ -40,8 +40,7 @@ pub struct StuckAt {
 }
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let connected =
-        state.services.nats().connection_state() == async_nats::connection::State::Connected;
+    let connected = state.services.nats().connection_state() == async_nats::connection::State::Connected;
     let mut streams = BTreeMap::new();
     if connected {
         for name in services::SERVICE_NAMES {
@@ -52,27 +51,15 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             }
         }
     }
-    let nodes = if connected {
-        state
-            .services
-            .node_statuses(state.health_wait)
-            .await
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let nodes =
+        if connected { state.services.node_statuses(state.health_wait).await.unwrap_or_default() } else { Vec::new() };
     let mut projections = Vec::new();
     for node in &nodes {
         for p in &node.projections {
             let lag = p
                 .checkpoints
                 .iter()
-                .map(|(s, seq)| {
-                    (
-                        s.clone(),
-                        streams.get(s).copied().unwrap_or(0).saturating_sub(*seq),
-                    )
-                })
+                .map(|(s, seq)| (s.clone(), streams.get(s).copied().unwrap_or(0).saturating_sub(*seq)))
                 .collect();
             projections.push(ProjectionHealth {
                 node: node.node.clone(),
@@ -97,11 +84,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     } else {
         "ok"
     };
-    let code = if connected {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let health = Health {
         status: status.to_owned(),
         nats_connected: connected,

@@ -45,11 +45,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        services: ServiceClient,
-        tokens: Arc<TokenStore>,
-        js: async_nats::jetstream::Context,
-    ) -> Self {
+    pub fn new(services: ServiceClient, tokens: Arc<TokenStore>, js: async_nats::jetstream::Context) -> Self {
         let doc = openapi::document(&api::operations());
         AppState {
             services,
@@ -84,9 +80,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "http gateway listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 async fn index() -> Html<&'static str> {
@@ -102,11 +96,7 @@ async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> 
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see /api/openapi.json",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/openapi.json")
 }
 
 async fn request_id(mut request: Request, next: Next) -> Response {
@@ -121,19 +111,14 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     let mut response = async move {
         let started = std::time::Instant::now();
         let response = next.run(request).await;
-        tracing::info!(
-            status = response.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
+        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
         response
     }
     .instrument(span)
     .await;
-    response.headers_mut().insert(
-        "x-request-id",
-        HeaderValue::from_str(&id.to_string()).expect("uuid is a header value"),
-    );
+    response
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from_str(&id.to_string()).expect("uuid is a header value"));
     response
 }
 
@@ -150,10 +135,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
                 request.extensions_mut().insert(actor);
             }
             Ok(None) => return ApiError::unauthenticated().into_response(),
-            Err(e) => {
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", e)
-                    .into_response()
-            }
+            Err(e) => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", e).into_response(),
         }
     }
     next.run(request).await
@@ -162,12 +144,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(state.request_timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long",
-        )
-        .into_response(),
+        Err(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long").into_response()
+        }
     }
 }
 
@@ -175,18 +154,13 @@ async fn timeout(State(state): State<AppState>, request: Request, next: Next) ->
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !status.is_client_error() && !status.is_server_error() || is_json {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "this endpoint does not accept that method",
-        ),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not accept that method"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is larger than 1 MiB"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json"),
         StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),

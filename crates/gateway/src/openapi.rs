@@ -4,8 +4,7 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, Para
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Required,
-    ResponseBuilder,
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Required, ResponseBuilder,
 };
 
 use crate::api::{schema, Op, OpKind, Schemas};
@@ -30,12 +29,8 @@ fn json(schema: utoipa::openapi::RefOr<utoipa::openapi::Schema>) -> utoipa::open
 pub fn document(ops: &[Op]) -> OpenApi {
     let mut schemas: Schemas = Vec::new();
     let error = schema::<ApiError>(&mut schemas);
-    let error_response = |what: &str| {
-        ResponseBuilder::new()
-            .description(what)
-            .content("application/json", json(error.clone()))
-            .build()
-    };
+    let error_response =
+        |what: &str| ResponseBuilder::new().description(what).content("application/json", json(error.clone())).build();
     let mut paths = Paths::new();
 
     let health = schema::<Health>(&mut schemas);
@@ -70,11 +65,7 @@ pub fn document(ops: &[Op]) -> OpenApi {
             .description(Some(format!(
                 "Who: {}. Service call `foodaid.{}.{}.{}`.",
                 op.who,
-                if op.kind == OpKind::Command {
-                    "cmd"
-                } else {
-                    "qry"
-                },
+                if op.kind == OpKind::Command { "cmd" } else { "qry" },
                 op.service,
                 op.name
             )))
@@ -82,10 +73,7 @@ pub fn document(ops: &[Op]) -> OpenApi {
         for segment in op.path.split('/') {
             if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                 b = b.parameter(
-                    ParameterBuilder::new()
-                        .name(name)
-                        .parameter_in(ParameterIn::Path)
-                        .required(Required::True),
+                    ParameterBuilder::new().name(name).parameter_in(ParameterIn::Path).required(Required::True),
                 );
             }
         }
@@ -101,9 +89,21 @@ pub fn document(ops: &[Op]) -> OpenApi {
                     ));
                 }
                 b = b
-                    .parameter(ParameterBuilder::new().name("Idempotency-Key").parameter_in(ParameterIn::Header).description(Some("resending a command with the same key commits it once and returns the first answer")))
-                    .parameter(ParameterBuilder::new().name("X-Occurred-At").parameter_in(ParameterIn::Header).description(Some("RFC 3339 time the action happened, for work recorded offline")))
-                    .response(if op.creates { "201" } else { "200" }, ResponseBuilder::new().description("committed").content("application/json", json(ok)).build())
+                    .parameter(
+                        ParameterBuilder::new().name("Idempotency-Key").parameter_in(ParameterIn::Header).description(
+                            Some("resending a command with the same key commits it once and returns the first answer"),
+                        ),
+                    )
+                    .parameter(
+                        ParameterBuilder::new()
+                            .name("X-Occurred-At")
+                            .parameter_in(ParameterIn::Header)
+                            .description(Some("RFC 3339 time the action happened, for work recorded offline")),
+                    )
+                    .response(
+                        if op.creates { "201" } else { "200" },
+                        ResponseBuilder::new().description("committed").content("application/json", json(ok)).build(),
+                    )
                     .response("409", error_response("conflicts with the current state"))
                     .response("422", error_response("invalid payload or refused by a rule"));
             }
@@ -126,10 +126,7 @@ pub fn document(ops: &[Op]) -> OpenApi {
             .response("400", error_response("malformed JSON or parameters"))
             .response("401", error_response("missing or unknown token"))
             .response("403", error_response("the token's role may not do this"))
-            .response(
-                "503",
-                error_response("service unavailable or projection lagging"),
-            );
+            .response("503", error_response("service unavailable or projection lagging"));
         paths.add_path_operation(op.path, vec![method(op)], b.build());
     }
 
@@ -137,10 +134,7 @@ pub fn document(ops: &[Op]) -> OpenApi {
     schemas.dedup_by(|a, b| a.0 == b.0);
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas)
-        .security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        )
+        .security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()))
         .build();
     OpenApiBuilder::new()
         .info(

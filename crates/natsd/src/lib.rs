@@ -57,11 +57,7 @@ pub enum StartError {
     #[error("nats-server exited during start-up ({status}); see {log}")]
     Exited { status: String, log: String },
     #[error("nats-server did not accept connections on {addr} within {secs} s; see {log}")]
-    NotReady {
-        addr: SocketAddr,
-        secs: u64,
-        log: String,
-    },
+    NotReady { addr: SocketAddr, secs: u64, log: String },
 }
 
 /// A running server; killed when dropped.
@@ -100,10 +96,8 @@ impl NatsServer {
             .stdout(log.try_clone()?)
             .stderr(log);
         if let Some(cluster) = &options.cluster {
-            cmd.args(["--cluster_name", &cluster.name]).args([
-                "--cluster",
-                &format!("nats://{}:{}", options.host, cluster.port),
-            ]);
+            cmd.args(["--cluster_name", &cluster.name])
+                .args(["--cluster", &format!("nats://{}:{}", options.host, cluster.port)]);
             if !cluster.routes.is_empty() {
                 cmd.args(["--routes", &cluster.routes.join(",")]);
             }
@@ -116,11 +110,7 @@ impl NatsServer {
         let addr: SocketAddr = format!("{}:{}", options.host, port)
             .parse()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad host: {e}")))?;
-        let mut server = NatsServer {
-            child: Some(child),
-            addr,
-            options,
-        };
+        let mut server = NatsServer { child: Some(child), addr, options };
         server.wait_ready(Duration::from_secs(15)).await?;
         tracing::info!(%addr, data_dir = %server.options.data_dir.display(), "nats-server started");
         Ok(server)
@@ -130,31 +120,20 @@ impl NatsServer {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().transpose()) {
-                return Err(StartError::Exited {
-                    status: status?.to_string(),
-                    log: self.log_path(),
-                });
+                return Err(StartError::Exited { status: status?.to_string(), log: self.log_path() });
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(StartError::NotReady {
-                    addr: self.addr,
-                    secs: limit.as_secs(),
-                    log: self.log_path(),
-                });
+                return Err(StartError::NotReady { addr: self.addr, secs: limit.as_secs(), log: self.log_path() });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     fn log_path(&self) -> String {
-        self.options
-            .data_dir
-            .join("nats-server.log")
-            .display()
-            .to_string()
+        self.options.data_dir.join("nats-server.log").display().to_string()
     }
 
     pub fn url(&self) -> String {

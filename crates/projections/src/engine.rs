@@ -24,10 +24,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig {
-            node: "local".into(),
-            batch_size: 2048,
-        }
+        EngineConfig { node: "local".into(), batch_size: 2048 }
     }
 }
 
@@ -52,20 +49,21 @@ pub enum ProjectionState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionStatus {
     pub name: String,
+    /// The streams it reads.
+    #[serde(default)]
+    pub streams: Vec<String>,
     pub state: ProjectionState,
     pub checkpoints: Checkpoints,
     pub stuck: Option<Stuck>,
+    /// Hash of the projection's rows, when asked for (to compare two builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     #[error("projection {name} has not reached {stream}#{seq} within {timeout_ms} ms")]
-    Timeout {
-        name: String,
-        stream: String,
-        seq: u64,
-        timeout_ms: u64,
-    },
+    Timeout { name: String, stream: String, seq: u64, timeout_ms: u64 },
     #[error("projection {name} is stuck at {}#{}: {}", .stuck.stream, .stuck.seq, .stuck.reason)]
     Stuck { name: String, stuck: Stuck },
 }
@@ -102,35 +100,24 @@ impl ProjectionHandle {
         let p = self.inner.progress.borrow();
         ProjectionStatus {
             name: self.name().to_owned(),
+            streams: self.streams().iter().map(|s| (*s).to_owned()).collect(),
             state: p.state.unwrap_or(ProjectionState::Stopped),
             checkpoints: p.checkpoints.clone(),
             stuck: p.stuck.clone(),
+            digest: None,
         }
     }
 
     pub fn checkpoint(&self, stream: &str) -> u64 {
-        self.inner
-            .progress
-            .borrow()
-            .checkpoints
-            .get(stream)
-            .copied()
-            .unwrap_or(0)
+        self.inner.progress.borrow().checkpoints.get(stream).copied().unwrap_or(0)
     }
 
     /// Waits until the projection has recorded `stream` up to `seq` (read-your-writes).
-    pub async fn wait_for(
-        &self,
-        stream: &str,
-        seq: u64,
-        timeout: Duration,
-    ) -> Result<(), WaitError> {
+    pub async fn wait_for(&self, stream: &str, seq: u64, timeout: Duration) -> Result<(), WaitError> {
         let mut rx = self.inner.progress.subscribe();
         let reached = |p: &Progress| {
             p.checkpoints.get(stream).copied().unwrap_or(0) >= seq
-                || p.stuck
-                    .as_ref()
-                    .is_some_and(|s| s.stream == stream && s.seq <= seq)
+                || p.stuck.as_ref().is_some_and(|s| s.stream == stream && s.seq <= seq)
         };
         let outcome = match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
             Ok(Ok(p)) => Some(p.clone()),
@@ -139,10 +126,7 @@ impl ProjectionHandle {
         match outcome {
             Some(p) => match p.stuck {
                 Some(stuck) if p.checkpoints.get(stream).copied().unwrap_or(0) < seq => {
-                    Err(WaitError::Stuck {
-                        name: self.name().to_owned(),
-                        stuck,
-                    })
+                    Err(WaitError::Stuck { name: self.name().to_owned(), stuck })
                 }
                 _ => Ok(()),
             },
@@ -216,6 +200,16 @@ impl Engine {
         self.handles.iter().map(|h| h.status()).collect()
     }
 
+    /// Statuses with the digest of each projection's rows (reads every row: not for hot paths).
+    pub async fn statuses_with_digests(&self) -> Vec<ProjectionStatus> {
+        let mut out = self.statuses();
+        for status in &mut out {
+            let (store, name) = (self.store.clone(), status.name.clone());
+            status.digest = tokio::task::spawn_blocking(move || store.digest(&name).ok()).await.ok().flatten();
+        }
+        out
+    }
+
     /// Starts every registered projection.
     pub fn start(&self) {
         for handle in &self.handles {
@@ -248,33 +242,20 @@ impl Engine {
     /// Returns once the rebuild has started; follow it with [`ProjectionHandle::wait_for`].
     pub async fn replay(&self, name: &str) -> Result<(), StoreError> {
         let Some(handle) = self.handle(name).cloned() else {
-            return Err(StoreError::Corrupt {
-                tree: name.to_owned(),
-                reason: "no such projection".into(),
-            });
+            return Err(StoreError::Corrupt { tree: name.to_owned(), reason: "no such projection".into() });
         };
         self.stop(&handle).await;
         for stream in handle.streams() {
             if let Ok(s) = self.js.get_stream(*stream).await {
-                let _ = s
-                    .delete_consumer(&consumer_name(name, &self.config.node))
-                    .await;
+                let _ = s.delete_consumer(&consumer_name(name, &self.config.node)).await;
             }
         }
         let store = self.store.clone();
         let owned = name.to_owned();
         tokio::task::spawn_blocking(move || store.clear(&owned))
             .await
-            .map_err(|e| StoreError::Corrupt {
-                tree: name.to_owned(),
-                reason: e.to_string(),
-            })??;
-        handle.set(|p| {
-            *p = Progress {
-                state: Some(ProjectionState::Rebuilding),
-                ..Progress::default()
-            }
-        });
+            .map_err(|e| StoreError::Corrupt { tree: name.to_owned(), reason: e.to_string() })??;
+        handle.set(|p| *p = Progress { state: Some(ProjectionState::Rebuilding), ..Progress::default() });
         tracing::info!(projection = name, "projection rebuild started");
         self.spawn(&handle);
         Ok(())
@@ -337,11 +318,7 @@ impl Runner {
 
         let mut sources = Vec::new();
         for &stream_name in projection.streams() {
-            let stream = self
-                .js
-                .get_stream(stream_name)
-                .await
-                .map_err(|e| format!("stream {stream_name}: {e}"))?;
+            let stream = self.js.get_stream(stream_name).await.map_err(|e| format!("stream {stream_name}: {e}"))?;
             let mut checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0);
             let last = stream.cached_info().state.last_sequence;
             if checkpoint > last {
@@ -361,8 +338,7 @@ impl Runner {
                 checkpoints.clear();
                 checkpoint = 0;
             }
-            let consumer =
-                ensure_consumer(&stream, &durable, checkpoint, self.config.batch_size).await?;
+            let consumer = ensure_consumer(&stream, &durable, checkpoint, self.config.batch_size).await?;
             let messages = consumer
                 .stream()
                 .max_messages_per_batch(self.config.batch_size)
@@ -390,14 +366,9 @@ impl Runner {
             };
             let mut messages = Vec::with_capacity(chunk.len());
             for (stream, message) in chunk {
-                messages.push((
-                    stream,
-                    message.map_err(|e| format!("receiving from {stream}: {e}"))?,
-                ));
+                messages.push((stream, message.map_err(|e| format!("receiving from {stream}: {e}"))?));
             }
-            let stuck = self
-                .apply_batch(&*projection, &mut checkpoints, &messages)
-                .await?;
+            let stuck = self.apply_batch(&*projection, &mut checkpoints, &messages).await?;
             if let Some(stuck) = stuck {
                 tracing::error!(projection = name, stream = %stuck.stream, seq = stuck.seq, reason = %stuck.reason, "projection stuck");
                 self.handle.set(|p| {
@@ -443,11 +414,7 @@ impl Runner {
                 continue; // redelivered: already recorded
             }
             if let Err(reason) = apply_message(projection, &mut tx, stream, seq, message) {
-                stuck = Some(Stuck {
-                    stream: (*stream).to_owned(),
-                    seq,
-                    reason,
-                });
+                stuck = Some(Stuck { stream: (*stream).to_owned(), seq, reason });
                 break;
             }
             next.insert((*stream).to_owned(), seq);
@@ -495,20 +462,11 @@ fn apply_message(
 ) -> Result<(), String> {
     let empty = async_nats::HeaderMap::new();
     let headers = message.headers.as_ref().unwrap_or(&empty);
-    let stored = eventstore::decode_commit(stream, seq, headers, &message.payload)
-        .map_err(|e| e.to_string())?;
+    let stored = eventstore::decode_commit(stream, seq, headers, &message.payload).map_err(|e| e.to_string())?;
     for envelope in &stored.commit.events {
-        let event = RecordedEvent {
-            stream,
-            seq,
-            aggregate_kind: &stored.commit.aggregate_kind,
-            envelope,
-        };
+        let event = RecordedEvent { stream, seq, aggregate_kind: &stored.commit.aggregate_kind, envelope };
         projection.apply(tx, &event).map_err(|e| {
-            format!(
-                "event {} ({} v{}): {e}",
-                envelope.event_id, envelope.event_type, envelope.schema_version
-            )
+            format!("event {} ({} v{}): {e}", envelope.event_id, envelope.event_type, envelope.schema_version)
         })?;
     }
     Ok(())
@@ -527,10 +485,7 @@ async fn ensure_consumer(
             && info.ack_floor.stream_sequence == checkpoint
             && info.num_ack_pending == 0;
         if in_step {
-            return stream
-                .get_consumer(durable)
-                .await
-                .map_err(|e| format!("consumer {durable}: {e}"));
+            return stream.get_consumer(durable).await.map_err(|e| format!("consumer {durable}: {e}"));
         }
         tracing::debug!(
             consumer = durable,
@@ -538,17 +493,12 @@ async fn ensure_consumer(
             delivered = info.delivered.stream_sequence,
             "repositioning consumer"
         );
-        stream
-            .delete_consumer(durable)
-            .await
-            .map_err(|e| format!("deleting consumer {durable}: {e}"))?;
+        stream.delete_consumer(durable).await.map_err(|e| format!("deleting consumer {durable}: {e}"))?;
     }
     let deliver_policy = if checkpoint == 0 {
         DeliverPolicy::All
     } else {
-        DeliverPolicy::ByStartSequence {
-            start_sequence: checkpoint + 1,
-        }
+        DeliverPolicy::ByStartSequence { start_sequence: checkpoint + 1 }
     };
     stream
         .create_consumer(pull::Config {

@@ -13,7 +13,5 @@
 mod engine;
 mod store;
 
-pub use engine::{
-    Engine, EngineConfig, ProjectionHandle, ProjectionState, ProjectionStatus, Stuck, WaitError,
-};
+pub use engine::{Engine, EngineConfig, ProjectionHandle, ProjectionState, ProjectionStatus, Stuck, WaitError};
 pub use store::{ApplyError, Projection, ProjectionStore, RecordedEvent, StoreError, Tx, View};

@@ -33,8 +33,7 @@ impl RecordedEvent<'_> {
     /// Decodes (and upcasts) the event as `E`. An error stops the projection here.
     pub fn decode<E: DomainEvent>(&self) -> Result<E, ApplyError> {
         let e = self.envelope;
-        decode_event(&e.event_type, e.schema_version, e.data.clone())
-            .map_err(|err| ApplyError(err.to_string()))
+        decode_event(&e.event_type, e.schema_version, e.data.clone()).map_err(|err| ApplyError(err.to_string()))
     }
 }
 
@@ -85,18 +84,13 @@ impl ProjectionStore {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Ok(ProjectionStore { db })
     }
 
     /// A temporary store, removed when dropped (tests, benchmarks).
     pub fn temporary() -> Result<ProjectionStore, StoreError> {
-        Ok(ProjectionStore {
-            db: sled::Config::new().temporary(true).open()?,
-        })
+        Ok(ProjectionStore { db: sled::Config::new().temporary(true).open()? })
     }
 
     fn tree(&self, projection: &str) -> Result<sled::Tree, StoreError> {
@@ -105,10 +99,7 @@ impl ProjectionStore {
 
     /// Read access to one projection's tables.
     pub fn view(&self, projection: &str) -> Result<View, StoreError> {
-        Ok(View {
-            tree: self.tree(projection)?,
-            name: projection.to_owned(),
-        })
+        Ok(View { tree: self.tree(projection)?, name: projection.to_owned() })
     }
 
     /// The last stream sequence the projection has recorded, per stream.
@@ -124,11 +115,10 @@ impl ProjectionStore {
         for item in tree.scan_prefix(&prefix) {
             let (k, v) = item?;
             let stream = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let seq =
-                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    tree: projection.to_owned(),
-                    reason: "checkpoint is not 8 bytes".into(),
-                })?);
+            let seq = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                tree: projection.to_owned(),
+                reason: "checkpoint is not 8 bytes".into(),
+            })?);
             out.insert(stream, seq);
         }
         Ok(out)
@@ -136,10 +126,7 @@ impl ProjectionStore {
 
     /// Starts the writes of one batch.
     pub fn begin(&self, projection: &str) -> Result<Tx, StoreError> {
-        Ok(Tx {
-            tree: self.tree(projection)?,
-            pending: BTreeMap::new(),
-        })
+        Ok(Tx { tree: self.tree(projection)?, pending: BTreeMap::new() })
     }
 
     /// Writes a batch and the new checkpoints atomically (one sled batch). Blocking: call it
@@ -186,10 +173,7 @@ impl ProjectionStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map_err(|e| StoreError::Corrupt {
-                tree: "*".into(),
-                reason: e.to_string(),
-            })??;
+            .map_err(|e| StoreError::Corrupt { tree: "*".into(), reason: e.to_string() })??;
         Ok(())
     }
 }
@@ -206,10 +190,7 @@ impl Tx {
         if let Some(v) = self.pending.get(&k) {
             return Ok(v.clone());
         }
-        self.tree
-            .get(&k)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| ApplyError(e.to_string()))
+        self.tree.get(&k).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(e.to_string()))
     }
 
     pub fn put(&mut self, table: &str, key: &[u8], value: Vec<u8>) {
@@ -220,28 +201,17 @@ impl Tx {
         self.pending.insert(table_key(table, key), None);
     }
 
-    pub fn get_json<T: DeserializeOwned>(
-        &self,
-        table: &str,
-        key: &[u8],
-    ) -> Result<Option<T>, ApplyError> {
+    pub fn get_json<T: DeserializeOwned>(&self, table: &str, key: &[u8]) -> Result<Option<T>, ApplyError> {
         match self.get(table, key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                ApplyError(format!(
-                    "row {table}/{} unreadable: {e}",
-                    String::from_utf8_lossy(key)
-                ))
-            }),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ApplyError(format!("row {table}/{} unreadable: {e}", String::from_utf8_lossy(key)))),
         }
     }
 
     pub fn put_json<T: Serialize>(&mut self, table: &str, key: &[u8], value: &T) {
-        self.put(
-            table,
-            key,
-            serde_json::to_vec(value).expect("rows serialise"),
-        );
+        self.put(table, key, serde_json::to_vec(value).expect("rows serialise"));
     }
 
     /// Number of pending writes.
@@ -266,21 +236,12 @@ impl View {
         Ok(self.tree.get(table_key(table, key))?.map(|v| v.to_vec()))
     }
 
-    pub fn get_json<T: DeserializeOwned>(
-        &self,
-        table: &str,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
+    pub fn get_json<T: DeserializeOwned>(&self, table: &str, key: &[u8]) -> Result<Option<T>, StoreError> {
         match self.get(table, key)? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        tree: self.name.clone(),
-                        reason: e.to_string(),
-                    })
-            }
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt { tree: self.name.clone(), reason: e.to_string() }),
         }
     }
 
@@ -293,24 +254,15 @@ impl View {
         let start = table.len() + 1;
         self.tree
             .scan_prefix(table_key(table, prefix))
-            .map(move |item| {
-                item.map(|(k, v)| (k[start..].to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
+            .map(move |item| item.map(|(k, v)| (k[start..].to_vec(), v.to_vec())).map_err(StoreError::from))
     }
 
-    pub fn scan_json<T: DeserializeOwned>(
-        &self,
-        table: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<T>, StoreError> {
+    pub fn scan_json<T: DeserializeOwned>(&self, table: &str, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
         self.scan(table, prefix)
             .map(|item| {
                 let (_, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    tree: self.name.clone(),
-                    reason: e.to_string(),
-                })
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt { tree: self.name.clone(), reason: e.to_string() })
             })
             .collect()
     }
@@ -330,31 +282,16 @@ mod tests {
         assert_eq!(tx.get("donors", b"d1").unwrap(), None);
         tx.put("donors", b"d2", b"two".to_vec());
         tx.put("donorsx", b"d3", b"other table".to_vec());
-        store
-            .commit(tx, &HashMap::from([("donations".to_owned(), 7)]))
-            .unwrap();
+        store.commit(tx, &HashMap::from([("donations".to_owned(), 7)])).unwrap();
 
         let view = store.view("p").unwrap();
         let rows: Vec<_> = view.scan("donors", b"").map(|r| r.unwrap()).collect();
-        assert_eq!(
-            rows,
-            vec![(b"d2".to_vec(), b"two".to_vec())],
-            "tables do not leak into each other"
-        );
+        assert_eq!(rows, vec![(b"d2".to_vec(), b"two".to_vec())], "tables do not leak into each other");
         assert_eq!(store.checkpoints("p").unwrap()["donations"], 7);
 
         let before = store.digest("p").unwrap();
-        store
-            .commit(
-                store.begin("p").unwrap(),
-                &HashMap::from([("donations".to_owned(), 9)]),
-            )
-            .unwrap();
-        assert_eq!(
-            store.digest("p").unwrap(),
-            before,
-            "checkpoints are not part of the digest"
-        );
+        store.commit(store.begin("p").unwrap(), &HashMap::from([("donations".to_owned(), 9)])).unwrap();
+        assert_eq!(store.digest("p").unwrap(), before, "checkpoints are not part of the digest");
         store.clear("p").unwrap();
         assert!(store.checkpoints("p").unwrap().is_empty());
     }

@@ -6,10 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use eventcore::{encode_event, AggregateId, CommandMeta, Commit, DomainEvent};
 use eventstore::{AggregateRef, EventStore, Expected, StoreConfig};
-use projections::{
-    ApplyError, Engine, EngineConfig, Projection, ProjectionState, ProjectionStore, RecordedEvent,
-    Tx,
-};
+use projections::{ApplyError, Engine, EngineConfig, Projection, ProjectionState, ProjectionStore, RecordedEvent, Tx};
 use serde::{Deserialize, Serialize};
 use testkit::TestNats;
 
@@ -48,18 +45,8 @@ async fn append(store: &EventStore, service: &'static str, id: &str, n: u64) -> 
         version: last.last().map_or(0, |c| c.commit.last_version()),
         last_seq: last.last().map_or(0, |c| c.seq),
     };
-    let events = vec![
-        encode_event(&Ev::Counted { by: n }),
-        encode_event(&Ev::Counted { by: 1 }),
-    ];
-    let commit = Commit::new(
-        &CommandMeta::new(uuid(), "test"),
-        "counter",
-        id,
-        expected.version,
-        events,
-        Utc::now(),
-    );
+    let events = vec![encode_event(&Ev::Counted { by: n }), encode_event(&Ev::Counted { by: 1 })];
+    let commit = Commit::new(&CommandMeta::new(uuid(), "test"), "counter", id, expected.version, events, Utc::now());
     store.append(&target, expected, &commit).await.unwrap().seq
 }
 
@@ -68,12 +55,7 @@ fn uuid() -> String {
 }
 
 fn total(store: &ProjectionStore) -> u64 {
-    store
-        .view("totals")
-        .unwrap()
-        .get_json("total", b"")
-        .unwrap()
-        .unwrap_or(0)
+    store.view("totals").unwrap().get_json("total", b"").unwrap().unwrap_or(0)
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -81,23 +63,11 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn replay_rebuilds_exactly_the_incremental_state() {
     let nats = TestNats::start().await;
-    let events = EventStore::open(
-        nats.client().await,
-        &eventstore::SERVICES,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap();
+    let events = EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap();
     let sled_dir = nats.path().join("sled");
     let store = ProjectionStore::open(&sled_dir).unwrap();
-    let mut engine = Engine::new(
-        store.clone(),
-        events.jetstream().clone(),
-        EngineConfig {
-            batch_size: 7,
-            ..Default::default()
-        },
-    );
+    let mut engine =
+        Engine::new(store.clone(), events.jetstream().clone(), EngineConfig { batch_size: 7, ..Default::default() });
     let handle = engine.register(Totals);
     engine.start();
 
@@ -117,11 +87,7 @@ async fn replay_rebuilds_exactly_the_incremental_state() {
     engine.replay("totals").await.unwrap();
     handle.wait_for("stock", last.0, WAIT).await.unwrap();
     handle.wait_for("transport", last.1, WAIT).await.unwrap();
-    assert_eq!(
-        store.digest("totals").unwrap(),
-        incremental,
-        "replay equals incremental build"
-    );
+    assert_eq!(store.digest("totals").unwrap(), incremental, "replay equals incremental build");
     assert_eq!(total(&store), expected);
     engine.shutdown().await;
 }
@@ -129,22 +95,12 @@ async fn replay_rebuilds_exactly_the_incremental_state() {
 #[tokio::test]
 async fn a_restart_resumes_at_the_checkpoint_without_double_counting() {
     let nats = TestNats::start().await;
-    let events = EventStore::open(
-        nats.client().await,
-        &eventstore::SERVICES,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap();
+    let events = EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap();
     let sled_dir = nats.path().join("sled");
     let first_seq;
     {
         let store = ProjectionStore::open(&sled_dir).unwrap();
-        let mut engine = Engine::new(
-            store.clone(),
-            events.jetstream().clone(),
-            EngineConfig::default(),
-        );
+        let mut engine = Engine::new(store.clone(), events.jetstream().clone(), EngineConfig::default());
         let handle = engine.register(Totals);
         engine.start();
         first_seq = append(&events, "stock", "a", 10).await;
@@ -155,11 +111,7 @@ async fn a_restart_resumes_at_the_checkpoint_without_double_counting() {
     // Written while no projection runs.
     let second_seq = append(&events, "stock", "a", 5).await;
     let store = ProjectionStore::open(&sled_dir).unwrap();
-    let mut engine = Engine::new(
-        store.clone(),
-        events.jetstream().clone(),
-        EngineConfig::default(),
-    );
+    let mut engine = Engine::new(store.clone(), events.jetstream().clone(), EngineConfig::default());
     let handle = engine.register(Totals);
     engine.start();
     handle.wait_for("stock", second_seq, WAIT).await.unwrap();
@@ -171,19 +123,9 @@ async fn a_restart_resumes_at_the_checkpoint_without_double_counting() {
 #[tokio::test]
 async fn an_undecodable_event_stops_the_projection_and_says_where() {
     let nats = TestNats::start().await;
-    let events = EventStore::open(
-        nats.client().await,
-        &eventstore::SERVICES,
-        &StoreConfig::default(),
-    )
-    .await
-    .unwrap();
+    let events = EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap();
     let store = ProjectionStore::temporary().unwrap();
-    let mut engine = Engine::new(
-        store.clone(),
-        events.jetstream().clone(),
-        EngineConfig::default(),
-    );
+    let mut engine = Engine::new(store.clone(), events.jetstream().clone(), EngineConfig::default());
     let handle = engine.register(Totals);
 
     append(&events, "stock", "a", 3).await;
@@ -199,11 +141,7 @@ async fn an_undecodable_event_stops_the_projection_and_says_where() {
         vec![encode_event(&Ev::Counted { by: 1000 }), encoded],
         Utc::now(),
     );
-    let bad = events
-        .append(&target, Expected::default(), &commit)
-        .await
-        .unwrap()
-        .seq;
+    let bad = events.append(&target, Expected::default(), &commit).await.unwrap().seq;
     let after = append(&events, "stock", "a", 7).await;
     engine.start();
 
@@ -214,11 +152,7 @@ async fn an_undecodable_event_stops_the_projection_and_says_where() {
     let stuck = status.stuck.unwrap();
     assert_eq!((stuck.stream.as_str(), stuck.seq), ("stock", bad));
     assert!(stuck.reason.contains("newer"), "{}", stuck.reason);
-    assert_eq!(
-        total(&store),
-        4,
-        "events before it count, none of the bad commit, none after"
-    );
+    assert_eq!(total(&store), 4, "events before it count, none of the bad commit, none after");
     assert_eq!(status.checkpoints["stock"], bad - 1);
     engine.shutdown().await;
 }

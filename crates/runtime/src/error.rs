@@ -28,11 +28,7 @@ pub struct ServiceError {
 
 impl ServiceError {
     pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl fmt::Display) -> Self {
-        ServiceError {
-            kind,
-            code: code.into(),
-            message: message.to_string(),
-        }
+        ServiceError { kind, code: code.into(), message: message.to_string() }
     }
 
     pub fn validation(code: impl Into<String>, message: impl fmt::Display) -> Self {
@@ -58,11 +54,7 @@ impl ServiceError {
     /// Logs the details and returns an error that does not leak them.
     pub fn internal(context: &str, detail: impl fmt::Display) -> Self {
         tracing::error!(context, detail = %detail, "internal error");
-        Self::new(
-            ErrorKind::Internal,
-            "internal",
-            format!("internal error while {context}"),
-        )
+        Self::new(ErrorKind::Internal, "internal", format!("internal error while {context}"))
     }
 }
 
@@ -74,10 +66,6 @@ impl From<Rejection> for ServiceError {
             RejectionKind::Conflict => ErrorKind::Conflict,
             RejectionKind::Forbidden => ErrorKind::Forbidden,
         };
-        ServiceError {
-            kind,
-            code: r.code,
-            message: r.message,
-        }
+        ServiceError { kind, code: r.code, message: r.message }
     }
 }

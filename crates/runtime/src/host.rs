@@ -16,11 +16,9 @@ use tracing::Instrument;
 use crate::wire::Reply;
 use crate::{CommandReply, CommandRequest, QueryRequest, ServiceError};
 
-pub type CommandHandler = Arc<
-    dyn Fn(CommandRequest) -> BoxFuture<'static, Result<CommandReply, ServiceError>> + Send + Sync,
->;
-pub type QueryHandler =
-    Arc<dyn Fn(QueryRequest) -> BoxFuture<'static, Result<Value, ServiceError>> + Send + Sync>;
+pub type CommandHandler =
+    Arc<dyn Fn(CommandRequest) -> BoxFuture<'static, Result<CommandReply, ServiceError>> + Send + Sync>;
+pub type QueryHandler = Arc<dyn Fn(QueryRequest) -> BoxFuture<'static, Result<Value, ServiceError>> + Send + Sync>;
 
 /// Turns a JSON payload into a typed request body, or a `validation` error naming the problem.
 pub fn parse_payload<P: DeserializeOwned>(payload: &Value) -> Result<P, ServiceError> {
@@ -37,12 +35,7 @@ pub struct ServiceHost {
 
 impl ServiceHost {
     pub fn new(service: &'static str) -> Self {
-        ServiceHost {
-            service,
-            commands: HashMap::new(),
-            queries: HashMap::new(),
-            max_in_flight: 256,
-        }
+        ServiceHost { service, commands: HashMap::new(), queries: HashMap::new(), max_in_flight: 256 }
     }
 
     pub fn service(&self) -> &'static str {
@@ -54,8 +47,7 @@ impl ServiceHost {
         F: Fn(CommandRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<CommandReply, ServiceError>> + Send + 'static,
     {
-        self.commands
-            .insert(name.to_owned(), Arc::new(move |r| handler(r).boxed()));
+        self.commands.insert(name.to_owned(), Arc::new(move |r| handler(r).boxed()));
         self
     }
 
@@ -72,8 +64,7 @@ impl ServiceHost {
                 let handler = handler.clone();
                 async move {
                     let value = handler(r).await?;
-                    serde_json::to_value(value)
-                        .map_err(|e| ServiceError::internal("encoding a query answer", e))
+                    serde_json::to_value(value).map_err(|e| ServiceError::internal("encoding a query answer", e))
                 }
                 .boxed()
             }),
@@ -102,12 +93,8 @@ impl ServiceHost {
         tracker: TaskTracker,
     ) -> Result<(), async_nats::Error> {
         let group = format!("foodaid.{}", self.service);
-        let mut commands = client
-            .queue_subscribe(format!("foodaid.cmd.{}.*", self.service), group.clone())
-            .await?;
-        let mut queries = client
-            .queue_subscribe(format!("foodaid.qry.{}.*", self.service), group)
-            .await?;
+        let mut commands = client.queue_subscribe(format!("foodaid.cmd.{}.*", self.service), group.clone()).await?;
+        let mut queries = client.queue_subscribe(format!("foodaid.qry.{}.*", self.service), group).await?;
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         tracing::info!(service = self.service, "service listening");
         loop {
@@ -140,37 +127,26 @@ impl ServiceHost {
             return;
         };
         let mut tokens = message.subject.split('.');
-        let (kind, name) = (
-            tokens.nth(1).unwrap_or(""),
-            tokens.nth(1).unwrap_or("").to_owned(),
-        );
+        let (kind, name) = (tokens.nth(1).unwrap_or(""), tokens.nth(1).unwrap_or("").to_owned());
         let span = tracing::info_span!("request", service = self.service, kind, name = %name);
         let body: Bytes = match kind {
-            "cmd" => encode(
-                self.run_command(&name, &message.payload)
-                    .instrument(span)
-                    .await,
-            ),
-            _ => encode(
-                self.run_query(&name, &message.payload)
-                    .instrument(span)
-                    .await,
-            ),
+            "cmd" => encode(self.run_command(&name, &message.payload).instrument(span).await),
+            _ => encode(self.run_query(&name, &message.payload).instrument(span).await),
         };
+        // Flushed at once: the answer must leave before a shutdown drops the connection.
         if let Err(e) = client.publish(reply_to, body).await {
             tracing::warn!(service = self.service, error = %e, "reply failed");
+        } else if let Err(e) = client.flush().await {
+            tracing::warn!(service = self.service, error = %e, "reply flush failed");
         }
     }
 
     async fn run_command(&self, name: &str, payload: &[u8]) -> Result<CommandReply, ServiceError> {
         let handler = self.commands.get(name).ok_or_else(|| {
-            ServiceError::not_found(
-                "unknown_command",
-                format!("{} has no command {name}", self.service),
-            )
+            ServiceError::not_found("unknown_command", format!("{} has no command {name}", self.service))
         })?;
-        let request: CommandRequest = serde_json::from_slice(payload)
-            .map_err(|e| ServiceError::validation("malformed_request", e))?;
+        let request: CommandRequest =
+            serde_json::from_slice(payload).map_err(|e| ServiceError::validation("malformed_request", e))?;
         if request.command_id.is_empty()
             || request.command_id.len() > 128
             || request.command_id.contains(char::is_whitespace)
@@ -182,25 +158,19 @@ impl ServiceHost {
         }
         let result = handler(request).await;
         match &result {
-            Ok(reply) => tracing::info!(
-                seq = reply.seq,
-                duplicate = reply.duplicate,
-                "command committed"
-            ),
+            Ok(reply) => tracing::info!(seq = reply.seq, duplicate = reply.duplicate, "command committed"),
             Err(e) => tracing::info!(code = %e.code, "command refused"),
         }
         result
     }
 
     async fn run_query(&self, name: &str, payload: &[u8]) -> Result<Value, ServiceError> {
-        let handler = self.queries.get(name).ok_or_else(|| {
-            ServiceError::not_found(
-                "unknown_query",
-                format!("{} has no query {name}", self.service),
-            )
-        })?;
-        let request: QueryRequest = serde_json::from_slice(payload)
-            .map_err(|e| ServiceError::validation("malformed_request", e))?;
+        let handler = self
+            .queries
+            .get(name)
+            .ok_or_else(|| ServiceError::not_found("unknown_query", format!("{} has no query {name}", self.service)))?;
+        let request: QueryRequest =
+            serde_json::from_slice(payload).map_err(|e| ServiceError::validation("malformed_request", e))?;
         handler(request).await
     }
 }
@@ -210,7 +180,5 @@ fn encode<T: Serialize>(result: Result<T, ServiceError>) -> Bytes {
         Ok(v) => Reply::Ok(v),
         Err(e) => Reply::Error(e),
     };
-    serde_json::to_vec(&reply)
-        .expect("replies serialise")
-        .into()
+    serde_json::to_vec(&reply).expect("replies serialise").into()
 }

@@ -22,8 +22,6 @@ mod wire;
 pub use client::ServiceClient;
 pub use error::{ErrorKind, ServiceError};
 pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};
-pub use node::{
-    serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS,
-};
+pub use node::{serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS};
 pub use runner::{CommandRunner, RunnerConfig};
 pub use wire::{Actor, CommandReply, CommandRequest, QueryRequest, ReplyEvent, Role};

@@ -46,14 +46,22 @@ pub struct NodeInfo {
     pub started_at: DateTime<Utc>,
 }
 
+/// The body of a status request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// Also hash every projection's rows.
+    #[serde(default)]
+    pub digests: bool,
+}
+
 impl NodeInfo {
-    pub fn status(&self, engine: &Engine) -> NodeStatus {
+    pub async fn status(&self, engine: &Engine, digests: bool) -> NodeStatus {
         NodeStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             services: self.services.clone(),
             started_at: self.started_at,
-            projections: engine.statuses(),
+            projections: if digests { engine.statuses_with_digests().await } else { engine.statuses() },
         }
     }
 }
@@ -72,7 +80,9 @@ pub async fn serve_control(
             _ = cancel.cancelled() => break,
             Some(m) = status.next() => {
                 if let Some(reply) = m.reply {
-                    let body = serde_json::to_vec(&Reply::Ok(info.status(&engine))).expect("status serialises");
+                    let request: StatusRequest = serde_json::from_slice(&m.payload).unwrap_or_default();
+                    let status = info.status(&engine, request.digests).await;
+                    let body = serde_json::to_vec(&Reply::Ok(status)).expect("status serialises");
                     let _ = client.publish(reply, body.into()).await;
                 }
             }
@@ -89,19 +99,10 @@ pub async fn serve_control(
     Ok(())
 }
 
-async fn replay_here(
-    engine: &Engine,
-    info: &NodeInfo,
-    payload: &[u8],
-) -> Option<Reply<ReplayReply>> {
+async fn replay_here(engine: &Engine, info: &NodeInfo, payload: &[u8]) -> Option<Reply<ReplayReply>> {
     let request: ReplayRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
-        Err(e) => {
-            return Some(Reply::Error(ServiceError::validation(
-                "malformed_request",
-                e,
-            )))
-        }
+        Err(e) => return Some(Reply::Error(ServiceError::validation("malformed_request", e))),
     };
     if request.node.as_ref().is_some_and(|n| n != &info.node) {
         return None;
@@ -120,8 +121,5 @@ async fn replay_here(
             return Some(Reply::Error(ServiceError::internal("starting a replay", e)));
         }
     }
-    Some(Reply::Ok(ReplayReply {
-        node: info.node.clone(),
-        started: names,
-    }))
+    Some(Reply::Ok(ReplayReply { node: info.node.clone(), started: names }))
 }

@@ -22,10 +22,7 @@ pub struct RunnerConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig {
-            max_retries: 8,
-            cache_size: 10_000,
-        }
+        RunnerConfig { max_retries: 8, cache_size: 10_000 }
     }
 }
 
@@ -40,33 +37,20 @@ struct Loaded<A> {
 
 impl<A: Aggregate> Loaded<A> {
     fn new() -> Self {
-        Loaded {
-            state: A::default(),
-            version: 0,
-            last_seq: 0,
-            commands: HashMap::new(),
-        }
+        Loaded { state: A::default(), version: 0, last_seq: 0, commands: HashMap::new() }
     }
 
     fn fold(&mut self, stored: &StoredCommit) -> Result<(), ServiceError> {
         for envelope in &stored.commit.events {
-            let event: A::Event = decode_event(
-                &envelope.event_type,
-                envelope.schema_version,
-                envelope.data.clone(),
-            )
-            .map_err(|e| {
-                ServiceError::internal(
-                    "loading an aggregate",
-                    format!("{}#{}: {e}", stored.stream, stored.seq),
-                )
-            })?;
+            let event: A::Event = decode_event(&envelope.event_type, envelope.schema_version, envelope.data.clone())
+                .map_err(|e| {
+                    ServiceError::internal("loading an aggregate", format!("{}#{}: {e}", stored.stream, stored.seq))
+                })?;
             self.state.apply(&event);
             self.version = envelope.aggregate_version;
         }
         self.last_seq = stored.seq;
-        self.commands
-            .insert(stored.commit.command_id.clone(), stored.seq);
+        self.commands.insert(stored.commit.command_id.clone(), stored.seq);
         Ok(())
     }
 }
@@ -117,11 +101,7 @@ impl<A: Aggregate> CommandRunner<A> {
         Ok((loaded.state, loaded.version))
     }
 
-    async fn refreshed(
-        &self,
-        id: &AggregateId,
-        cached: Option<Loaded<A>>,
-    ) -> Result<Loaded<A>, ServiceError> {
+    async fn refreshed(&self, id: &AggregateId, cached: Option<Loaded<A>>) -> Result<Loaded<A>, ServiceError> {
         let mut loaded = match cached {
             Some(c) => c,
             None => {
@@ -130,18 +110,10 @@ impl<A: Aggregate> CommandRunner<A> {
             }
         };
         let target = AggregateRef::new(self.service, A::KIND, id.clone());
-        for stored in self
-            .store
-            .load(&target, loaded.last_seq)
-            .await
-            .map_err(store_error)?
-        {
+        for stored in self.store.load(&target, loaded.last_seq).await.map_err(store_error)? {
             loaded.fold(&stored)?;
         }
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .put(id.clone(), loaded.clone());
+        self.cache.lock().expect("cache lock").put(id.clone(), loaded.clone());
         Ok(loaded)
     }
 
@@ -175,18 +147,8 @@ impl<A: Aggregate> CommandRunner<A> {
                 });
             }
             let encoded = events.iter().map(encode_event).collect();
-            let commit = Commit::new(
-                &meta,
-                A::KIND,
-                id.as_str(),
-                loaded.version,
-                encoded,
-                Utc::now(),
-            );
-            let expected = Expected {
-                version: loaded.version,
-                last_seq: loaded.last_seq,
-            };
+            let commit = Commit::new(&meta, A::KIND, id.as_str(), loaded.version, encoded, Utc::now());
+            let expected = Expected { version: loaded.version, last_seq: loaded.last_seq };
             match self.store.append(&target, expected, &commit).await {
                 Ok(appended) if appended.duplicate => {
                     // Another instance committed this command meanwhile: answer with its commit.
@@ -199,13 +161,8 @@ impl<A: Aggregate> CommandRunner<A> {
                     }
                     loaded.version = commit.last_version();
                     loaded.last_seq = appended.seq;
-                    loaded
-                        .commands
-                        .insert(meta.command_id.clone(), appended.seq);
-                    self.cache
-                        .lock()
-                        .expect("cache lock")
-                        .put(id.clone(), loaded.clone());
+                    loaded.commands.insert(meta.command_id.clone(), appended.seq);
+                    self.cache.lock().expect("cache lock").put(id.clone(), loaded.clone());
                     return Ok(reply(&commit, &appended.stream, appended.seq, false));
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -224,16 +181,8 @@ impl<A: Aggregate> CommandRunner<A> {
         ))
     }
 
-    async fn reply_from_store(
-        &self,
-        seq: u64,
-        duplicate: bool,
-    ) -> Result<CommandReply, ServiceError> {
-        let stored = self
-            .store
-            .commit_at(self.service, seq)
-            .await
-            .map_err(store_error)?;
+    async fn reply_from_store(&self, seq: u64, duplicate: bool) -> Result<CommandReply, ServiceError> {
+        let stored = self.store.commit_at(self.service, seq).await.map_err(store_error)?;
         Ok(reply(&stored.commit, &stored.stream, stored.seq, duplicate))
     }
 }
@@ -248,10 +197,7 @@ fn reply(commit: &Commit, stream: &str, seq: u64, duplicate: bool) -> CommandRep
         events: commit
             .events
             .iter()
-            .map(|e| ReplyEvent {
-                event_type: e.event_type.clone(),
-                data: e.data.clone(),
-            })
+            .map(|e| ReplyEvent { event_type: e.event_type.clone(), data: e.data.clone() })
             .collect(),
     }
 }

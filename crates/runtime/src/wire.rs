@@ -48,11 +48,7 @@ impl FromStr for Role {
             "association" => Role::Association,
             "driver" => Role::Driver,
             "system" => Role::System,
-            other => {
-                return Err(format!(
-                    "unknown role {other:?} (admin, warehouse, association, driver)"
-                ))
-            }
+            other => return Err(format!("unknown role {other:?} (admin, warehouse, association, driver)")),
         })
     }
 }
@@ -70,19 +66,11 @@ pub struct Actor {
 
 impl Actor {
     pub fn system(name: &str) -> Actor {
-        Actor {
-            role: Role::System,
-            scope: None,
-            name: name.to_owned(),
-        }
+        Actor { role: Role::System, scope: None, name: name.to_owned() }
     }
 
     pub fn admin(name: &str) -> Actor {
-        Actor {
-            role: Role::Admin,
-            scope: None,
-            name: name.to_owned(),
-        }
+        Actor { role: Role::Admin, scope: None, name: name.to_owned() }
     }
 
     /// True for roles that may act on any association's or driver's data.
@@ -164,11 +152,7 @@ pub struct QueryRequest {
 
 impl QueryRequest {
     pub fn new(actor: Actor, params: Value) -> Self {
-        QueryRequest {
-            actor,
-            min_seq: BTreeMap::new(),
-            params,
-        }
+        QueryRequest { actor, min_seq: BTreeMap::new(), params }
     }
 }
 

@@ -4,10 +4,7 @@ use std::time::Duration;
 use eventcore::{Aggregate, AggregateId, CommandMeta};
 use eventstore::EventStore;
 use projections::{ProjectionHandle, ProjectionStore, View, WaitError};
-use runtime::{
-    Actor, CommandReply, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig,
-    ServiceError,
-};
+use runtime::{Actor, CommandReply, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig, ServiceError};
 use uuid::Uuid;
 
 pub const SERVICE_NAMES: [&str; 4] = ["donations", "stock", "distribution", "transport"];
@@ -24,11 +21,7 @@ pub struct ServiceContext {
 
 impl ServiceContext {
     pub fn runner<A: Aggregate>(&self, service: &'static str) -> Arc<CommandRunner<A>> {
-        Arc::new(CommandRunner::new(
-            self.events.clone(),
-            service,
-            self.runner.clone(),
-        ))
+        Arc::new(CommandRunner::new(self.events.clone(), service, self.runner.clone()))
     }
 }
 
@@ -45,26 +38,19 @@ pub fn meta(request: &CommandRequest) -> CommandMeta {
 
 /// The id of a new aggregate: the client's, or one derived from the idempotency key so that a
 /// retried creation lands on the same aggregate instead of creating a twin.
-pub fn new_id(
-    given: Option<String>,
-    request: &CommandRequest,
-    kind: &str,
-) -> Result<AggregateId, ServiceError> {
+pub fn new_id(given: Option<String>, request: &CommandRequest, kind: &str) -> Result<AggregateId, ServiceError> {
     match given {
         Some(id) => parse_id(&id, kind),
         None => {
-            let derived = Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("foodaid/{kind}/{}", request.command_id).as_bytes(),
-            );
+            let derived =
+                Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/{kind}/{}", request.command_id).as_bytes());
             Ok(AggregateId::try_from(derived.to_string()).expect("uuids are valid ids"))
         }
     }
 }
 
 pub fn parse_id(id: &str, kind: &str) -> Result<AggregateId, ServiceError> {
-    id.parse()
-        .map_err(|e| ServiceError::validation(format!("invalid_{kind}_id"), e))
+    id.parse().map_err(|e| ServiceError::validation(format!("invalid_{kind}_id"), e))
 }
 
 /// Refuses unless the actor has one of `roles` (admins and the platform always may).
@@ -72,10 +58,7 @@ pub fn require(actor: &Actor, roles: &[Role]) -> Result<(), ServiceError> {
     if actor.is_privileged() || roles.contains(&actor.role) {
         Ok(())
     } else {
-        Err(ServiceError::forbidden(
-            "forbidden",
-            format!("role {} may not do this", actor.role.as_str()),
-        ))
+        Err(ServiceError::forbidden("forbidden", format!("role {} may not do this", actor.role.as_str())))
     }
 }
 
@@ -84,10 +67,7 @@ pub fn require_scope(actor: &Actor, role: Role, scope: &str) -> Result<(), Servi
     if actor.is_privileged() || (actor.role == role && actor.scope.as_deref() == Some(scope)) {
         Ok(())
     } else {
-        Err(ServiceError::forbidden(
-            "forbidden",
-            format!("{actor} may not act for {} {scope}", role.as_str()),
-        ))
+        Err(ServiceError::forbidden("forbidden", format!("{actor} may not act for {} {scope}", role.as_str())))
     }
 }
 
@@ -111,21 +91,14 @@ pub async fn read<T: Send + 'static>(
         if !projection.streams().contains(&stream.as_str()) {
             continue;
         }
-        projection
-            .wait_for(stream, *seq, ctx.query_wait)
-            .await
-            .map_err(|e| match e {
-                WaitError::Timeout { .. } => ServiceError::unavailable("projection_lagging", e),
-                WaitError::Stuck { .. } => ServiceError::unavailable("projection_stuck", e),
-            })?;
+        projection.wait_for(stream, *seq, ctx.query_wait).await.map_err(|e| match e {
+            WaitError::Timeout { .. } => ServiceError::unavailable("projection_lagging", e),
+            WaitError::Stuck { .. } => ServiceError::unavailable("projection_stuck", e),
+        })?;
     }
-    let view = ctx
-        .projections
-        .view(projection.name())
-        .map_err(|e| ServiceError::internal("opening a projection", e))?;
-    tokio::task::spawn_blocking(move || f(&view))
-        .await
-        .map_err(|e| ServiceError::internal("running a query", e))?
+    let view =
+        ctx.projections.view(projection.name()).map_err(|e| ServiceError::internal("opening a projection", e))?;
+    tokio::task::spawn_blocking(move || f(&view)).await.map_err(|e| ServiceError::internal("running a query", e))?
 }
 
 pub fn storage(e: projections::StoreError) -> ServiceError {
@@ -143,10 +116,7 @@ pub struct Position {
 
 impl From<values::GeoPoint> for Position {
     fn from(p: values::GeoPoint) -> Self {
-        Position {
-            lat: p.lat(),
-            lon: p.lon(),
-        }
+        Position { lat: p.lat(), lon: p.lon() }
     }
 }
 

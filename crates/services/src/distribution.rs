@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
 
-use crate::common::{
-    execute, new_id, parse_id, read, require, require_scope, storage, Position, ServiceContext,
-};
+use crate::common::{execute, new_id, parse_id, read, require, require_scope, storage, Position, ServiceContext};
 
 pub const SERVICE: &str = "distribution";
 
@@ -97,10 +95,7 @@ impl Projection for AssociationsProjection {
             ),
             AssociationEvent::RelayPointAdded { relay } => {
                 let mut row: AssociationRow = tx.get_json("association", id)?.ok_or_else(|| {
-                    ApplyError(format!(
-                        "relay point for unknown association {}",
-                        event.envelope.aggregate_id
-                    ))
+                    ApplyError(format!("relay point for unknown association {}", event.envelope.aggregate_id))
                 })?;
                 row.relay_points.push(RelayPointRow {
                     relay_id: relay.relay_id.to_string(),
@@ -130,16 +125,8 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             require(&request.actor, &[])?;
             let body: RegisterAssociation = parse_payload(&request.payload)?;
             let id = new_id(body.association_id, &request, "association")?;
-            execute(
-                &runner,
-                id,
-                AssociationCommand::Register {
-                    name: body.name,
-                    commune: body.commune,
-                },
-                &request,
-            )
-            .await
+            execute(&runner, id, AssociationCommand::Register { name: body.name, commune: body.commune }, &request)
+                .await
         }
     });
     let runner = associations;
@@ -157,13 +144,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                 position: body.position,
                 cold_storage: body.cold_storage,
             };
-            execute(
-                &runner,
-                id,
-                AssociationCommand::AddRelayPoint(relay),
-                &request,
-            )
-            .await
+            execute(&runner, id, AssociationCommand::AddRelayPoint(relay), &request).await
         }
     });
 
@@ -173,8 +154,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         let (ctx, projection) = (c.clone(), p.clone());
         async move {
             read(&ctx, &projection, &request, |view| {
-                let mut rows: Vec<AssociationRow> =
-                    view.scan_json("association", b"").map_err(storage)?;
+                let mut rows: Vec<AssociationRow> = view.scan_json("association", b"").map_err(storage)?;
                 rows.sort_by(|a, b| a.name.cmp(&b.name));
                 Ok(rows)
             })

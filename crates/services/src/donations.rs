@@ -8,21 +8,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
 
-use crate::common::{
-    enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext,
-};
+use crate::common::{enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext};
 
 pub const SERVICE: &str = "donations";
 
 fn donor_kind_schema() -> utoipa::openapi::Object {
-    enum_schema(&[
-        "retailer",
-        "producer",
-        "wholesaler",
-        "public_programme",
-        "food_drive",
-        "individual",
-    ])
+    enum_schema(&["retailer", "producer", "wholesaler", "public_programme", "food_drive", "individual"])
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -97,12 +88,7 @@ impl Projection for DonorsProjection {
         let id = event.envelope.aggregate_id.as_bytes();
         let at = event.envelope.occurred_at;
         match event.decode::<DonorEvent>()? {
-            DonorEvent::DonorRegistered {
-                kind,
-                name,
-                address,
-                position,
-            } => {
+            DonorEvent::DonorRegistered { kind, name, address, position } => {
                 let row = DonorRow {
                     donor_id: event.envelope.aggregate_id.clone(),
                     kind,
@@ -114,17 +100,10 @@ impl Projection for DonorsProjection {
                 };
                 tx.put_json("donor", id, &row);
             }
-            DonorEvent::DonorUpdated {
-                name,
-                address,
-                position,
-            } => {
-                let mut row: DonorRow = tx.get_json("donor", id)?.ok_or_else(|| {
-                    ApplyError(format!(
-                        "update of unknown donor {}",
-                        event.envelope.aggregate_id
-                    ))
-                })?;
+            DonorEvent::DonorUpdated { name, address, position } => {
+                let mut row: DonorRow = tx
+                    .get_json("donor", id)?
+                    .ok_or_else(|| ApplyError(format!("update of unknown donor {}", event.envelope.aggregate_id)))?;
                 row.name = name.into();
                 row.address = address;
                 row.position = position.map(Position::from);
@@ -164,11 +143,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             require(&request.actor, &[Role::Warehouse])?;
             let body: UpdateDonor = parse_payload(&request.payload)?;
             let id = parse_id(&body.donor_id, "donor")?;
-            let command = DonorCommand::Update {
-                name: body.name,
-                address: body.address,
-                position: body.position,
-            };
+            let command = DonorCommand::Update { name: body.name, address: body.address, position: body.position };
             execute(&runner, id, command, &request).await
         }
     });
@@ -184,15 +159,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                 let mut rows: Vec<DonorRow> = view.scan_json("donor", b"").map_err(storage)?;
                 rows.retain(|r| {
                     params.kind.is_none_or(|k| k == r.kind)
-                        && needle
-                            .as_deref()
-                            .is_none_or(|n| r.name.to_lowercase().contains(n))
+                        && needle.as_deref().is_none_or(|n| r.name.to_lowercase().contains(n))
                 });
-                rows.sort_by(|a, b| {
-                    a.name
-                        .cmp(&b.name)
-                        .then_with(|| a.donor_id.cmp(&b.donor_id))
-                });
+                rows.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.donor_id.cmp(&b.donor_id)));
                 Ok(rows)
             })
             .await
@@ -207,12 +176,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             read(&ctx, &projection, &request, move |view| {
                 view.get_json::<DonorRow>("donor", params.donor_id.as_bytes())
                     .map_err(storage)?
-                    .ok_or_else(|| {
-                        ServiceError::not_found(
-                            "donor_not_found",
-                            format!("no donor {}", params.donor_id),
-                        )
-                    })
+                    .ok_or_else(|| ServiceError::not_found("donor_not_found", format!("no donor {}", params.donor_id)))
             })
             .await
         }

@@ -8,9 +8,7 @@ use stock::{Site, SiteCommand, SiteEvent, StorageClass, Zone};
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
 
-use crate::common::{
-    enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext,
-};
+use crate::common::{enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext};
 
 pub const SERVICE: &str = "stock";
 
@@ -82,11 +80,7 @@ impl Projection for SitesProjection {
         }
         let id = event.envelope.aggregate_id.as_bytes();
         match event.decode::<SiteEvent>()? {
-            SiteEvent::SiteCreated {
-                name,
-                address,
-                position,
-            } => tx.put_json(
+            SiteEvent::SiteCreated { name, address, position } => tx.put_json(
                 "site",
                 id,
                 &SiteRow {
@@ -99,16 +93,10 @@ impl Projection for SitesProjection {
                 },
             ),
             SiteEvent::ZoneAdded { zone } => {
-                let mut row: SiteRow = tx.get_json("site", id)?.ok_or_else(|| {
-                    ApplyError(format!(
-                        "zone for unknown site {}",
-                        event.envelope.aggregate_id
-                    ))
-                })?;
-                row.zones.push(ZoneBody {
-                    code: zone.code,
-                    storage: zone.storage,
-                });
+                let mut row: SiteRow = tx
+                    .get_json("site", id)?
+                    .ok_or_else(|| ApplyError(format!("zone for unknown site {}", event.envelope.aggregate_id)))?;
+                row.zones.push(ZoneBody { code: zone.code, storage: zone.storage });
                 tx.put_json("site", id, &row);
             }
         }
@@ -128,20 +116,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             require(&request.actor, &[])?;
             let body: CreateSite = parse_payload(&request.payload)?;
             let id = new_id(body.site_id, &request, "site")?;
-            let zones = body
-                .zones
-                .into_iter()
-                .map(|z| Zone {
-                    code: z.code,
-                    storage: z.storage,
-                })
-                .collect();
-            let command = SiteCommand::Create {
-                name: body.name,
-                address: body.address,
-                position: body.position,
-                zones,
-            };
+            let zones = body.zones.into_iter().map(|z| Zone { code: z.code, storage: z.storage }).collect();
+            let command =
+                SiteCommand::Create { name: body.name, address: body.address, position: body.position, zones };
             execute(&runner, id, command, &request).await
         }
     });
@@ -152,12 +129,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             require(&request.actor, &[])?;
             let body: AddZone = parse_payload(&request.payload)?;
             let id = parse_id(&body.site_id, "site")?;
-            let command = SiteCommand::AddZone {
-                zone: Zone {
-                    code: body.zone.code,
-                    storage: body.zone.storage,
-                },
-            };
+            let command = SiteCommand::AddZone { zone: Zone { code: body.zone.code, storage: body.zone.storage } };
             execute(&runner, id, command, &request).await
         }
     });
@@ -166,10 +138,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     host.query("list_sites", move |request| {
         let (ctx, projection) = (c.clone(), p.clone());
         async move {
-            require(
-                &request.actor,
-                &[Role::Warehouse, Role::Association, Role::Driver],
-            )?;
+            require(&request.actor, &[Role::Warehouse, Role::Association, Role::Driver])?;
             read(&ctx, &projection, &request, |view| {
                 let mut rows: Vec<SiteRow> = view.scan_json("site", b"").map_err(storage)?;
                 rows.sort_by(|a, b| a.name.cmp(&b.name));
@@ -182,20 +151,12 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     host.query("get_site", move |request| {
         let (ctx, projection) = (c.clone(), p.clone());
         async move {
-            require(
-                &request.actor,
-                &[Role::Warehouse, Role::Association, Role::Driver],
-            )?;
+            require(&request.actor, &[Role::Warehouse, Role::Association, Role::Driver])?;
             let params: GetSite = parse_payload(&request.params)?;
             read(&ctx, &projection, &request, move |view| {
                 view.get_json::<SiteRow>("site", params.site_id.as_bytes())
                     .map_err(storage)?
-                    .ok_or_else(|| {
-                        ServiceError::not_found(
-                            "site_not_found",
-                            format!("no site {}", params.site_id),
-                        )
-                    })
+                    .ok_or_else(|| ServiceError::not_found("site_not_found", format!("no site {}", params.site_id)))
             })
             .await
         }

@@ -79,10 +79,7 @@ impl Projection for VehiclesProjection {
             ),
             VehicleEvent::VehicleRetired { .. } => {
                 let mut row: VehicleRow = tx.get_json("vehicle", id)?.ok_or_else(|| {
-                    ApplyError(format!(
-                        "retirement of unknown vehicle {}",
-                        event.envelope.aggregate_id
-                    ))
+                    ApplyError(format!("retirement of unknown vehicle {}", event.envelope.aggregate_id))
                 })?;
                 row.retired = true;
                 tx.put_json("vehicle", id, &row);
@@ -121,15 +118,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             require(&request.actor, &[])?;
             let body: RetireVehicle = parse_payload(&request.payload)?;
             let id = parse_id(&body.vehicle_id, "vehicle")?;
-            execute(
-                &runner,
-                id,
-                VehicleCommand::Retire {
-                    reason: body.reason,
-                },
-                &request,
-            )
-            .await
+            execute(&runner, id, VehicleCommand::Retire { reason: body.reason }, &request).await
         }
     });
 

@@ -26,14 +26,8 @@ impl TryFrom<String> for ZoneCode {
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
         let v = value.trim().to_ascii_uppercase();
-        if v.is_empty()
-            || v.len() > 16
-            || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(InvalidValue::new(
-                "zone",
-                format!("{value:?} is not 1 to 16 letters, digits or '-'"),
-            ));
+        if v.is_empty() || v.len() > 16 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(InvalidValue::new("zone", format!("{value:?} is not 1 to 16 letters, digits or '-'")));
         }
         Ok(ZoneCode(v))
     }
@@ -59,28 +53,15 @@ pub struct Zone {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SiteCommand {
-    Create {
-        name: Name,
-        address: String,
-        position: Option<GeoPoint>,
-        zones: Vec<Zone>,
-    },
-    AddZone {
-        zone: Zone,
-    },
+    Create { name: Name, address: String, position: Option<GeoPoint>, zones: Vec<Zone> },
+    AddZone { zone: Zone },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum SiteEvent {
-    SiteCreated {
-        name: Name,
-        address: String,
-        position: Option<GeoPoint>,
-    },
-    ZoneAdded {
-        zone: Zone,
-    },
+    SiteCreated { name: Name, address: String, position: Option<GeoPoint> },
+    ZoneAdded { zone: Zone },
 }
 
 impl DomainEvent for SiteEvent {}
@@ -99,16 +80,10 @@ impl Aggregate for Site {
 
     fn decide(&self, command: &SiteCommand) -> Result<Vec<SiteEvent>, Rejection> {
         match command {
-            SiteCommand::Create { .. } if self.name.is_some() => Err(Rejection::conflict(
-                "site_already_exists",
-                "this site already exists",
-            )),
-            SiteCommand::Create {
-                name,
-                address,
-                position,
-                zones,
-            } => {
+            SiteCommand::Create { .. } if self.name.is_some() => {
+                Err(Rejection::conflict("site_already_exists", "this site already exists"))
+            }
+            SiteCommand::Create { name, address, position, zones } => {
                 let mut events = vec![SiteEvent::SiteCreated {
                     name: name.clone(),
                     address: address.trim().to_owned(),
@@ -129,9 +104,9 @@ impl Aggregate for Site {
             SiteCommand::AddZone { .. } if self.name.is_none() => {
                 Err(Rejection::not_found("site_not_found", "no such site"))
             }
-            SiteCommand::AddZone { zone } if self.zones.contains_key(&zone.code) => Err(
-                Rejection::conflict("zone_exists", format!("zone {} already exists", zone.code)),
-            ),
+            SiteCommand::AddZone { zone } if self.zones.contains_key(&zone.code) => {
+                Err(Rejection::conflict("zone_exists", format!("zone {} already exists", zone.code)))
+            }
             SiteCommand::AddZone { zone } => Ok(vec![SiteEvent::ZoneAdded { zone: zone.clone() }]),
         }
     }
@@ -153,10 +128,7 @@ mod tests {
     use super::*;
 
     fn zone(code: &str, storage: StorageClass) -> Zone {
-        Zone {
-            code: ZoneCode::try_from(code.to_owned()).unwrap(),
-            storage,
-        }
+        Zone { code: ZoneCode::try_from(code.to_owned()).unwrap(), storage }
     }
 
     fn created() -> SiteEvent {
@@ -173,23 +145,14 @@ mod tests {
             name: Name::try_from("Entrepôt Gerland").unwrap(),
             address: "Lyon 7e".into(),
             position: None,
-            zones: vec![
-                zone("a1", StorageClass::Ambient),
-                zone("COLD", StorageClass::Chilled),
-            ],
+            zones: vec![zone("a1", StorageClass::Ambient), zone("COLD", StorageClass::Chilled)],
         };
         given::<Site>([]).when(cmd.clone()).then([
             created(),
-            SiteEvent::ZoneAdded {
-                zone: zone("A1", StorageClass::Ambient),
-            },
-            SiteEvent::ZoneAdded {
-                zone: zone("COLD", StorageClass::Chilled),
-            },
+            SiteEvent::ZoneAdded { zone: zone("A1", StorageClass::Ambient) },
+            SiteEvent::ZoneAdded { zone: zone("COLD", StorageClass::Chilled) },
         ]);
-        given::<Site>([created()])
-            .when(cmd)
-            .then_rejected("site_already_exists");
+        given::<Site>([created()]).when(cmd).then_rejected("site_already_exists");
     }
 
     #[test]
@@ -198,31 +161,17 @@ mod tests {
             name: Name::try_from("X").unwrap(),
             address: String::new(),
             position: None,
-            zones: vec![
-                zone("A", StorageClass::Ambient),
-                zone("a", StorageClass::Frozen),
-            ],
+            zones: vec![zone("A", StorageClass::Ambient), zone("a", StorageClass::Frozen)],
         };
-        given::<Site>([])
-            .when(twice)
-            .then_rejected("duplicate_zone");
-        let add = SiteCommand::AddZone {
-            zone: zone("F1", StorageClass::Frozen),
-        };
+        given::<Site>([]).when(twice).then_rejected("duplicate_zone");
+        let add = SiteCommand::AddZone { zone: zone("F1", StorageClass::Frozen) };
         let state = given::<Site>([created()])
             .when(add.clone())
-            .then([SiteEvent::ZoneAdded {
-                zone: zone("F1", StorageClass::Frozen),
-            }]);
+            .then([SiteEvent::ZoneAdded { zone: zone("F1", StorageClass::Frozen) }]);
         assert_eq!(state.zones.len(), 1);
-        given::<Site>([
-            created(),
-            SiteEvent::ZoneAdded {
-                zone: zone("F1", StorageClass::Frozen),
-            },
-        ])
-        .when(add.clone())
-        .then_rejected("zone_exists");
+        given::<Site>([created(), SiteEvent::ZoneAdded { zone: zone("F1", StorageClass::Frozen) }])
+            .when(add.clone())
+            .then_rejected("zone_exists");
         given::<Site>([]).when(add).then_rejected("site_not_found");
     }
 
@@ -230,11 +179,6 @@ mod tests {
     fn zone_codes_are_checked() {
         assert!(ZoneCode::try_from("A 1".to_owned()).is_err());
         assert!(ZoneCode::try_from(String::new()).is_err());
-        assert_eq!(
-            ZoneCode::try_from(" cold-2 ".to_owned())
-                .unwrap()
-                .to_string(),
-            "COLD-2"
-        );
+        assert_eq!(ZoneCode::try_from(" cold-2 ".to_owned()).unwrap().to_string(), "COLD-2");
     }
 }

@@ -20,9 +20,7 @@ impl TestNats {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = ServerOptions::new(dir.path().join("nats"));
         options.server_name = "test".into();
-        let server = NatsServer::start(options)
-            .await
-            .expect("nats-server starts (is it installed?)");
+        let server = NatsServer::start(options).await.expect("nats-server starts (is it installed?)");
         TestNats { server, dir }
     }
 
@@ -31,9 +29,7 @@ impl TestNats {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
-            .await
-            .expect("connect to test nats-server")
+        async_nats::connect(self.url()).await.expect("connect to test nats-server")
     }
 
     /// A scratch directory that lives as long as the server (for sled stores).
@@ -52,13 +48,8 @@ impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
-        let cluster_ports: Vec<u16> = (0..n)
-            .map(|_| natsd::free_port().expect("free port"))
-            .collect();
-        let routes: Vec<String> = cluster_ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect();
+        let cluster_ports: Vec<u16> = (0..n).map(|_| natsd::free_port().expect("free port")).collect();
+        let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
         let mut nodes = Vec::new();
         for (i, port) in cluster_ports.iter().enumerate() {
             let mut options = ServerOptions::new(dir.path().join(format!("n{i}")));
@@ -66,18 +57,9 @@ impl TestCluster {
             options.cluster = Some(ClusterOptions {
                 name: "foodaid-test".into(),
                 port: *port,
-                routes: routes
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, r)| r.clone())
-                    .collect(),
+                routes: routes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r.clone()).collect(),
             });
-            nodes.push(
-                NatsServer::start(options)
-                    .await
-                    .expect("cluster node starts"),
-            );
+            nodes.push(NatsServer::start(options).await.expect("cluster node starts"));
         }
         let cluster = TestCluster { nodes, dir };
         cluster.wait_for_jetstream(Duration::from_secs(30)).await;
@@ -90,10 +72,7 @@ impl TestCluster {
 
     /// Every node, as a client's server list.
     pub fn server_addrs(&self) -> Vec<async_nats::ServerAddr> {
-        self.urls()
-            .iter()
-            .map(|u| u.parse().expect("valid url"))
-            .collect()
+        self.urls().iter().map(|u| u.parse().expect("valid url")).collect()
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -101,9 +80,7 @@ impl TestCluster {
     }
 
     async fn wait_for_jetstream(&self, limit: Duration) {
-        let client = async_nats::connect(self.server_addrs())
-            .await
-            .expect("connect to cluster");
+        let client = async_nats::connect(self.server_addrs()).await.expect("connect to cluster");
         let deadline = Instant::now() + limit;
         // A raw $JS.API.INFO rather than the client's typed call: nats-server 2.9 answers with
         // fewer fields than the client's type expects.
@@ -113,10 +90,7 @@ impl TestCluster {
                 Ok(m) if !String::from_utf8_lossy(&m.payload).contains("\"error\"") => return,
                 _ => {}
             }
-            assert!(
-                Instant::now() < deadline,
-                "cluster JetStream not ready after {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "cluster JetStream not ready after {limit:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

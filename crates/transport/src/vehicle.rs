@@ -41,16 +41,12 @@ impl Aggregate for Vehicle {
 
     fn decide(&self, command: &VehicleCommand) -> Result<Vec<VehicleEvent>, Rejection> {
         match command {
-            VehicleCommand::Register(_) if self.spec.is_some() => Err(Rejection::conflict(
-                "vehicle_already_registered",
-                "this vehicle is already registered",
-            )),
+            VehicleCommand::Register(_) if self.spec.is_some() => {
+                Err(Rejection::conflict("vehicle_already_registered", "this vehicle is already registered"))
+            }
             VehicleCommand::Register(spec) => {
                 if spec.capacity_kg == 0 {
-                    return Err(Rejection::validation(
-                        "invalid_capacity",
-                        "capacity_kg must be positive",
-                    ));
+                    return Err(Rejection::validation("invalid_capacity", "capacity_kg must be positive"));
                 }
                 if spec.chilled_capacity_kg > spec.capacity_kg {
                     return Err(Rejection::validation(
@@ -64,9 +60,9 @@ impl Aggregate for Vehicle {
                 Err(Rejection::not_found("vehicle_not_found", "no such vehicle"))
             }
             VehicleCommand::Retire { .. } if self.retired => Ok(vec![]),
-            VehicleCommand::Retire { reason } => Ok(vec![VehicleEvent::VehicleRetired {
-                reason: reason.trim().to_owned(),
-            }]),
+            VehicleCommand::Retire { reason } => {
+                Ok(vec![VehicleEvent::VehicleRetired { reason: reason.trim().to_owned() }])
+            }
         }
     }
 
@@ -98,15 +94,9 @@ mod tests {
     fn capacities_must_make_sense() {
         given::<Vehicle>([])
             .when(VehicleCommand::Register(spec(600, 300)))
-            .then([VehicleEvent::VehicleRegistered {
-                spec: spec(600, 300),
-            }]);
-        given::<Vehicle>([])
-            .when(VehicleCommand::Register(spec(0, 0)))
-            .then_rejected("invalid_capacity");
-        given::<Vehicle>([])
-            .when(VehicleCommand::Register(spec(100, 300)))
-            .then_rejected("invalid_capacity");
+            .then([VehicleEvent::VehicleRegistered { spec: spec(600, 300) }]);
+        given::<Vehicle>([]).when(VehicleCommand::Register(spec(0, 0))).then_rejected("invalid_capacity");
+        given::<Vehicle>([]).when(VehicleCommand::Register(spec(100, 300))).then_rejected("invalid_capacity");
         given::<Vehicle>([VehicleEvent::VehicleRegistered { spec: spec(600, 0) }])
             .when(VehicleCommand::Register(spec(600, 0)))
             .then_rejected("vehicle_already_registered");
@@ -115,24 +105,13 @@ mod tests {
     #[test]
     fn retiring_is_idempotent() {
         let registered = VehicleEvent::VehicleRegistered { spec: spec(600, 0) };
-        let retire = VehicleCommand::Retire {
-            reason: "sold".into(),
-        };
+        let retire = VehicleCommand::Retire { reason: "sold".into() };
         given::<Vehicle>([registered.clone()])
             .when(retire.clone())
-            .then([VehicleEvent::VehicleRetired {
-                reason: "sold".into(),
-            }]);
-        given::<Vehicle>([
-            registered,
-            VehicleEvent::VehicleRetired {
-                reason: "sold".into(),
-            },
-        ])
-        .when(retire.clone())
-        .then([]);
-        given::<Vehicle>([])
-            .when(retire)
-            .then_rejected("vehicle_not_found");
+            .then([VehicleEvent::VehicleRetired { reason: "sold".into() }]);
+        given::<Vehicle>([registered, VehicleEvent::VehicleRetired { reason: "sold".into() }])
+            .when(retire.clone())
+            .then([]);
+        given::<Vehicle>([]).when(retire).then_rejected("vehicle_not_found");
     }
 }

@@ -15,10 +15,7 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub fn new(field: &'static str, problem: impl fmt::Display) -> Self {
-        InvalidValue {
-            field,
-            problem: problem.to_string(),
-        }
+        InvalidValue { field, problem: problem.to_string() }
     }
 }
 
@@ -45,10 +42,7 @@ impl TryFrom<String> for Name {
             return Err(InvalidValue::new("name", "must be at most 200 characters"));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(InvalidValue::new(
-                "name",
-                "must not contain control characters",
-            ));
+            return Err(InvalidValue::new("name", "must not contain control characters"));
         }
         Ok(Name(trimmed.to_owned()))
     }
@@ -91,16 +85,10 @@ struct RawPoint {
 impl GeoPoint {
     pub fn new(lat: f64, lon: f64) -> Result<GeoPoint, InvalidValue> {
         if !(-90.0..=90.0).contains(&lat) {
-            return Err(InvalidValue::new(
-                "position.lat",
-                format!("{lat} is not between -90 and 90"),
-            ));
+            return Err(InvalidValue::new("position.lat", format!("{lat} is not between -90 and 90")));
         }
         if !(-180.0..=180.0).contains(&lon) {
-            return Err(InvalidValue::new(
-                "position.lon",
-                format!("{lon} is not between -180 and 180"),
-            ));
+            return Err(InvalidValue::new("position.lon", format!("{lon} is not between -180 and 180")));
         }
         Ok(GeoPoint { lat, lon })
     }
@@ -134,10 +122,7 @@ impl TryFrom<RawPoint> for GeoPoint {
 
 impl From<GeoPoint> for RawPoint {
     fn from(p: GeoPoint) -> RawPoint {
-        RawPoint {
-            lat: p.lat,
-            lon: p.lon,
-        }
+        RawPoint { lat: p.lat, lon: p.lon }
     }
 }
 
@@ -147,17 +132,11 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(
-            Name::try_from("  Épicerie du Lac ").unwrap().as_str(),
-            "Épicerie du Lac"
-        );
+        assert_eq!(Name::try_from("  Épicerie du Lac ").unwrap().as_str(), "Épicerie du Lac");
         assert!(Name::try_from("   ").is_err());
         assert!(Name::try_from("a\nb").is_err());
         assert!(Name::try_from("x".repeat(201)).is_err());
-        assert!(
-            serde_json::from_str::<Name>("\"  \"").is_err(),
-            "serde checks too"
-        );
+        assert!(serde_json::from_str::<Name>("\"  \"").is_err(), "serde checks too");
     }
 
     #[test]

@@ -1,0 +1,391 @@
+//! The `foodaid` binary as users and operators run it: child processes, real nats-server,
+//! real sled directories, HTTP through the gateway.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::TestNats;
+
+const BIN: &str = env!("CARGO_BIN_EXE_foodaid");
+
+/// A `foodaid` child process, killed on drop.
+struct Foodaid {
+    child: Child,
+    http: String,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+fn command(data_dir: &Path, nats_url: Option<&str>) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(data_dir).env("FOODAID__LOG__LEVEL", "warn").env("FOODAID__HTTP__TOKEN_CACHE_SECS", "0");
+    // The workspace's config/ is not the test's working directory: keep the profile out.
+    cmd.env_remove("FOODAID_PROFILE");
+    if let Some(url) = nats_url {
+        cmd.env("FOODAID__NATS__URL", url);
+    }
+    cmd
+}
+
+impl Foodaid {
+    fn up(data_dir: &Path, nats_url: Option<&str>, extra: &[&str]) -> Foodaid {
+        let port = natsd::free_port().unwrap();
+        let mut cmd = command(data_dir, nats_url);
+        cmd.arg("up").args(["--http", &format!("127.0.0.1:{port}")]).args(extra);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("foodaid starts");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = stdout.clone();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let foodaid = Foodaid { child, http: format!("http://127.0.0.1:{port}"), stdout };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !foodaid.printed("foodaid is up") {
+            assert!(Instant::now() < deadline, "foodaid did not come up: {:?}", foodaid.stdout.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        foodaid
+    }
+
+    fn printed(&self, needle: &str) -> bool {
+        self.stdout.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn line_starting(&self, prefix: &str) -> Option<String> {
+        self.stdout.lock().unwrap().iter().find(|l| l.starts_with(prefix)).cloned()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        #[allow(unsafe_code)]
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "foodaid did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Foodaid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a foodaid administration command to completion; returns stdout.
+fn run(data_dir: &Path, nats_url: Option<&str>, args: &[&str]) -> String {
+    let out = command(data_dir, nats_url).args(args).output().expect("foodaid runs");
+    assert!(out.status.success(), "foodaid {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn token(data_dir: &Path, nats_url: Option<&str>, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    run(data_dir, nats_url, &all).trim().to_owned()
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str, token: &str) -> Api {
+        Api { base: base.to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Result<(StatusCode, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(20));
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await?;
+        let status = res.status();
+        let value = res.json().await.unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None, None).await.unwrap()
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(key), Some(body)).await.unwrap()
+    }
+}
+
+fn donor(id: &str) -> Value {
+    json!({"donor_id": id, "kind": "retailer", "name": format!("Magasin {id}"), "address": "Lyon"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_demo_answers_health_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // No NATS configured: foodaid starts its own nats-server under the data dir.
+    let foodaid = Foodaid::up(dir.path(), None, &["--demo"]);
+    let token = foodaid.line_starting("fa_").expect("the demo prints an admin token");
+    let health = reqwest::get(format!("{}/health", foodaid.http)).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["nats_connected"], true);
+    let api = Api::new(&foodaid.http, &token);
+    let (status, donors) = api.get("/api/donors").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(donors.as_array().unwrap().len(), 5);
+    let nats_url = std::fs::read_to_string(dir.path().join("nats.url")).unwrap();
+    assert!(foodaid.terminate().success(), "SIGTERM drains and exits 0");
+    let port: u16 = nats_url.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the embedded nats-server stopped too");
+
+    // Loading the demo again changes nothing; the data survived the restart.
+    let foodaid = Foodaid::up(dir.path(), None, &["--demo"]);
+    let api = Api::new(&foodaid.http, &foodaid.line_starting("fa_").unwrap());
+    assert_eq!(api.get("/api/donors").await.1.as_array().unwrap().len(), 5);
+    assert_eq!(api.get("/api/associations").await.1.as_array().unwrap().len(), 4);
+    assert!(foodaid.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loses_no_acknowledged_command_and_projections_equal_a_replay() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = token(dir.path(), Some(&url), &["--role", "admin", "--name", "crash-test"]);
+
+    // Four clients send commands as fast as they can; foodaid is killed under them.
+    let acked = Arc::new(Mutex::new(BTreeMap::<String, (u64, String)>::new()));
+    let mut senders = Vec::new();
+    for client in 0..4 {
+        let api = Api::new(&foodaid.http, &admin);
+        let acked = acked.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = format!("d-{client}-{i}");
+                match api.send(reqwest::Method::POST, "/api/donors", Some(&format!("k-{id}")), Some(donor(&id))).await {
+                    Ok((StatusCode::CREATED, reply)) => {
+                        acked.lock().unwrap().insert(id, (reply["seq"].as_u64().unwrap(), format!("k-{client}-{i}")));
+                    }
+                    Ok((status, body)) => panic!("unexpected answer {status}: {body}"),
+                    Err(_) => return, // the server died under us
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 150 {
+        assert!(Instant::now() < deadline, "commands are too slow");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    foodaid.kill9();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    // Every acknowledged command is in the stream exactly once.
+    let client = nats.client().await;
+    let store = eventstore::EventStore::open(client, &eventstore::SERVICES, &Default::default()).await.unwrap();
+    for id in acked.keys() {
+        let target = eventstore::AggregateRef::new("donations", "donor", id.parse().unwrap());
+        assert_eq!(store.load(&target, 0).await.unwrap().len(), 1, "{id} committed exactly once");
+    }
+
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let api = Api::new(&foodaid.http, &admin);
+    let max_seq = acked.values().map(|(seq, _)| *seq).max().unwrap();
+    let (status, rows) = api.get(&format!("/api/donors?min_seq={max_seq}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: HashSet<String> =
+        rows.as_array().unwrap().iter().map(|r| r["donor_id"].as_str().unwrap().to_owned()).collect();
+    for id in acked.keys() {
+        assert!(listed.contains(id), "{id} acknowledged before the crash but missing after");
+    }
+    assert_eq!(listed.len(), rows.as_array().unwrap().len(), "no donor listed twice");
+
+    // Resending an acknowledged command after the crash answers with the first commit.
+    let (first, (seq, _)) = acked.iter().next().unwrap();
+    let (status, again) = api.post("/api/donors", &format!("k-{first}"), donor(first)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((again["duplicate"].as_bool(), again["seq"].as_u64()), (Some(true), Some(*seq)));
+
+    // The incrementally built projections equal a replay from the streams.
+    let digests = |data: &Path| -> BTreeMap<String, String> {
+        let status: Value = serde_json::from_str(&run(data, Some(&url), &["status", "--json", "--digests"])).unwrap();
+        let node = &status["nodes"][0];
+        assert_eq!(node["source"], "running");
+        node["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_owned(), p["digest"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let incremental = digests(dir.path());
+    run(dir.path(), Some(&url), &["replay", "all"]);
+    assert_eq!(digests(dir.path()), incremental, "replay rebuilds the same projections");
+    assert!(foodaid.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_event_is_reported_by_health_and_status() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = token(dir.path(), Some(&url), &["--role", "admin"]);
+    let api = Api::new(&foodaid.http, &admin);
+    assert_eq!(api.post("/api/donors", "k1", donor("before")).await.0, StatusCode::CREATED);
+
+    // A commit from a future foodaid: donor_registered at schema version 99.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let future = json!({"format": 1, "command_id": "future", "aggregate_kind": "donor", "aggregate_id": "f1", "events": [{
+        "event_id": "01954fa2-3c00-7000-8000-000000000001", "aggregate_id": "f1", "aggregate_version": 1,
+        "event_type": "donor_registered", "schema_version": 99, "occurred_at": "2026-01-01T00:00:00Z",
+        "recorded_at": "2026-01-01T00:00:00Z", "actor": "future", "correlation_id": "01954fa2-3c00-7000-8000-000000000002",
+        "causation_id": "01954fa2-3c00-7000-8000-000000000002", "data": {"whatever": true}}]});
+    let seq = js
+        .publish("donations.donor.f1", serde_json::to_vec(&future).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let (status, _) = api.post("/api/donors", "k2", donor("after")).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let health: Value = reqwest::get(format!("{}/health", foodaid.http)).await.unwrap().json().await.unwrap();
+        if health["status"] == "degraded" {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "health never reported the stuck projection: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let donors = health["projections"].as_array().unwrap().iter().find(|p| p["name"] == "donors").unwrap();
+    assert_eq!(donors["state"], "stuck");
+    assert_eq!(donors["stuck"]["seq"].as_u64(), Some(seq));
+    assert!(donors["stuck"]["reason"].as_str().unwrap().contains("newer"), "{donors}");
+    assert_eq!(donors["lag"]["donations"].as_u64(), Some(2), "the bad event and the one after it");
+
+    let text = run(dir.path(), Some(&url), &["status"]);
+    assert!(text.contains(&format!("STUCK at donations#{seq}")), "{text}");
+    // A query that needs the stuck part says so instead of waiting or lying.
+    let (status, err) = api.get(&format!("/api/donors?min_seq={}", seq + 1)).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("projection_stuck")));
+    // Other projections carry on.
+    let ok = api.post("/api/vehicles", "v1", json!({"name": "Kangoo", "capacity_kg": 500, "home_site": "s"})).await;
+    assert_eq!(ok.0, StatusCode::CREATED);
+    assert!(foodaid.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scope_what_a_caller_may_do_and_errors_have_stable_codes() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    for (id, name) in [("asso-a", "Association A"), ("asso-b", "Association B")] {
+        let body = json!({"association_id": id, "name": name, "commune": "Lyon"});
+        assert_eq!(admin.post("/api/associations", &format!("reg-{id}"), body).await.0, StatusCode::CREATED);
+    }
+    let a_token = token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-a", "--name", "A staff"]);
+    let a = Api::new(&foodaid.http, &a_token);
+    let relay = json!({"name": "Local", "commune": "Lyon", "cold_storage": true});
+    assert_eq!(a.post("/api/associations/asso-a/relay-points", "r1", relay.clone()).await.0, StatusCode::CREATED);
+    let (status, err) = a.post("/api/associations/asso-b/relay-points", "r2", relay.clone()).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let (status, err) = a.post("/api/associations", "r3", json!({"name": "x", "commune": "y"})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+
+    // Stable codes for bad input of every kind.
+    let raw = reqwest::Client::new();
+    let post_raw = |body: &'static str| {
+        raw.post(format!("{}/api/donors", foodaid.http))
+            .bearer_auth(&admin.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let res = post_raw("{\"kind\": ").await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "malformed_json");
+    let res = post_raw("{\"kind\": \"retailer\", \"name\": \"x\", \"colour\": 1}").await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_payload");
+    assert!(body["message"].as_str().unwrap().contains("colour"), "{body}");
+    let res = raw.get(format!("{}/api/nothing", foodaid.http)).send().await.unwrap();
+    assert_eq!(
+        (res.status(), res.json::<Value>().await.unwrap()["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+    let res =
+        raw.get(format!("{}/api/donors", foodaid.http)).bearer_auth("fa_000000000000_forged").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let (status, err) = admin.get("/api/donors/nobody").await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("donor_not_found")));
+    let res = raw
+        .get(format!("{}/api/donors", foodaid.http))
+        .bearer_auth(&admin.token)
+        .header("x-request-id", "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b");
+
+    // The OpenAPI document describes every route the gateway serves.
+    let doc: Value = raw.get(format!("{}/api/openapi.json", foodaid.http)).send().await.unwrap().json().await.unwrap();
+    for op in gateway::api::operations() {
+        let method = op.method.as_str().to_lowercase();
+        assert!(doc["paths"][op.path][&method].is_object(), "{} {} missing from OpenAPI", op.method, op.path);
+    }
+
+    // Revocation: the token stops working (cache disabled in this test).
+    let listed = run(dir.path(), Some(&url), &["token", "list"]);
+    let id = a_token.split('_').nth(1).unwrap();
+    assert!(listed.contains(id), "{listed}");
+    run(dir.path(), Some(&url), &["token", "revoke", id]);
+    let (status, err) = a.get("/api/associations").await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+    assert!(foodaid.terminate().success());
+}

@@ -1,0 +1,188 @@
+//! The runtime against a real nats-server: command runner, request/reply hosting, errors.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventcore::{Aggregate, AggregateId, CommandMeta, DomainEvent, Rejection};
+use eventstore::{AggregateRef, EventStore, StoreConfig};
+use runtime::{
+    parse_payload, Actor, CommandRequest, CommandRunner, ErrorKind, RunnerConfig, ServiceClient, ServiceHost,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use testkit::TestNats;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, Clone, Default)]
+struct Counter {
+    value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+enum CounterEvent {
+    Added { by: u64 },
+}
+impl DomainEvent for CounterEvent {}
+
+impl Aggregate for Counter {
+    const KIND: &'static str = "counter";
+    type Command = u64;
+    type Event = CounterEvent;
+
+    fn decide(&self, by: &u64) -> Result<Vec<CounterEvent>, Rejection> {
+        if self.value + by > 1000 {
+            return Err(Rejection::conflict("counter_full", "the counter stops at 1000"));
+        }
+        Ok(vec![CounterEvent::Added { by: *by }])
+    }
+
+    fn apply(&mut self, event: &CounterEvent) {
+        let CounterEvent::Added { by } = event;
+        self.value += by;
+    }
+}
+
+async fn store(nats: &TestNats) -> EventStore {
+    EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap()
+}
+
+fn id(s: &str) -> AggregateId {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_repeated_command_is_committed_once_and_answered_the_same() {
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let a = CommandRunner::<Counter>::new(store.clone(), "stock", RunnerConfig::default());
+    let b = CommandRunner::<Counter>::new(store.clone(), "stock", RunnerConfig::default());
+
+    let first = a.execute(id("c1"), 5, CommandMeta::new("key-1", "test")).await.unwrap();
+    let again = a.execute(id("c1"), 5, CommandMeta::new("key-1", "test")).await.unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((again.seq, &again.events), (first.seq, &first.events));
+
+    // Another instance whose cache never saw the first commit.
+    let elsewhere = b.execute(id("c1"), 5, CommandMeta::new("key-1", "test")).await.unwrap();
+    assert!(elsewhere.duplicate);
+    assert_eq!(elsewhere.seq, first.seq);
+
+    // Two instances racing with the same key: still one commit.
+    let (x, y) = tokio::join!(
+        a.execute(id("c2"), 1, CommandMeta::new("key-2", "test")),
+        b.execute(id("c2"), 1, CommandMeta::new("key-2", "test"))
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.seq, y.seq);
+    assert!(x.duplicate ^ y.duplicate, "exactly one of them committed");
+
+    let target = |s: &str| AggregateRef::new("stock", "counter", id(s));
+    assert_eq!(store.load(&target("c1"), 0).await.unwrap().len(), 1);
+    assert_eq!(store.load(&target("c2"), 0).await.unwrap().len(), 1);
+    assert_eq!(a.load(&id("c1")).await.unwrap().0.value, 5);
+}
+
+#[tokio::test]
+async fn concurrent_instances_converge_by_retrying_conflicts() {
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let config = RunnerConfig { max_retries: 50, ..Default::default() };
+    let runners: Vec<_> =
+        (0..3).map(|_| Arc::new(CommandRunner::<Counter>::new(store.clone(), "stock", config.clone()))).collect();
+    let mut tasks = Vec::new();
+    for (n, runner) in runners.iter().enumerate() {
+        for i in 0..15 {
+            let runner = runner.clone();
+            tasks.push(tokio::spawn(async move {
+                runner.execute(id("hot"), 2, CommandMeta::new(format!("r{n}-{i}"), "test")).await
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let (state, version) = runners[0].load(&id("hot")).await.unwrap();
+    assert_eq!((state.value, version), (90, 45), "every increment applied exactly once");
+
+    // A domain rejection is an answer, not a failure, and stores nothing.
+    let err = runners[1].execute(id("hot"), 2000, CommandMeta::new("too-much", "test")).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Conflict, "counter_full"));
+    assert_eq!(runners[2].load(&id("hot")).await.unwrap().1, 45);
+}
+
+#[derive(Deserialize)]
+struct AddBody {
+    by: u64,
+}
+
+fn host(runner: Arc<CommandRunner<Counter>>, served: Arc<AtomicUsize>) -> ServiceHost {
+    let mut host = ServiceHost::new("stock");
+    host.command("add", move |request: CommandRequest| {
+        let (runner, served) = (runner.clone(), served.clone());
+        async move {
+            served.fetch_add(1, Ordering::SeqCst);
+            let body: AddBody = parse_payload(&request.payload)?;
+            if body.by == 7 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            runner.execute(id("shared"), body.by, CommandMeta::new(request.command_id, request.actor.to_string())).await
+        }
+    });
+    host.query("value", |_request| async { Ok::<_, runtime::ServiceError>(json!({"ok": true})) });
+    host
+}
+
+#[tokio::test]
+async fn instances_share_requests_and_errors_travel_as_data() {
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let counts: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    for count in &counts {
+        let runner = Arc::new(CommandRunner::new(store.clone(), "stock", RunnerConfig::default()));
+        let h = Arc::new(host(runner, count.clone()));
+        tracker.spawn(h.serve(nats.client().await, cancel.clone(), tracker.clone()));
+    }
+    let client = ServiceClient::new(nats.client().await, Duration::from_secs(5));
+    let actor = Actor::system("test");
+    // Wait until both instances are subscribed.
+    let probe = runtime::QueryRequest::new(actor.clone(), json!({}));
+    while client.query::<serde_json::Value>("stock", "value", &probe).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    for i in 0..40 {
+        let request = CommandRequest::new(format!("cmd-{i}"), actor.clone(), json!({"by": 1}));
+        client.command("stock", "add", &request).await.unwrap();
+    }
+    let served: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(served.iter().sum::<usize>(), 40);
+    assert!(served.iter().all(|n| *n > 0), "both instances of the queue group served requests: {served:?}");
+
+    let bad = CommandRequest::new("bad", actor.clone(), json!({"by": "one"}));
+    let err = client.command("stock", "add", &bad).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Validation, "invalid_payload"));
+    let err = client.command("stock", "nope", &bad).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::NotFound, "unknown_command"));
+    let err = client.command("transport", "add", &bad).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Unavailable, "service_unavailable"));
+    let spaced = CommandRequest::new("has space", actor.clone(), json!({"by": 1}));
+    assert_eq!(client.command("stock", "add", &spaced).await.unwrap_err().code, "invalid_command_id");
+
+    // Shutdown drains: a request in flight when the hosts stop still gets its answer.
+    let slow = CommandRequest::new("slow", actor.clone(), json!({"by": 7}));
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.command("stock", "add", &slow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let reply = in_flight.await.unwrap().unwrap();
+    assert_eq!(reply.version, 41);
+}
