@@ -125,7 +125,7 @@ pub async fn status(settings: &Settings, json: bool, digests: bool) -> anyhow::R
     }
     for node in &status.nodes {
         println!("\nnode {} ({})", node.node, node.source);
-        println!("  {:<14} {:<11} {:<32} {}", "PROJECTION", "STATE", "CHECKPOINT", "LAG");
+        println!("  {:<14} {:<11} {:<32} LAG", "PROJECTION", "STATE", "CHECKPOINT");
         for p in &node.projections {
             let checkpoints: Vec<String> = p.checkpoints.iter().map(|(s, n)| format!("{s}#{n}")).collect();
             let lag: u64 =

@@ -57,186 +57,119 @@ pub fn array<T: utoipa::ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
     RefOr::T(Schema::Array(utoipa::openapi::schema::ArrayBuilder::new().items(item).build()))
 }
 
-fn command(
-    method: Method,
-    path: &'static str,
-    service: &'static str,
-    name: &'static str,
-    summary: &'static str,
-    who: &'static str,
-    body: SchemaFn,
-    creates: bool,
-) -> Op {
-    Op {
-        method,
-        path,
-        service,
-        kind: OpKind::Command,
-        name,
-        summary,
-        who,
-        body: Some(body),
-        response: schema::<runtime_schema::CommandReply>,
-        params: &[],
-        creates,
+impl Op {
+    fn command(method: Method, path: &'static str, service: &'static str, name: &'static str, body: SchemaFn) -> Op {
+        Op {
+            method,
+            path,
+            service,
+            kind: OpKind::Command,
+            name,
+            summary: "",
+            who: "",
+            body: Some(body),
+            response: schema::<runtime_schema::CommandReply>,
+            params: &[],
+            creates: false,
+        }
     }
-}
 
-fn query(
-    path: &'static str,
-    service: &'static str,
-    name: &'static str,
-    summary: &'static str,
-    who: &'static str,
-    response: SchemaFn,
-    params: &'static [(&'static str, &'static str)],
-) -> Op {
-    Op {
-        method: Method::GET,
-        path,
-        service,
-        kind: OpKind::Query,
-        name,
-        summary,
-        who,
-        body: None,
-        response,
-        params,
-        creates: false,
+    fn query(path: &'static str, service: &'static str, name: &'static str, response: SchemaFn) -> Op {
+        Op {
+            method: Method::GET,
+            path,
+            service,
+            kind: OpKind::Query,
+            name,
+            summary: "",
+            who: "",
+            body: None,
+            response,
+            params: &[],
+            creates: false,
+        }
+    }
+
+    fn doc(mut self, summary: &'static str, who: &'static str) -> Op {
+        self.summary = summary;
+        self.who = who;
+        self
+    }
+
+    fn creates(mut self) -> Op {
+        self.creates = true;
+        self
+    }
+
+    fn params(mut self, params: &'static [(&'static str, &'static str)]) -> Op {
+        self.params = params;
+        self
     }
 }
 
 /// Every operation of the API.
 pub fn operations() -> Vec<Op> {
     use services::{distribution as dist, donations as don, stock as st, transport as tr};
+    let (post, patch) = (Method::POST, Method::PATCH);
     vec![
-        command(
-            Method::POST,
-            "/api/donors",
-            "donations",
-            "register_donor",
-            "Register a donor",
-            "admin, warehouse",
-            schema::<don::RegisterDonor>,
-            true,
-        ),
-        command(
-            Method::PATCH,
-            "/api/donors/{donor_id}",
-            "donations",
-            "update_donor",
-            "Change a donor's name, address or position",
-            "admin, warehouse",
-            schema::<don::UpdateDonor>,
-            false,
-        ),
-        query(
-            "/api/donors",
-            "donations",
-            "list_donors",
-            "List donors",
-            "admin, warehouse",
-            array::<don::DonorRow>,
-            &[("kind", "only donors of this kind"), ("q", "part of the name, any case")],
-        ),
-        query(
-            "/api/donors/{donor_id}",
-            "donations",
-            "get_donor",
-            "One donor",
-            "admin, warehouse",
-            schema::<don::DonorRow>,
-            &[],
-        ),
-        command(
-            Method::POST,
-            "/api/sites",
-            "stock",
-            "create_site",
-            "Create a warehouse site with its zones",
-            "admin",
-            schema::<st::CreateSite>,
-            true,
-        ),
-        command(
-            Method::POST,
-            "/api/sites/{site_id}/zones",
-            "stock",
-            "add_zone",
-            "Add a zone to a site",
-            "admin",
-            schema::<st::AddZone>,
-            true,
-        ),
-        query("/api/sites", "stock", "list_sites", "List sites", "any role", array::<st::SiteRow>, &[]),
-        query("/api/sites/{site_id}", "stock", "get_site", "One site", "any role", schema::<st::SiteRow>, &[]),
-        command(
-            Method::POST,
+        Op::command(post.clone(), "/api/donors", "donations", "register_donor", schema::<don::RegisterDonor>)
+            .doc("Register a donor", "admin, warehouse")
+            .creates(),
+        Op::command(patch, "/api/donors/{donor_id}", "donations", "update_donor", schema::<don::UpdateDonor>)
+            .doc("Change a donor's name, address or position", "admin, warehouse"),
+        Op::query("/api/donors", "donations", "list_donors", array::<don::DonorRow>)
+            .doc("List donors", "admin, warehouse")
+            .params(&[("kind", "only donors of this kind"), ("q", "part of the name, any case")]),
+        Op::query("/api/donors/{donor_id}", "donations", "get_donor", schema::<don::DonorRow>)
+            .doc("One donor", "admin, warehouse"),
+        Op::command(post.clone(), "/api/sites", "stock", "create_site", schema::<st::CreateSite>)
+            .doc("Create a warehouse site with its zones", "admin")
+            .creates(),
+        Op::command(post.clone(), "/api/sites/{site_id}/zones", "stock", "add_zone", schema::<st::AddZone>)
+            .doc("Add a zone to a site", "admin")
+            .creates(),
+        Op::query("/api/sites", "stock", "list_sites", array::<st::SiteRow>).doc("List sites", "any role"),
+        Op::query("/api/sites/{site_id}", "stock", "get_site", schema::<st::SiteRow>).doc("One site", "any role"),
+        Op::command(
+            post.clone(),
             "/api/associations",
             "distribution",
             "register_association",
-            "Register a member association",
-            "admin",
             schema::<dist::RegisterAssociation>,
-            true,
-        ),
-        command(
-            Method::POST,
+        )
+        .doc("Register a member association", "admin")
+        .creates(),
+        Op::command(
+            post.clone(),
             "/api/associations/{association_id}/relay-points",
             "distribution",
             "add_relay_point",
-            "Add a relay point",
-            "admin, the association itself",
             schema::<dist::AddRelayPoint>,
-            true,
-        ),
-        query(
-            "/api/associations",
-            "distribution",
-            "list_associations",
-            "List member associations and their relay points",
-            "any role",
-            array::<dist::AssociationRow>,
-            &[],
-        ),
-        query(
+        )
+        .doc("Add a relay point", "admin, the association itself")
+        .creates(),
+        Op::query("/api/associations", "distribution", "list_associations", array::<dist::AssociationRow>)
+            .doc("List member associations and their relay points", "any role"),
+        Op::query(
             "/api/associations/{association_id}",
             "distribution",
             "get_association",
-            "One association",
-            "any role",
             schema::<dist::AssociationRow>,
-            &[],
-        ),
-        command(
-            Method::POST,
-            "/api/vehicles",
-            "transport",
-            "register_vehicle",
-            "Register a vehicle",
-            "admin",
-            schema::<tr::RegisterVehicle>,
-            true,
-        ),
-        command(
-            Method::POST,
+        )
+        .doc("One association", "any role"),
+        Op::command(post.clone(), "/api/vehicles", "transport", "register_vehicle", schema::<tr::RegisterVehicle>)
+            .doc("Register a vehicle", "admin")
+            .creates(),
+        Op::command(
+            post,
             "/api/vehicles/{vehicle_id}/retire",
             "transport",
             "retire_vehicle",
-            "Retire a vehicle",
-            "admin",
             schema::<tr::RetireVehicle>,
-            false,
-        ),
-        query(
-            "/api/vehicles",
-            "transport",
-            "list_vehicles",
-            "List vehicles",
-            "admin, warehouse, driver",
-            array::<tr::VehicleRow>,
-            &[],
-        ),
+        )
+        .doc("Retire a vehicle", "admin"),
+        Op::query("/api/vehicles", "transport", "list_vehicles", array::<tr::VehicleRow>)
+            .doc("List vehicles", "admin, warehouse, driver"),
     ]
 }
 

@@ -161,7 +161,7 @@ impl TokenStore {
                 }
             }
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        out.sort_by_key(|r| r.created_at);
         Ok(out)
     }
 
