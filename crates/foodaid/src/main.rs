@@ -46,10 +46,9 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Run some services (and optionally the gateway) against the configured NATS.
+    /// Run some services and/or the HTTP gateway against the configured NATS.
     Serve {
-        /// donations, stock, distribution, transport, or all.
-        #[arg(required = true)]
+        /// donations, stock, distribution, transport, or all (none: gateway only).
         services: Vec<String>,
         /// Also serve the HTTP gateway on this address.
         #[arg(long)]
@@ -141,6 +140,10 @@ fn main() -> ExitCode {
             }
             Command::Serve { services, http } => {
                 let names = node::service_list(&services)?;
+                anyhow::ensure!(
+                    !names.is_empty() || http.is_some(),
+                    "name services to run, or --http ADDR for a gateway"
+                );
                 node::run(settings, names, http, false, false).await
             }
             Command::Status { json, digests } => ops::status(&settings, json, digests).await,

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::store::{Projection, ProjectionStore, RecordedEvent, StoreError, Tx};
+use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, StoreError, Tx};
 
 pub type Checkpoints = HashMap<String, u64>;
 
@@ -272,6 +272,9 @@ impl Engine {
     }
 }
 
+/// A projection further behind than this reads with an ordered consumer first.
+const CATCH_UP_THRESHOLD: u64 = 1000;
+
 pub(crate) fn consumer_name(projection: &str, node: &str) -> String {
     format!("proj_{projection}_{node}")
 }
@@ -338,6 +341,35 @@ impl Runner {
                 checkpoints.clear();
                 checkpoint = 0;
             }
+            self.handle.set(|p| p.checkpoints = checkpoints.clone());
+            if last > checkpoint + CATCH_UP_THRESHOLD {
+                // Far behind (a replay, a new node): read at the speed of a plain ordered
+                // consumer first, then tail with the durable consumer.
+                tracing::info!(
+                    projection = name,
+                    stream = stream_name,
+                    from = checkpoint + 1,
+                    to = last,
+                    "catching up"
+                );
+                let messages = stream
+                    .create_consumer(pull::OrderedConfig {
+                        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: checkpoint + 1 },
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| format!("catching up on {stream_name}: {e}"))?
+                    .messages()
+                    .await
+                    .map_err(|e| format!("catching up on {stream_name}: {e}"))?;
+                let chunks = messages
+                    .map(move |m| (stream_name, m.map_err(|e| e.to_string())))
+                    .ready_chunks(self.config.batch_size);
+                match self.consume(&projection, &mut checkpoints, chunks, false, Some((stream_name, last))).await? {
+                    Consumed::Reached => checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0),
+                    Consumed::Ended(end) => return Ok(end),
+                }
+            }
             let consumer = ensure_consumer(&stream, &durable, checkpoint, self.config.batch_size).await?;
             let messages = consumer
                 .stream()
@@ -347,41 +379,18 @@ impl Runner {
                 .messages()
                 .await
                 .map_err(|e| format!("consuming {stream_name}: {e}"))?;
-            sources.push(messages.map(move |m| (stream_name, m)).boxed());
+            sources.push(messages.map(move |m| (stream_name, m.map_err(|e| e.to_string()))).boxed());
         }
         self.handle.set(|p| {
             p.checkpoints = checkpoints.clone();
             p.stuck = None;
-            if p.state != Some(ProjectionState::Rebuilding) {
-                p.state = Some(ProjectionState::Running);
-            }
+            p.state = Some(ProjectionState::Running);
         });
         tracing::debug!(projection = name, ?checkpoints, "projection running");
-
-        let mut chunks = select_all(sources).ready_chunks(self.config.batch_size);
-        loop {
-            let chunk = tokio::select! {
-                _ = self.cancel.cancelled() => return Ok(RunEnd::Cancelled),
-                chunk = chunks.next() => chunk.ok_or("consumer closed")?,
-            };
-            let mut messages = Vec::with_capacity(chunk.len());
-            for (stream, message) in chunk {
-                messages.push((stream, message.map_err(|e| format!("receiving from {stream}: {e}"))?));
-            }
-            let stuck = self.apply_batch(&*projection, &mut checkpoints, &messages).await?;
-            if let Some(stuck) = stuck {
-                tracing::error!(projection = name, stream = %stuck.stream, seq = stuck.seq, reason = %stuck.reason, "projection stuck");
-                self.handle.set(|p| {
-                    p.checkpoints = checkpoints.clone();
-                    p.stuck = Some(stuck);
-                    p.state = Some(ProjectionState::Stuck);
-                });
-                return Ok(RunEnd::Stuck);
-            }
-            self.handle.set(|p| {
-                p.checkpoints = checkpoints.clone();
-                p.state = Some(ProjectionState::Running);
-            });
+        let chunks = select_all(sources).ready_chunks(self.config.batch_size);
+        match self.consume(&projection, &mut checkpoints, chunks, true, None).await? {
+            Consumed::Ended(end) => Ok(end),
+            Consumed::Reached => Err("live consumer ended".into()),
         }
     }
 
@@ -394,63 +403,188 @@ impl Runner {
             .map_err(|e| e.to_string())
     }
 
-    /// Applies a batch of messages and writes it with the new checkpoints in one sled batch;
-    /// acknowledges only after that write. Stops at the first event that cannot be applied.
-    async fn apply_batch(
+    /// Applies chunks of messages until cancelled, stuck, or (`until`) a stream position is
+    /// recorded. Two batches are in the pipeline: while one is written to sled (with its
+    /// checkpoints, in one atomic batch), the next is decoded and applied, reading through the
+    /// writes still in flight. A batch is acknowledged, and its progress published, only once
+    /// written.
+    async fn consume<S>(
         &self,
-        projection: &dyn Projection,
+        projection: &Arc<dyn Projection>,
         checkpoints: &mut Checkpoints,
-        messages: &[(&'static str, jetstream::Message)],
-    ) -> Result<Option<Stuck>, String> {
+        mut chunks: S,
+        ack: bool,
+        until: Option<(&str, u64)>,
+    ) -> Result<Consumed, String>
+    where
+        S: futures::Stream<Item = Vec<(&'static str, Result<jetstream::Message, String>)>> + Unpin,
+    {
         let name = self.handle.name();
-        let mut tx = self.store.begin(name).map_err(|e| e.to_string())?;
-        let mut next = checkpoints.clone();
-        let mut stuck = None;
-        let mut applied = 0;
-        for (i, (stream, message)) in messages.iter().enumerate() {
-            let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-            if seq <= next.get(*stream).copied().unwrap_or(0) {
-                applied = i + 1;
-                continue; // redelivered: already recorded
-            }
-            if let Err(reason) = apply_message(projection, &mut tx, stream, seq, message) {
-                stuck = Some(Stuck { stream: (*stream).to_owned(), seq, reason });
-                break;
-            }
-            next.insert((*stream).to_owned(), seq);
-            applied = i + 1;
-        }
-        if stuck.is_some() {
-            // A commit is all-or-nothing for projections too: rebuild the batch without the
-            // message that failed, so none of its events half-land.
-            tx = self.store.begin(name).map_err(|e| e.to_string())?;
-            next = checkpoints.clone();
-            for (stream, message) in &messages[..applied] {
-                let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-                if seq > next.get(*stream).copied().unwrap_or(0) {
-                    apply_message(projection, &mut tx, stream, seq, message)?;
-                    next.insert((*stream).to_owned(), seq);
+        let mut prepared_to = checkpoints.clone();
+        let mut in_flight: Option<InFlight> = None;
+        let outcome = loop {
+            if let Some((stream, last)) = until {
+                if prepared_to.get(stream).copied().unwrap_or(0) >= last {
+                    break Ok(Consumed::Reached);
                 }
             }
+            let chunk = tokio::select! {
+                _ = self.cancel.cancelled() => break Ok(Consumed::Ended(RunEnd::Cancelled)),
+                // Nothing new to read: land the batch in flight so its progress shows.
+                written = async { (&mut in_flight.as_mut().expect("guarded").write).await }, if in_flight.is_some() => {
+                    let batch = in_flight.take().expect("guarded");
+                    self.acknowledge(batch, written.map_err(|e| e.to_string())?, ack, checkpoints).await?;
+                    continue;
+                }
+                chunk = chunks.next() => match chunk {
+                    Some(chunk) => chunk,
+                    None => break Err("consumer closed".to_owned()),
+                },
+            };
+            let mut messages = Vec::with_capacity(chunk.len());
+            let mut failed = None;
+            for (stream, message) in chunk {
+                match message {
+                    Ok(m) => messages.push((stream, m)),
+                    Err(e) => failed = Some(format!("receiving from {stream}: {e}")),
+                }
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+            let base = in_flight.as_ref().map(|f| f.pending.clone());
+            let (store, projection, from) = (self.store.clone(), projection.clone(), prepared_to.clone());
+            let prepared =
+                tokio::task::spawn_blocking(move || prepare(&store, name, &*projection, base, &from, messages))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            // The batch before must land first: the same keys may be written by both.
+            if let Some(previous) = in_flight.take() {
+                self.land(previous, ack, checkpoints).await?;
+            }
+            prepared_to = prepared.checkpoints.clone();
+            let pending = Arc::new(prepared.pending);
+            let write = {
+                let (store, pending, to) = (self.store.clone(), pending.clone(), prepared.checkpoints.clone());
+                tokio::task::spawn_blocking(move || store.write_pending(name, &pending, &to).map_err(|e| e.to_string()))
+            };
+            in_flight = Some(InFlight { write, pending, checkpoints: prepared.checkpoints, acks: prepared.acks });
+            if let Some(stuck) = prepared.stuck {
+                if let Some(last) = in_flight.take() {
+                    self.land(last, ack, checkpoints).await?;
+                }
+                tracing::error!(projection = name, stream = %stuck.stream, seq = stuck.seq, reason = %stuck.reason, "projection stuck");
+                self.handle.set(|p| {
+                    p.stuck = Some(stuck);
+                    p.state = Some(ProjectionState::Stuck);
+                });
+                return Ok(Consumed::Ended(RunEnd::Stuck));
+            }
+        };
+        if let Some(last) = in_flight.take() {
+            self.land(last, ack, checkpoints).await?;
         }
-        let store = self.store.clone();
-        let write = next.clone();
-        tokio::task::spawn_blocking(move || store.commit(tx, &write))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        *checkpoints = next;
-        // AckPolicy::All: acknowledging the last recorded message of each stream acknowledges
-        // everything before it.
-        let mut last_per_stream: HashMap<&str, &jetstream::Message> = HashMap::new();
-        for (stream, message) in &messages[..applied] {
-            last_per_stream.insert(stream, message);
-        }
-        for message in last_per_stream.values() {
-            message.ack().await.map_err(|e| format!("ack: {e}"))?;
-        }
-        Ok(stuck)
+        outcome
     }
+
+    /// Waits for a batch's write, then acknowledges it and publishes the progress.
+    async fn land(&self, mut batch: InFlight, ack: bool, checkpoints: &mut Checkpoints) -> Result<(), String> {
+        let written = (&mut batch.write).await.map_err(|e| e.to_string())?;
+        self.acknowledge(batch, written, ack, checkpoints).await
+    }
+
+    async fn acknowledge(
+        &self,
+        batch: InFlight,
+        written: Result<(), String>,
+        ack: bool,
+        checkpoints: &mut Checkpoints,
+    ) -> Result<(), String> {
+        written?;
+        if ack {
+            for message in &batch.acks {
+                message.ack().await.map_err(|e| format!("ack: {e}"))?;
+            }
+        }
+        *checkpoints = batch.checkpoints;
+        let reached = checkpoints.clone();
+        self.handle.set(|p| {
+            p.checkpoints = reached;
+            if p.state != Some(ProjectionState::Rebuilding) || ack {
+                p.state = Some(ProjectionState::Running);
+            }
+        });
+        Ok(())
+    }
+}
+
+enum Consumed {
+    /// The `until` position was recorded.
+    Reached,
+    Ended(RunEnd),
+}
+
+/// A batch being written to sled.
+struct InFlight {
+    write: JoinHandle<Result<(), String>>,
+    pending: Arc<Pending>,
+    checkpoints: Checkpoints,
+    /// The last message of each stream: acknowledging it acknowledges the batch (ack policy all).
+    acks: Vec<jetstream::Message>,
+}
+
+/// A batch decoded and applied, not yet written.
+struct Prepared {
+    pending: Pending,
+    checkpoints: Checkpoints,
+    stuck: Option<Stuck>,
+    acks: Vec<jetstream::Message>,
+}
+
+/// Applies messages to a new batch (blocking work: decoding, sled reads). Stops at the first
+/// event that cannot be applied; a commit is all-or-nothing for projections too, so the batch
+/// is then rebuilt without the failing message.
+fn prepare(
+    store: &ProjectionStore,
+    name: &str,
+    projection: &dyn Projection,
+    base: Option<Arc<Pending>>,
+    from: &Checkpoints,
+    messages: Vec<(&'static str, jetstream::Message)>,
+) -> Result<Prepared, String> {
+    let mut tx = store.begin_after(name, base.clone()).map_err(|e| e.to_string())?;
+    let mut next = from.clone();
+    let mut stuck = None;
+    let mut applied = 0;
+    for (i, (stream, message)) in messages.iter().enumerate() {
+        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        if seq <= next.get(*stream).copied().unwrap_or(0) {
+            applied = i + 1;
+            continue; // redelivered: already recorded
+        }
+        if let Err(reason) = apply_message(projection, &mut tx, stream, seq, message) {
+            stuck = Some(Stuck { stream: (*stream).to_owned(), seq, reason });
+            break;
+        }
+        next.insert((*stream).to_owned(), seq);
+        applied = i + 1;
+    }
+    if stuck.is_some() {
+        tx = store.begin_after(name, base).map_err(|e| e.to_string())?;
+        next = from.clone();
+        for (stream, message) in &messages[..applied] {
+            let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+            if seq > next.get(*stream).copied().unwrap_or(0) {
+                apply_message(projection, &mut tx, stream, seq, message)?;
+                next.insert((*stream).to_owned(), seq);
+            }
+        }
+    }
+    let mut last_per_stream: HashMap<&str, jetstream::Message> = HashMap::new();
+    for (stream, message) in messages.into_iter().take(applied) {
+        last_per_stream.insert(stream, message);
+    }
+    Ok(Prepared { pending: tx.into_pending(), checkpoints: next, stuck, acks: last_per_stream.into_values().collect() })
 }
 
 fn apply_message(

@@ -1,5 +1,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use eventcore::{decode_event, DomainEvent, EventEnvelope};
 use serde::de::DeserializeOwned;
@@ -126,24 +127,27 @@ impl ProjectionStore {
 
     /// Starts the writes of one batch.
     pub fn begin(&self, projection: &str) -> Result<Tx, StoreError> {
-        Ok(Tx { tree: self.tree(projection)?, pending: BTreeMap::new() })
+        self.begin_after(projection, None)
+    }
+
+    /// Starts a batch that reads through `base`, the writes of a batch still being written.
+    pub(crate) fn begin_after(&self, projection: &str, base: Option<Arc<Pending>>) -> Result<Tx, StoreError> {
+        Ok(Tx { tree: self.tree(projection)?, pending: BTreeMap::new(), base })
     }
 
     /// Writes a batch and the new checkpoints atomically (one sled batch). Blocking: call it
     /// off the async executor.
     pub fn commit(&self, tx: Tx, checkpoints: &HashMap<String, u64>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in tx.pending {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        for (stream, seq) in checkpoints {
-            batch.insert(checkpoint_key(stream), &seq.to_be_bytes());
-        }
-        tx.tree.apply_batch(batch)?;
-        Ok(())
+        write(&tx.tree, &tx.pending, checkpoints)
+    }
+
+    pub(crate) fn write_pending(
+        &self,
+        projection: &str,
+        pending: &Pending,
+        checkpoints: &HashMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        write(&self.tree(projection)?, pending, checkpoints)
     }
 
     /// Removes every row and checkpoint of a projection.
@@ -178,16 +182,43 @@ impl ProjectionStore {
     }
 }
 
-/// The writes of one batch. Reads see the batch's own pending writes first.
+/// Writes not yet in sled: key → new value, or `None` for a removal.
+pub(crate) type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+fn write(tree: &sled::Tree, pending: &Pending, checkpoints: &HashMap<String, u64>) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for (k, v) in pending {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    for (stream, seq) in checkpoints {
+        batch.insert(checkpoint_key(stream), &seq.to_be_bytes());
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// The writes of one batch. Reads see the batch's own pending writes first, then those of the
+/// batch before it if that one is still being written, then sled.
 pub struct Tx {
     tree: sled::Tree,
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: Pending,
+    base: Option<Arc<Pending>>,
 }
 
 impl Tx {
+    pub(crate) fn into_pending(self) -> Pending {
+        self.pending
+    }
+
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
         let k = table_key(table, key);
         if let Some(v) = self.pending.get(&k) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.base.as_ref().and_then(|b| b.get(&k)) {
             return Ok(v.clone());
         }
         self.tree.get(&k).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(e.to_string()))

@@ -389,3 +389,30 @@ async fn tokens_scope_what_a_caller_may_do_and_errors_have_stable_codes() {
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
     assert!(foodaid.terminate().success());
 }
+
+#[test]
+fn deploy_configurations_are_valid() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    for n in 1..=3 {
+        let conf = deploy.join(format!("nats/nats-{n}.conf"));
+        let out = Command::new("nats-server").arg("-t").arg("-c").arg(&conf).output().expect("nats-server runs");
+        assert!(out.status.success(), "{}: {}", conf.display(), String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(text.contains(&format!("server_name: nats-{n}")) && text.contains("jetstream"), "{}", conf.display());
+    }
+    let units = ["foodaid-services@.service", "foodaid-gateway.service"];
+    for unit in units {
+        let text = std::fs::read_to_string(deploy.join("systemd").join(unit)).unwrap();
+        assert!(text.contains("ExecStart=/usr/local/bin/foodaid serve"), "{unit}");
+        assert!(text.contains("FOODAID_PROFILE=cluster"), "{unit}");
+    }
+    // The cluster profile the units use must load.
+    let out = Command::new(BIN)
+        .current_dir(deploy.join(".."))
+        .env("FOODAID_PROFILE", "cluster")
+        .args(["serve", "nothing"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown service \"nothing\""), "profile failed to load: {stderr}");
+}
