@@ -109,6 +109,34 @@ pub fn decode_event<E: DomainEvent>(event_type: &str, schema_version: u32, data:
     })
 }
 
+/// Decodes an event from its stored raw JSON. The current version is parsed straight into
+/// `E`; older versions go through [`decode_event`] and its upcasters.
+pub fn decode_event_raw<E: DomainEvent>(
+    event_type: &str,
+    schema_version: u32,
+    data: &serde_json::value::RawValue,
+) -> Result<E, DecodeError> {
+    if schema_version != E::schema_version(event_type) {
+        let value: Value = serde_json::from_str(data.get()).map_err(|e| DecodeError::Invalid {
+            event_type: event_type.to_owned(),
+            version: schema_version,
+            reason: e.to_string(),
+        })?;
+        return decode_event(event_type, schema_version, value);
+    }
+    let mut text = String::with_capacity(data.get().len() + event_type.len() + 24);
+    text.push_str("{\"type\":");
+    text.push_str(&serde_json::to_string(event_type).expect("strings serialise"));
+    text.push_str(",\"data\":");
+    text.push_str(data.get());
+    text.push('}');
+    serde_json::from_str(&text).map_err(|e| DecodeError::Invalid {
+        event_type: event_type.to_owned(),
+        version: schema_version,
+        reason: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -145,6 +173,16 @@ mod tests {
         let enc = encode_event(&e);
         assert_eq!((enc.event_type.as_str(), enc.schema_version), ("weighed", 2));
         assert_eq!(decode_event::<Ev>("weighed", 2, enc.data).unwrap(), e);
+    }
+
+    #[test]
+    fn raw_decoding_matches_value_decoding() {
+        let raw = serde_json::value::to_raw_value(&json!({ "grams": 12 })).unwrap();
+        assert_eq!(decode_event_raw::<Ev>("weighed", 2, &raw).unwrap(), Ev::Weighed { grams: 12 });
+        let old = serde_json::value::to_raw_value(&json!({ "kg": 0.5 })).unwrap();
+        assert_eq!(decode_event_raw::<Ev>("weighed", 1, &old).unwrap(), Ev::Weighed { grams: 500 });
+        assert!(matches!(decode_event_raw::<Ev>("weighed\"", 1, &raw), Err(DecodeError::Invalid { .. })));
+        assert!(matches!(decode_event_raw::<Ev>("weighed", 3, &raw), Err(DecodeError::NewerVersion { .. })));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::EncodedEvent;
@@ -9,7 +9,10 @@ use crate::EncodedEvent;
 pub const COMMIT_FORMAT: u32 = 1;
 
 /// One stored event with everything needed to audit it later.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `data` stays as raw JSON text until someone decodes it into its event type: readers that
+/// only route or count events do not pay for building a JSON tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventEnvelope {
     pub event_id: Uuid,
     pub aggregate_id: String,
@@ -24,7 +27,23 @@ pub struct EventEnvelope {
     pub actor: String,
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
-    pub data: Value,
+    pub data: Box<RawValue>,
+}
+
+impl PartialEq for EventEnvelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_id == other.event_id
+            && self.aggregate_id == other.aggregate_id
+            && self.aggregate_version == other.aggregate_version
+            && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && self.occurred_at == other.occurred_at
+            && self.recorded_at == other.recorded_at
+            && self.actor == other.actor
+            && self.correlation_id == other.correlation_id
+            && self.causation_id == other.causation_id
+            && self.data.get() == other.data.get()
+    }
 }
 
 /// Who asked for a command, why, and under which idempotency key.
@@ -87,7 +106,7 @@ impl Commit {
                 actor: meta.actor.clone(),
                 correlation_id: meta.correlation_id,
                 causation_id: meta.causation_id,
-                data: e.data,
+                data: serde_json::value::to_raw_value(&e.data).expect("JSON values serialise"),
             })
             .collect();
         Commit {

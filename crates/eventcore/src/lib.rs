@@ -17,6 +17,8 @@ mod ident;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Rejection, RejectionKind};
-pub use codec::{decode_event, encode_event, DecodeError, DomainEvent, EncodedEvent, Upcaster, Upcasters};
+pub use codec::{
+    decode_event, decode_event_raw, encode_event, DecodeError, DomainEvent, EncodedEvent, Upcaster, Upcasters,
+};
 pub use envelope::{CommandMeta, Commit, EventEnvelope, COMMIT_FORMAT};
 pub use ident::{AggregateId, InvalidId};

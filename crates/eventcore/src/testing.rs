@@ -1,6 +1,6 @@
 //! Given-events / when-command / then-events tests for aggregates.
 //!
-//! ```ignore
+//! ```text
 //! given::<Donor>([registered()]).when(rename("Épicerie")).then([renamed("Épicerie")]);
 //! given::<Donor>([]).when(rename("x")).then_rejected("donor_not_found");
 //! ```

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::Utc;
-use eventcore::{decode_event, encode_event, AggregateId, CommandMeta, Commit, DomainEvent, Upcasters};
+use eventcore::{decode_event_raw, encode_event, AggregateId, CommandMeta, Commit, DomainEvent, Upcasters};
 use eventstore::{AggregateRef, EventStore, Expected, StoreConfig, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -132,8 +132,7 @@ async fn a_stored_v1_event_is_upcast_on_read() {
     let loaded = store.load(&parcel("p-0001"), 0).await.unwrap();
     let envelope = &loaded[0].commit.events[0];
     assert_eq!((envelope.event_type.as_str(), envelope.schema_version), ("parcel_weighed", 1));
-    let event: ParcelEvent =
-        decode_event(&envelope.event_type, envelope.schema_version, envelope.data.clone()).unwrap();
+    let event: ParcelEvent = decode_event_raw(&envelope.event_type, envelope.schema_version, &envelope.data).unwrap();
     assert_eq!(event, ParcelEvent::ParcelWeighed { grams: 7250 });
     assert_eq!(envelope.actor, "warehouse:dock-1");
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, StoreError, Tx};
+use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, Tx};
 
 pub type Checkpoints = HashMap<String, u64>;
 
@@ -422,6 +422,7 @@ impl Runner {
         let name = self.handle.name();
         let mut prepared_to = checkpoints.clone();
         let mut in_flight: Option<InFlight> = None;
+        let mut cache = Some(RowCache::default());
         let outcome = loop {
             if let Some((stream, last)) = until {
                 if prepared_to.get(stream).copied().unwrap_or(0) >= last {
@@ -441,6 +442,19 @@ impl Runner {
                     None => break Err("consumer closed".to_owned()),
                 },
             };
+            let mut chunk = chunk;
+            if let Some((stream, last)) = until {
+                // Catching up: fill whole batches, fewer and larger sled writes.
+                while chunk.len() < self.config.batch_size && !reaches(&chunk, stream, last) {
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        more = chunks.next() => match more {
+                            Some(more) => chunk.extend(more),
+                            None => break,
+                        },
+                    }
+                }
+            }
             let mut messages = Vec::with_capacity(chunk.len());
             let mut failed = None;
             for (stream, message) in chunk {
@@ -454,10 +468,12 @@ impl Runner {
             }
             let base = in_flight.as_ref().map(|f| f.pending.clone());
             let (store, projection, from) = (self.store.clone(), projection.clone(), prepared_to.clone());
-            let prepared =
-                tokio::task::spawn_blocking(move || prepare(&store, name, &*projection, base, &from, messages))
+            let rows = cache.take().unwrap_or_default();
+            let mut prepared =
+                tokio::task::spawn_blocking(move || prepare(&store, name, &*projection, base, rows, &from, messages))
                     .await
                     .map_err(|e| e.to_string())??;
+            cache = prepared.cache.take();
             // The batch before must land first: the same keys may be written by both.
             if let Some(previous) = in_flight.take() {
                 self.land(previous, ack, checkpoints).await?;
@@ -518,6 +534,15 @@ impl Runner {
     }
 }
 
+/// Whether a chunk ends at or past `last` on `stream` (or with an error, which ends it too).
+fn reaches(chunk: &[(&'static str, Result<jetstream::Message, String>)], stream: &str, last: u64) -> bool {
+    match chunk.last() {
+        None => false,
+        Some((s, Ok(m))) => *s == stream && m.info().map(|i| i.stream_sequence >= last).unwrap_or(true),
+        Some((_, Err(_))) => true,
+    }
+}
+
 enum Consumed {
     /// The `until` position was recorded.
     Reached,
@@ -536,6 +561,7 @@ struct InFlight {
 /// A batch decoded and applied, not yet written.
 struct Prepared {
     pending: Pending,
+    cache: Option<RowCache>,
     checkpoints: Checkpoints,
     stuck: Option<Stuck>,
     acks: Vec<jetstream::Message>,
@@ -549,10 +575,11 @@ fn prepare(
     name: &str,
     projection: &dyn Projection,
     base: Option<Arc<Pending>>,
+    cache: RowCache,
     from: &Checkpoints,
     messages: Vec<(&'static str, jetstream::Message)>,
 ) -> Result<Prepared, String> {
-    let mut tx = store.begin_after(name, base.clone()).map_err(|e| e.to_string())?;
+    let mut tx = store.begin_after(name, base.clone()).map_err(|e| e.to_string())?.with_cache(cache);
     let mut next = from.clone();
     let mut stuck = None;
     let mut applied = 0;
@@ -570,6 +597,7 @@ fn prepare(
         applied = i + 1;
     }
     if stuck.is_some() {
+        // The cache may hold writes of the discarded attempt: start from an empty one.
         tx = store.begin_after(name, base).map_err(|e| e.to_string())?;
         next = from.clone();
         for (stream, message) in &messages[..applied] {
@@ -584,7 +612,15 @@ fn prepare(
     for (stream, message) in messages.into_iter().take(applied) {
         last_per_stream.insert(stream, message);
     }
-    Ok(Prepared { pending: tx.into_pending(), checkpoints: next, stuck, acks: last_per_stream.into_values().collect() })
+    let (pending, mut cache) = tx.into_parts();
+    cache.absorb(&pending);
+    Ok(Prepared {
+        pending,
+        cache: Some(cache),
+        checkpoints: next,
+        stuck,
+        acks: last_per_stream.into_values().collect(),
+    })
 }
 
 fn apply_message(

@@ -1,8 +1,9 @@
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use eventcore::{decode_event, DomainEvent, EventEnvelope};
+use eventcore::{decode_event_raw, DomainEvent, EventEnvelope};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -34,7 +35,7 @@ impl RecordedEvent<'_> {
     /// Decodes (and upcasts) the event as `E`. An error stops the projection here.
     pub fn decode<E: DomainEvent>(&self) -> Result<E, ApplyError> {
         let e = self.envelope;
-        decode_event(&e.event_type, e.schema_version, e.data.clone()).map_err(|err| ApplyError(err.to_string()))
+        decode_event_raw(&e.event_type, e.schema_version, &e.data).map_err(|err| ApplyError(err.to_string()))
     }
 }
 
@@ -132,7 +133,12 @@ impl ProjectionStore {
 
     /// Starts a batch that reads through `base`, the writes of a batch still being written.
     pub(crate) fn begin_after(&self, projection: &str, base: Option<Arc<Pending>>) -> Result<Tx, StoreError> {
-        Ok(Tx { tree: self.tree(projection)?, pending: BTreeMap::new(), base })
+        Ok(Tx {
+            tree: self.tree(projection)?,
+            pending: BTreeMap::new(),
+            base,
+            cache: RefCell::new(RowCache::default()),
+        })
     }
 
     /// Writes a batch and the new checkpoints atomically (one sled batch). Blocking: call it
@@ -200,17 +206,45 @@ fn write(tree: &sled::Tree, pending: &Pending, checkpoints: &HashMap<String, u64
     Ok(())
 }
 
+/// Rows recently read or written by a running projection, so that hot rows are not read back
+/// from sled for every event. Holds only values that are in sled or in the batch in flight;
+/// emptied when it grows past its bound, and dropped when the projection restarts.
+#[derive(Default)]
+pub(crate) struct RowCache {
+    rows: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl RowCache {
+    const MAX_ROWS: usize = 65_536;
+
+    /// Records the writes of a batch that is about to be written.
+    pub(crate) fn absorb(&mut self, pending: &Pending) {
+        if self.rows.len() + pending.len() > Self::MAX_ROWS {
+            self.rows.clear();
+        }
+        for (k, v) in pending {
+            self.rows.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 /// The writes of one batch. Reads see the batch's own pending writes first, then those of the
-/// batch before it if that one is still being written, then sled.
+/// batch before it if that one is still being written, then the row cache, then sled.
 pub struct Tx {
     tree: sled::Tree,
     pending: Pending,
     base: Option<Arc<Pending>>,
+    cache: RefCell<RowCache>,
 }
 
 impl Tx {
-    pub(crate) fn into_pending(self) -> Pending {
-        self.pending
+    pub(crate) fn with_cache(self, cache: RowCache) -> Tx {
+        self.cache.replace(cache);
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (Pending, RowCache) {
+        (self.pending, self.cache.into_inner())
     }
 
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
@@ -221,7 +255,15 @@ impl Tx {
         if let Some(v) = self.base.as_ref().and_then(|b| b.get(&k)) {
             return Ok(v.clone());
         }
-        self.tree.get(&k).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(e.to_string()))
+        if let Some(v) = self.cache.borrow().rows.get(&k) {
+            return Ok(v.clone());
+        }
+        let v = self.tree.get(&k).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(e.to_string()))?;
+        let mut cache = self.cache.borrow_mut();
+        if cache.rows.len() < RowCache::MAX_ROWS {
+            cache.rows.insert(k, v.clone());
+        }
+        Ok(v)
     }
 
     pub fn put(&mut self, table: &str, key: &[u8], value: Vec<u8>) {

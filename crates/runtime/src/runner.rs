@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Utc;
-use eventcore::{decode_event, encode_event, Aggregate, AggregateId, CommandMeta, Commit};
+use eventcore::{decode_event_raw, encode_event, Aggregate, AggregateId, CommandMeta, Commit};
 use eventstore::{AggregateRef, EventStore, Expected, StoreError, StoredCommit};
 use lru::LruCache;
 
@@ -42,7 +42,7 @@ impl<A: Aggregate> Loaded<A> {
 
     fn fold(&mut self, stored: &StoredCommit) -> Result<(), ServiceError> {
         for envelope in &stored.commit.events {
-            let event: A::Event = decode_event(&envelope.event_type, envelope.schema_version, envelope.data.clone())
+            let event: A::Event = decode_event_raw(&envelope.event_type, envelope.schema_version, &envelope.data)
                 .map_err(|e| {
                     ServiceError::internal("loading an aggregate", format!("{}#{}: {e}", stored.stream, stored.seq))
                 })?;
@@ -197,7 +197,10 @@ fn reply(commit: &Commit, stream: &str, seq: u64, duplicate: bool) -> CommandRep
         events: commit
             .events
             .iter()
-            .map(|e| ReplyEvent { event_type: e.event_type.clone(), data: e.data.clone() })
+            .map(|e| ReplyEvent {
+                event_type: e.event_type.clone(),
+                data: serde_json::from_str(e.data.get()).unwrap_or(serde_json::Value::Null),
+            })
             .collect(),
     }
 }
