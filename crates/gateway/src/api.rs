@@ -301,6 +301,7 @@ async fn forward(
             }
             let mut request = QueryRequest::new(actor, Value::Object(params));
             request.min_seq = min_seq;
+            request.correlation_id = Some(request_id.0);
             let answer: Value = state.services.query(op.service, op.name, &request).await?;
             Ok(Json(answer).into_response())
         }

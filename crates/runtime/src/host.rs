@@ -128,7 +128,9 @@ impl ServiceHost {
         };
         let mut tokens = message.subject.split('.');
         let (kind, name) = (tokens.nth(1).unwrap_or(""), tokens.nth(1).unwrap_or("").to_owned());
-        let span = tracing::info_span!("request", service = self.service, kind, name = %name);
+        // The gateway's request id travels as the correlation id, so the service's log lines
+        // can be matched with the HTTP request that caused them.
+        let span = tracing::info_span!("request", service = self.service, kind, name = %name, request_id = tracing::field::Empty);
         let body: Bytes = match kind {
             "cmd" => encode(self.run_command(&name, &message.payload).instrument(span).await),
             _ => encode(self.run_query(&name, &message.payload).instrument(span).await),
@@ -147,6 +149,9 @@ impl ServiceHost {
         })?;
         let request: CommandRequest =
             serde_json::from_slice(payload).map_err(|e| ServiceError::validation("malformed_request", e))?;
+        if let Some(id) = request.correlation_id {
+            tracing::Span::current().record("request_id", tracing::field::display(id));
+        }
         if request.command_id.is_empty()
             || request.command_id.len() > 128
             || request.command_id.contains(char::is_whitespace)
@@ -171,6 +176,9 @@ impl ServiceHost {
             .ok_or_else(|| ServiceError::not_found("unknown_query", format!("{} has no query {name}", self.service)))?;
         let request: QueryRequest =
             serde_json::from_slice(payload).map_err(|e| ServiceError::validation("malformed_request", e))?;
+        if let Some(id) = request.correlation_id {
+            tracing::Span::current().record("request_id", tracing::field::display(id));
+        }
         handler(request).await
     }
 }

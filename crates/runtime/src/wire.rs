@@ -148,11 +148,14 @@ pub struct QueryRequest {
     pub min_seq: BTreeMap<String, u64>,
     #[serde(default)]
     pub params: Value,
+    /// The request that asked, for the logs.
+    #[serde(default)]
+    pub correlation_id: Option<Uuid>,
 }
 
 impl QueryRequest {
     pub fn new(actor: Actor, params: Value) -> Self {
-        QueryRequest { actor, min_seq: BTreeMap::new(), params }
+        QueryRequest { actor, min_seq: BTreeMap::new(), params, correlation_id: None }
     }
 }
 
