@@ -2,6 +2,8 @@
 //! new embedded server on the data directory.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,6 +16,8 @@ pub struct Connection {
     /// The server this process started, if any; stopped by [`Connection::close`].
     pub embedded: Option<NatsServer>,
     url_file: Option<PathBuf>,
+    /// Set while closing, so the expected disconnection is not reported as a problem.
+    closing: Arc<AtomicBool>,
 }
 
 /// How a command may reach NATS when none is configured.
@@ -29,18 +33,22 @@ fn url_file(settings: &Settings) -> PathBuf {
     settings.data_dir.join("nats.url")
 }
 
-async fn connect_to(urls: &[String], name: &str) -> anyhow::Result<async_nats::Client> {
+async fn connect_to(urls: &[String], name: &str, closing: Arc<AtomicBool>) -> anyhow::Result<async_nats::Client> {
     let addrs: Vec<async_nats::ServerAddr> =
         urls.iter().map(|u| u.parse().with_context(|| format!("invalid NATS URL {u:?}"))).collect::<Result<_, _>>()?;
     async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
-                async_nats::Event::Connected => tracing::info!("nats connected"),
-                other => tracing::debug!(event = %other, "nats event"),
+        .event_callback(move |event| {
+            let closing = closing.load(Ordering::Relaxed);
+            async move {
+                match event {
+                    async_nats::Event::Disconnected if closing => tracing::debug!("nats disconnected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    other => tracing::debug!(event = %other, "nats event"),
+                }
             }
         })
         .connect(addrs)
@@ -50,22 +58,23 @@ async fn connect_to(urls: &[String], name: &str) -> anyhow::Result<async_nats::C
 
 pub async fn connect(settings: &Settings, embed: Embed) -> anyhow::Result<Connection> {
     let name = format!("foodaid-{}", settings.node.name);
+    let closing = Arc::new(AtomicBool::new(false));
     let urls = settings.nats_urls();
     if !urls.is_empty() {
-        let client = connect_to(&urls, &name).await?;
-        return Ok(Connection { client, embedded: None, url_file: None });
+        let client = connect_to(&urls, &name, closing.clone()).await?;
+        return Ok(Connection { client, embedded: None, url_file: None, closing });
     }
     let file = url_file(settings);
     if let Ok(url) = std::fs::read_to_string(&file) {
         let url = url.trim().to_owned();
-        if let Ok(client) = connect_to(std::slice::from_ref(&url), &name).await {
+        if let Ok(client) = connect_to(std::slice::from_ref(&url), &name, closing.clone()).await {
             if embed == Embed::Own {
                 bail!(
                     "foodaid already runs with data dir {} (NATS at {url}); stop it first",
                     settings.data_dir.display()
                 );
             }
-            return Ok(Connection { client, embedded: None, url_file: None });
+            return Ok(Connection { client, embedded: None, url_file: None, closing });
         }
     }
     let mut options = ServerOptions::new(settings.nats_dir());
@@ -73,13 +82,14 @@ pub async fn connect(settings: &Settings, embed: Embed) -> anyhow::Result<Connec
     options.server_name = format!("foodaid-{}", settings.node.name);
     let server = NatsServer::start(options).await.context("starting the embedded nats-server")?;
     std::fs::write(&file, server.url()).with_context(|| format!("writing {}", file.display()))?;
-    let client = connect_to(&[server.url()], &name).await?;
-    Ok(Connection { client, embedded: Some(server), url_file: Some(file) })
+    let client = connect_to(&[server.url()], &name, closing.clone()).await?;
+    Ok(Connection { client, embedded: Some(server), url_file: Some(file), closing })
 }
 
 impl Connection {
     /// Flushes what this client sent and stops the embedded server, if this process owns one.
     pub async fn close(self) {
+        self.closing.store(true, Ordering::Relaxed);
         if let Err(e) = self.client.flush().await {
             tracing::debug!(error = %e, "flush on close failed");
         }
