@@ -434,7 +434,7 @@ impl Runner {
                 // Nothing new to read: land the batch in flight so its progress shows.
                 written = async { (&mut in_flight.as_mut().expect("guarded").write).await }, if in_flight.is_some() => {
                     let batch = in_flight.take().expect("guarded");
-                    self.acknowledge(batch, written.map_err(|e| e.to_string())?, ack, checkpoints).await?;
+                    self.acknowledge(batch, written.map_err(|e| e.to_string())?, ack, checkpoints, &mut cache).await?;
                     continue;
                 }
                 chunk = chunks.next() => match chunk {
@@ -476,7 +476,7 @@ impl Runner {
             cache = prepared.cache.take();
             // The batch before must land first: the same keys may be written by both.
             if let Some(previous) = in_flight.take() {
-                self.land(previous, ack, checkpoints).await?;
+                self.land(previous, ack, checkpoints, &mut cache).await?;
             }
             prepared_to = prepared.checkpoints.clone();
             let pending = Arc::new(prepared.pending);
@@ -487,7 +487,7 @@ impl Runner {
             in_flight = Some(InFlight { write, pending, checkpoints: prepared.checkpoints, acks: prepared.acks });
             if let Some(stuck) = prepared.stuck {
                 if let Some(last) = in_flight.take() {
-                    self.land(last, ack, checkpoints).await?;
+                    self.land(last, ack, checkpoints, &mut cache).await?;
                 }
                 tracing::error!(projection = name, stream = %stuck.stream, seq = stuck.seq, reason = %stuck.reason, "projection stuck");
                 self.handle.set(|p| {
@@ -498,15 +498,21 @@ impl Runner {
             }
         };
         if let Some(last) = in_flight.take() {
-            self.land(last, ack, checkpoints).await?;
+            self.land(last, ack, checkpoints, &mut cache).await?;
         }
         outcome
     }
 
     /// Waits for a batch's write, then acknowledges it and publishes the progress.
-    async fn land(&self, mut batch: InFlight, ack: bool, checkpoints: &mut Checkpoints) -> Result<(), String> {
+    async fn land(
+        &self,
+        mut batch: InFlight,
+        ack: bool,
+        checkpoints: &mut Checkpoints,
+        cache: &mut Option<RowCache>,
+    ) -> Result<(), String> {
         let written = (&mut batch.write).await.map_err(|e| e.to_string())?;
-        self.acknowledge(batch, written, ack, checkpoints).await
+        self.acknowledge(batch, written, ack, checkpoints, cache).await
     }
 
     async fn acknowledge(
@@ -515,8 +521,13 @@ impl Runner {
         written: Result<(), String>,
         ack: bool,
         checkpoints: &mut Checkpoints,
+        cache: &mut Option<RowCache>,
     ) -> Result<(), String> {
         written?;
+        // The rows are in sled now: keep them at hand for the batches that follow. Nothing
+        // else holds the batch's writes any more, so they move rather than copy.
+        let pending = Arc::try_unwrap(batch.pending).unwrap_or_else(|shared| (*shared).clone());
+        cache.get_or_insert_with(RowCache::default).absorb(pending);
         if ack {
             for message in &batch.acks {
                 message.ack().await.map_err(|e| format!("ack: {e}"))?;
@@ -612,8 +623,7 @@ fn prepare(
     for (stream, message) in messages.into_iter().take(applied) {
         last_per_stream.insert(stream, message);
     }
-    let (pending, mut cache) = tx.into_parts();
-    cache.absorb(&pending);
+    let (pending, cache) = tx.into_parts();
     Ok(Prepared {
         pending,
         cache: Some(cache),

@@ -207,8 +207,9 @@ fn write(tree: &sled::Tree, pending: &Pending, checkpoints: &HashMap<String, u64
 }
 
 /// Rows recently read or written by a running projection, so that hot rows are not read back
-/// from sled for every event. Holds only values that are in sled or in the batch in flight;
-/// emptied when it grows past its bound, and dropped when the projection restarts.
+/// from sled for every event. Holds only values that are in sled (a batch's writes join it once
+/// written; until then reads find them in the batch in flight); emptied when it grows past its
+/// bound, and dropped when the projection restarts.
 #[derive(Default)]
 pub(crate) struct RowCache {
     rows: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
@@ -217,14 +218,12 @@ pub(crate) struct RowCache {
 impl RowCache {
     const MAX_ROWS: usize = 65_536;
 
-    /// Records the writes of a batch that is about to be written.
-    pub(crate) fn absorb(&mut self, pending: &Pending) {
+    /// Records the writes of a batch that has been written.
+    pub(crate) fn absorb(&mut self, pending: Pending) {
         if self.rows.len() + pending.len() > Self::MAX_ROWS {
             self.rows.clear();
         }
-        for (k, v) in pending {
-            self.rows.insert(k.clone(), v.clone());
-        }
+        self.rows.extend(pending);
     }
 }
 
