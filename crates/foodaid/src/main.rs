@@ -21,6 +21,11 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 
+/// Buffers are allocated by the NATS reader and freed on the projection threads; mimalloc
+/// handles that cross-thread traffic far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "foodaid", version, about = "Shared logistics for a collective of food-aid associations")]
 struct Cli {
