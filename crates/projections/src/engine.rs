@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, Tx};
+use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, StoredCommitRef, Tx};
 
 pub type Checkpoints = HashMap<String, u64>;
 
@@ -640,11 +640,20 @@ fn apply_message(
     seq: u64,
     message: &jetstream::Message,
 ) -> Result<(), String> {
-    let empty = async_nats::HeaderMap::new();
-    let headers = message.headers.as_ref().unwrap_or(&empty);
-    let stored = eventstore::decode_commit(stream, seq, headers, &message.payload).map_err(|e| e.to_string())?;
-    for envelope in &stored.commit.events {
-        let event = RecordedEvent { stream, seq, aggregate_kind: &stored.commit.aggregate_kind, envelope };
+    if let Some(format) = message.headers.as_ref().and_then(|h| h.get(eventstore::COMMIT_FORMAT_HEADER)) {
+        let format: u32 =
+            format.as_str().parse().map_err(|_| format!("bad {} header", eventstore::COMMIT_FORMAT_HEADER))?;
+        if format > eventcore::COMMIT_FORMAT {
+            return Err(format!("commit format {format} is newer than {}", eventcore::COMMIT_FORMAT));
+        }
+    }
+    let commit: StoredCommitRef<'_> =
+        serde_json::from_slice(&message.payload).map_err(|e| format!("not a readable commit: {e}"))?;
+    if commit.format > eventcore::COMMIT_FORMAT {
+        return Err(format!("commit format {} is newer than {}", commit.format, eventcore::COMMIT_FORMAT));
+    }
+    for envelope in &commit.events {
+        let event = RecordedEvent { stream, seq, aggregate_kind: &commit.aggregate_kind, envelope };
         projection.apply(tx, &event).map_err(|e| {
             format!("event {} ({} v{}): {e}", envelope.event_id, envelope.event_type, envelope.schema_version)
         })?;

@@ -14,4 +14,4 @@ mod engine;
 mod store;
 
 pub use engine::{Engine, EngineConfig, ProjectionHandle, ProjectionState, ProjectionStatus, Stuck, WaitError};
-pub use store::{ApplyError, Projection, ProjectionStore, RecordedEvent, StoreError, Tx, View};
+pub use store::{ApplyError, Projection, ProjectionStore, RecordedEvent, StoreError, StoredEvent, Tx, View};

@@ -3,10 +3,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use eventcore::{decode_event_raw, DomainEvent, EventEnvelope};
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use eventcore::{decode_event_raw, DomainEvent};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// Marks the projection's own bookkeeping keys; table names are ASCII, so they never collide.
 const META: u8 = 0xff;
@@ -28,14 +34,46 @@ pub struct RecordedEvent<'a> {
     pub stream: &'a str,
     pub seq: u64,
     pub aggregate_kind: &'a str,
-    pub envelope: &'a EventEnvelope,
+    pub envelope: &'a StoredEvent<'a>,
+}
+
+/// The stored envelope of one event (the fields of `eventcore::EventEnvelope`), borrowed from the
+/// message it arrived in: replaying millions of events should not copy every string of every
+/// envelope.
+#[derive(Debug, Deserialize)]
+pub struct StoredEvent<'a> {
+    pub event_id: Uuid,
+    #[serde(borrow)]
+    pub aggregate_id: Cow<'a, str>,
+    pub aggregate_version: u64,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(borrow)]
+    pub actor: Cow<'a, str>,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+/// A stored commit, borrowed (see [`StoredEvent`]).
+#[derive(Debug, Deserialize)]
+pub(crate) struct StoredCommitRef<'a> {
+    pub format: u32,
+    #[serde(borrow)]
+    pub aggregate_kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub events: Vec<StoredEvent<'a>>,
 }
 
 impl RecordedEvent<'_> {
     /// Decodes (and upcasts) the event as `E`. An error stops the projection here.
     pub fn decode<E: DomainEvent>(&self) -> Result<E, ApplyError> {
         let e = self.envelope;
-        decode_event_raw(&e.event_type, e.schema_version, &e.data).map_err(|err| ApplyError(err.to_string()))
+        decode_event_raw(&e.event_type, e.schema_version, e.data).map_err(|err| ApplyError(err.to_string()))
     }
 }
 

@@ -86,7 +86,7 @@ impl Projection for AssociationsProjection {
                 "association",
                 id,
                 &AssociationRow {
-                    association_id: event.envelope.aggregate_id.clone(),
+                    association_id: event.envelope.aggregate_id.to_string(),
                     name: name.into(),
                     commune: commune.into(),
                     relay_points: Vec::new(),

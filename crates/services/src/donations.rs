@@ -90,7 +90,7 @@ impl Projection for DonorsProjection {
         match event.decode::<DonorEvent>()? {
             DonorEvent::DonorRegistered { kind, name, address, position } => {
                 let row = DonorRow {
-                    donor_id: event.envelope.aggregate_id.clone(),
+                    donor_id: event.envelope.aggregate_id.to_string(),
                     kind,
                     name: name.into(),
                     address,

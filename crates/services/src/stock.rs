@@ -84,7 +84,7 @@ impl Projection for SitesProjection {
                 "site",
                 id,
                 &SiteRow {
-                    site_id: event.envelope.aggregate_id.clone(),
+                    site_id: event.envelope.aggregate_id.to_string(),
                     name: name.into(),
                     address,
                     position: position.map(Position::from),

@@ -67,7 +67,7 @@ impl Projection for VehiclesProjection {
                 "vehicle",
                 id,
                 &VehicleRow {
-                    vehicle_id: event.envelope.aggregate_id.clone(),
+                    vehicle_id: event.envelope.aggregate_id.to_string(),
                     name: spec.name.into(),
                     capacity_kg: spec.capacity_kg,
                     volume_l: spec.volume_l,
