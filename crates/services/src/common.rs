@@ -4,7 +4,12 @@ use std::time::Duration;
 use eventcore::{Aggregate, AggregateId, CommandMeta};
 use eventstore::EventStore;
 use projections::{ProjectionHandle, ProjectionStore, View, WaitError};
-use runtime::{Actor, CommandReply, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig, ServiceError};
+use runtime::{
+    parse_payload, Actor, CommandReply, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig, ServiceError,
+    ServiceHost,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use uuid::Uuid;
 
 pub const SERVICE_NAMES: [&str; 4] = ["donations", "stock", "distribution", "transport"];
@@ -71,7 +76,7 @@ pub fn require_scope(actor: &Actor, role: Role, scope: &str) -> Result<(), Servi
     }
 }
 
-pub async fn execute<A: Aggregate>(
+async fn execute<A: Aggregate>(
     runner: &CommandRunner<A>,
     id: AggregateId,
     command: A::Command,
@@ -80,8 +85,65 @@ pub async fn execute<A: Aggregate>(
     runner.execute(id, command, meta(request)).await
 }
 
+/// Registers a command on one aggregate type: checks that the actor has one of `roles` (admins
+/// and the platform always may), parses the payload as `P`, lets `to_command` pick the aggregate
+/// and build its command (and refuse, e.g. for a scope), then runs it.
+pub fn aggregate_command<A, P, F>(
+    host: &mut ServiceHost,
+    name: &str,
+    runner: &Arc<CommandRunner<A>>,
+    roles: &'static [Role],
+    to_command: F,
+) where
+    A: Aggregate,
+    P: DeserializeOwned + Send + 'static,
+    F: Fn(P, &CommandRequest) -> Result<(AggregateId, A::Command), ServiceError> + Send + Sync + 'static,
+{
+    let (runner, to_command) = (runner.clone(), Arc::new(to_command));
+    host.command(name, move |request| {
+        let (runner, to_command) = (runner.clone(), to_command.clone());
+        async move {
+            require(&request.actor, roles)?;
+            let body: P = parse_payload(&request.payload)?;
+            let (id, command) = to_command(body, &request)?;
+            execute(&runner, id, command, &request).await
+        }
+    });
+}
+
+/// Registers a query answered from one projection: checks `roles` (`None`: every role may),
+/// parses the parameters as `P`, waits for `min_seq`, then runs `answer` on the projection's
+/// rows off the async executor.
+pub fn projection_query<P, T, F>(
+    host: &mut ServiceHost,
+    name: &str,
+    ctx: &ServiceContext,
+    projection: &ProjectionHandle,
+    roles: Option<&'static [Role]>,
+    answer: F,
+) where
+    P: DeserializeOwned + Send + 'static,
+    T: Serialize + Send + 'static,
+    F: Fn(&View, P) -> Result<T, ServiceError> + Send + Sync + 'static,
+{
+    let (ctx, projection, answer) = (ctx.clone(), projection.clone(), Arc::new(answer));
+    host.query(name, move |request| {
+        let (ctx, projection, answer) = (ctx.clone(), projection.clone(), answer.clone());
+        async move {
+            if let Some(roles) = roles {
+                require(&request.actor, roles)?;
+            }
+            let params: P = match &request.params {
+                serde_json::Value::Null => parse_payload(&serde_json::json!({}))?,
+                given => parse_payload(given)?,
+            };
+            read(&ctx, &projection, &request, move |view| answer(view, params)).await
+        }
+    });
+}
+
 /// Answers a query from a projection once it has caught up with the request's `min_seq`.
-pub async fn read<T: Send + 'static>(
+async fn read<T: Send + 'static>(
     ctx: &ServiceContext,
     projection: &ProjectionHandle,
     request: &QueryRequest,
@@ -127,3 +189,8 @@ pub fn enum_schema(values: &[&str]) -> utoipa::openapi::Object {
         .enum_values(Some(values.iter().copied()))
         .build()
 }
+
+/// Parameters of a query that takes none (any given is an error).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}

@@ -3,12 +3,14 @@
 use chrono::{DateTime, Utc};
 use distribution::{Association, AssociationCommand, AssociationEvent, RelayPoint};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
-use runtime::{parse_payload, Role, ServiceError, ServiceHost};
+use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
 
-use crate::common::{execute, new_id, parse_id, read, require, require_scope, storage, Position, ServiceContext};
+use crate::common::{
+    aggregate_command, new_id, parse_id, projection_query, require_scope, storage, NoParams, Position, ServiceContext,
+};
 
 pub const SERVICE: &str = "distribution";
 
@@ -118,66 +120,40 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let associations = ctx.runner::<Association>(SERVICE);
     let projection = engine.register(AssociationsProjection);
 
-    let runner = associations.clone();
-    host.command("register_association", move |request| {
-        let runner = runner.clone();
-        async move {
-            require(&request.actor, &[])?;
-            let body: RegisterAssociation = parse_payload(&request.payload)?;
-            let id = new_id(body.association_id, &request, "association")?;
-            execute(&runner, id, AssociationCommand::Register { name: body.name, commune: body.commune }, &request)
-                .await
-        }
+    aggregate_command(&mut host, "register_association", &associations, &[], |body: RegisterAssociation, request| {
+        let id = new_id(body.association_id, request, "association")?;
+        Ok((id, AssociationCommand::Register { name: body.name, commune: body.commune }))
     });
-    let runner = associations;
-    host.command("add_relay_point", move |request| {
-        let runner = runner.clone();
-        async move {
-            let body: AddRelayPoint = parse_payload(&request.payload)?;
+    aggregate_command(
+        &mut host,
+        "add_relay_point",
+        &associations,
+        &[Role::Association],
+        |body: AddRelayPoint, request| {
             let id = parse_id(&body.association_id, "association")?;
             require_scope(&request.actor, Role::Association, id.as_str())?;
             let relay = RelayPoint {
-                relay_id: new_id(body.relay_id, &request, "relay")?,
+                relay_id: new_id(body.relay_id, request, "relay")?,
                 name: body.name,
                 address: body.address,
                 commune: body.commune,
                 position: body.position,
                 cold_storage: body.cold_storage,
             };
-            execute(&runner, id, AssociationCommand::AddRelayPoint(relay), &request).await
-        }
-    });
+            Ok((id, AssociationCommand::AddRelayPoint(relay)))
+        },
+    );
 
     // Every member sees the list of members: pooling is built on that transparency.
-    let (c, p) = (ctx.clone(), projection.clone());
-    host.query("list_associations", move |request| {
-        let (ctx, projection) = (c.clone(), p.clone());
-        async move {
-            read(&ctx, &projection, &request, |view| {
-                let mut rows: Vec<AssociationRow> = view.scan_json("association", b"").map_err(storage)?;
-                rows.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(rows)
-            })
-            .await
-        }
+    projection_query(&mut host, "list_associations", ctx, &projection, None, |view, _: NoParams| {
+        let mut rows: Vec<AssociationRow> = view.scan_json("association", b"").map_err(storage)?;
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
     });
-    let (c, p) = (ctx.clone(), projection);
-    host.query("get_association", move |request| {
-        let (ctx, projection) = (c.clone(), p.clone());
-        async move {
-            let params: GetAssociation = parse_payload(&request.params)?;
-            read(&ctx, &projection, &request, move |view| {
-                view.get_json::<AssociationRow>("association", params.association_id.as_bytes())
-                    .map_err(storage)?
-                    .ok_or_else(|| {
-                        ServiceError::not_found(
-                            "association_not_found",
-                            format!("no association {}", params.association_id),
-                        )
-                    })
-            })
-            .await
-        }
+    projection_query(&mut host, "get_association", ctx, &projection, None, |view, params: GetAssociation| {
+        view.get_json::<AssociationRow>("association", params.association_id.as_bytes()).map_err(storage)?.ok_or_else(
+            || ServiceError::not_found("association_not_found", format!("no association {}", params.association_id)),
+        )
     });
     host
 }

@@ -3,12 +3,14 @@
 use chrono::{DateTime, Utc};
 use donations::{Donor, DonorCommand, DonorEvent, DonorKind};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
-use runtime::{parse_payload, Role, ServiceError, ServiceHost};
+use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
 
-use crate::common::{enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext};
+use crate::common::{
+    aggregate_command, enum_schema, new_id, parse_id, projection_query, storage, Position, ServiceContext,
+};
 
 pub const SERVICE: &str = "donations";
 
@@ -120,66 +122,39 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let donors = ctx.runner::<Donor>(SERVICE);
     let projection = engine.register(DonorsProjection);
 
-    let runner = donors.clone();
-    host.command("register_donor", move |request| {
-        let runner = runner.clone();
-        async move {
-            require(&request.actor, &[Role::Warehouse])?;
-            let body: RegisterDonor = parse_payload(&request.payload)?;
-            let id = new_id(body.donor_id, &request, "donor")?;
-            let command = DonorCommand::Register {
-                kind: body.kind,
-                name: body.name,
-                address: body.address,
-                position: body.position,
-            };
-            execute(&runner, id, command, &request).await
-        }
+    aggregate_command(&mut host, "register_donor", &donors, &[Role::Warehouse], |body: RegisterDonor, request| {
+        let id = new_id(body.donor_id, request, "donor")?;
+        Ok((
+            id,
+            DonorCommand::Register { kind: body.kind, name: body.name, address: body.address, position: body.position },
+        ))
     });
-    let runner = donors;
-    host.command("update_donor", move |request| {
-        let runner = runner.clone();
-        async move {
-            require(&request.actor, &[Role::Warehouse])?;
-            let body: UpdateDonor = parse_payload(&request.payload)?;
-            let id = parse_id(&body.donor_id, "donor")?;
-            let command = DonorCommand::Update { name: body.name, address: body.address, position: body.position };
-            execute(&runner, id, command, &request).await
-        }
+    aggregate_command(&mut host, "update_donor", &donors, &[Role::Warehouse], |body: UpdateDonor, _| {
+        let id = parse_id(&body.donor_id, "donor")?;
+        Ok((id, DonorCommand::Update { name: body.name, address: body.address, position: body.position }))
     });
 
-    let (c, p) = (ctx.clone(), projection.clone());
-    host.query("list_donors", move |request| {
-        let (ctx, projection) = (c.clone(), p.clone());
-        async move {
-            require(&request.actor, &[Role::Warehouse])?;
-            let params: ListDonors = parse_payload(&request.params)?;
-            read(&ctx, &projection, &request, move |view| {
-                let needle = params.q.as_deref().map(str::to_lowercase);
-                let mut rows: Vec<DonorRow> = view.scan_json("donor", b"").map_err(storage)?;
-                rows.retain(|r| {
-                    params.kind.is_none_or(|k| k == r.kind)
-                        && needle.as_deref().is_none_or(|n| r.name.to_lowercase().contains(n))
-                });
-                rows.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.donor_id.cmp(&b.donor_id)));
-                Ok(rows)
-            })
-            .await
-        }
-    });
-    let (c, p) = (ctx.clone(), projection);
-    host.query("get_donor", move |request| {
-        let (ctx, projection) = (c.clone(), p.clone());
-        async move {
-            require(&request.actor, &[Role::Warehouse])?;
-            let params: GetDonor = parse_payload(&request.params)?;
-            read(&ctx, &projection, &request, move |view| {
-                view.get_json::<DonorRow>("donor", params.donor_id.as_bytes())
-                    .map_err(storage)?
-                    .ok_or_else(|| ServiceError::not_found("donor_not_found", format!("no donor {}", params.donor_id)))
-            })
-            .await
-        }
+    projection_query(
+        &mut host,
+        "list_donors",
+        ctx,
+        &projection,
+        Some(&[Role::Warehouse]),
+        |view, params: ListDonors| {
+            let needle = params.q.as_deref().map(str::to_lowercase);
+            let mut rows: Vec<DonorRow> = view.scan_json("donor", b"").map_err(storage)?;
+            rows.retain(|r| {
+                params.kind.is_none_or(|k| k == r.kind)
+                    && needle.as_deref().is_none_or(|n| r.name.to_lowercase().contains(n))
+            });
+            rows.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.donor_id.cmp(&b.donor_id)));
+            Ok(rows)
+        },
+    );
+    projection_query(&mut host, "get_donor", ctx, &projection, Some(&[Role::Warehouse]), |view, params: GetDonor| {
+        view.get_json::<DonorRow>("donor", params.donor_id.as_bytes())
+            .map_err(storage)?
+            .ok_or_else(|| ServiceError::not_found("donor_not_found", format!("no donor {}", params.donor_id)))
     });
     host
 }

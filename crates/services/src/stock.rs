@@ -2,13 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
-use runtime::{parse_payload, Role, ServiceError, ServiceHost};
+use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use stock::{Site, SiteCommand, SiteEvent, StorageClass, Zone};
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
 
-use crate::common::{enum_schema, execute, new_id, parse_id, read, require, storage, Position, ServiceContext};
+use crate::common::{
+    aggregate_command, enum_schema, new_id, parse_id, projection_query, storage, NoParams, Position, ServiceContext,
+};
 
 pub const SERVICE: &str = "stock";
 
@@ -108,58 +110,27 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let mut host = ServiceHost::new(SERVICE);
     let sites = ctx.runner::<Site>(SERVICE);
     let projection = engine.register(SitesProjection);
+    let readers: &'static [Role] = &[Role::Warehouse, Role::Association, Role::Driver];
 
-    let runner = sites.clone();
-    host.command("create_site", move |request| {
-        let runner = runner.clone();
-        async move {
-            require(&request.actor, &[])?;
-            let body: CreateSite = parse_payload(&request.payload)?;
-            let id = new_id(body.site_id, &request, "site")?;
-            let zones = body.zones.into_iter().map(|z| Zone { code: z.code, storage: z.storage }).collect();
-            let command =
-                SiteCommand::Create { name: body.name, address: body.address, position: body.position, zones };
-            execute(&runner, id, command, &request).await
-        }
+    aggregate_command(&mut host, "create_site", &sites, &[], |body: CreateSite, request| {
+        let id = new_id(body.site_id, request, "site")?;
+        let zones = body.zones.into_iter().map(|z| Zone { code: z.code, storage: z.storage }).collect();
+        Ok((id, SiteCommand::Create { name: body.name, address: body.address, position: body.position, zones }))
     });
-    let runner = sites;
-    host.command("add_zone", move |request| {
-        let runner = runner.clone();
-        async move {
-            require(&request.actor, &[])?;
-            let body: AddZone = parse_payload(&request.payload)?;
-            let id = parse_id(&body.site_id, "site")?;
-            let command = SiteCommand::AddZone { zone: Zone { code: body.zone.code, storage: body.zone.storage } };
-            execute(&runner, id, command, &request).await
-        }
+    aggregate_command(&mut host, "add_zone", &sites, &[], |body: AddZone, _| {
+        let id = parse_id(&body.site_id, "site")?;
+        Ok((id, SiteCommand::AddZone { zone: Zone { code: body.zone.code, storage: body.zone.storage } }))
     });
 
-    let (c, p) = (ctx.clone(), projection.clone());
-    host.query("list_sites", move |request| {
-        let (ctx, projection) = (c.clone(), p.clone());
-        async move {
-            require(&request.actor, &[Role::Warehouse, Role::Association, Role::Driver])?;
-            read(&ctx, &projection, &request, |view| {
-                let mut rows: Vec<SiteRow> = view.scan_json("site", b"").map_err(storage)?;
-                rows.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(rows)
-            })
-            .await
-        }
+    projection_query(&mut host, "list_sites", ctx, &projection, Some(readers), |view, _: NoParams| {
+        let mut rows: Vec<SiteRow> = view.scan_json("site", b"").map_err(storage)?;
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
     });
-    let (c, p) = (ctx.clone(), projection);
-    host.query("get_site", move |request| {
-        let (ctx, projection) = (c.clone(), p.clone());
-        async move {
-            require(&request.actor, &[Role::Warehouse, Role::Association, Role::Driver])?;
-            let params: GetSite = parse_payload(&request.params)?;
-            read(&ctx, &projection, &request, move |view| {
-                view.get_json::<SiteRow>("site", params.site_id.as_bytes())
-                    .map_err(storage)?
-                    .ok_or_else(|| ServiceError::not_found("site_not_found", format!("no site {}", params.site_id)))
-            })
-            .await
-        }
+    projection_query(&mut host, "get_site", ctx, &projection, Some(readers), |view, params: GetSite| {
+        view.get_json::<SiteRow>("site", params.site_id.as_bytes())
+            .map_err(storage)?
+            .ok_or_else(|| ServiceError::not_found("site_not_found", format!("no site {}", params.site_id)))
     });
     host
 }

@@ -2,13 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
-use runtime::{parse_payload, Role, ServiceHost};
+use runtime::{Role, ServiceHost};
 use serde::{Deserialize, Serialize};
 use transport::{Vehicle, VehicleCommand, VehicleEvent, VehicleSpec};
 use utoipa::ToSchema;
 use values::Name;
 
-use crate::common::{execute, new_id, parse_id, read, require, storage, ServiceContext};
+use crate::common::{aggregate_command, new_id, parse_id, projection_query, storage, NoParams, ServiceContext};
 
 pub const SERVICE: &str = "transport";
 
@@ -94,46 +94,32 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let vehicles = ctx.runner::<Vehicle>(SERVICE);
     let projection = engine.register(VehiclesProjection);
 
-    let runner = vehicles.clone();
-    host.command("register_vehicle", move |request| {
-        let runner = runner.clone();
-        async move {
-            require(&request.actor, &[])?;
-            let body: RegisterVehicle = parse_payload(&request.payload)?;
-            let id = new_id(body.vehicle_id, &request, "vehicle")?;
-            let spec = VehicleSpec {
-                name: body.name,
-                capacity_kg: body.capacity_kg,
-                volume_l: body.volume_l,
-                chilled_capacity_kg: body.chilled_capacity_kg,
-                home_site: body.home_site,
-            };
-            execute(&runner, id, VehicleCommand::Register(spec), &request).await
-        }
+    aggregate_command(&mut host, "register_vehicle", &vehicles, &[], |body: RegisterVehicle, request| {
+        let id = new_id(body.vehicle_id, request, "vehicle")?;
+        let spec = VehicleSpec {
+            name: body.name,
+            capacity_kg: body.capacity_kg,
+            volume_l: body.volume_l,
+            chilled_capacity_kg: body.chilled_capacity_kg,
+            home_site: body.home_site,
+        };
+        Ok((id, VehicleCommand::Register(spec)))
     });
-    let runner = vehicles;
-    host.command("retire_vehicle", move |request| {
-        let runner = runner.clone();
-        async move {
-            require(&request.actor, &[])?;
-            let body: RetireVehicle = parse_payload(&request.payload)?;
-            let id = parse_id(&body.vehicle_id, "vehicle")?;
-            execute(&runner, id, VehicleCommand::Retire { reason: body.reason }, &request).await
-        }
+    aggregate_command(&mut host, "retire_vehicle", &vehicles, &[], |body: RetireVehicle, _| {
+        Ok((parse_id(&body.vehicle_id, "vehicle")?, VehicleCommand::Retire { reason: body.reason }))
     });
 
-    let (c, p) = (ctx.clone(), projection);
-    host.query("list_vehicles", move |request| {
-        let (ctx, projection) = (c.clone(), p.clone());
-        async move {
-            require(&request.actor, &[Role::Driver, Role::Warehouse])?;
-            read(&ctx, &projection, &request, |view| {
-                let mut rows: Vec<VehicleRow> = view.scan_json("vehicle", b"").map_err(storage)?;
-                rows.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(rows)
-            })
-            .await
-        }
-    });
+    projection_query(
+        &mut host,
+        "list_vehicles",
+        ctx,
+        &projection,
+        Some(&[Role::Driver, Role::Warehouse]),
+        |view, _: NoParams| {
+            let mut rows: Vec<VehicleRow> = view.scan_json("vehicle", b"").map_err(storage)?;
+            rows.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(rows)
+        },
+    );
     host
 }
