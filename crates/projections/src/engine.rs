@@ -275,6 +275,11 @@ impl Engine {
 /// A projection further behind than this reads with an ordered consumer first.
 const CATCH_UP_THRESHOLD: u64 = 1000;
 
+/// While catching up, a batch holds this many times `batch_size` events: latency does not
+/// matter then, and the more events a batch holds, the more writes to the same rows collapse
+/// into one.
+const CATCH_UP_BATCHES: usize = 8;
+
 pub(crate) fn consumer_name(projection: &str, node: &str) -> String {
     format!("proj_{projection}_{node}")
 }
@@ -444,8 +449,8 @@ impl Runner {
             };
             let mut chunk = chunk;
             if let Some((stream, last)) = until {
-                // Catching up: fill whole batches, fewer and larger sled writes.
-                while chunk.len() < self.config.batch_size && !reaches(&chunk, stream, last) {
+                // Catching up: fill large batches, fewer and larger sled writes.
+                while chunk.len() < self.config.batch_size * CATCH_UP_BATCHES && !reaches(&chunk, stream, last) {
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
                         more = chunks.next() => match more {

@@ -156,3 +156,77 @@ async fn an_undecodable_event_stops_the_projection_and_says_where() {
     assert_eq!(status.checkpoints["stock"], bad - 1);
     engine.shutdown().await;
 }
+
+/// Appends `n` one-event commits on `aggregates` aggregates, 64 at a time; returns the last seq.
+async fn append_many(store: &EventStore, n: usize, aggregates: usize) -> u64 {
+    use futures::StreamExt;
+    let mut last = 0;
+    for round in 0..n.div_ceil(aggregates) {
+        let appends = futures::stream::iter((0..aggregates.min(n - round * aggregates)).map(|i| {
+            let store = store.clone();
+            async move {
+                let id = format!("bulk-{i}");
+                let target = AggregateRef::new("stock", "counter", AggregateId::from_str(&id).unwrap());
+                let expected = match store.load(&target, 0).await.unwrap().last() {
+                    Some(c) => Expected { version: c.commit.last_version(), last_seq: c.seq },
+                    None => Expected::default(),
+                };
+                let commit = Commit::new(
+                    &CommandMeta::new(uuid(), "bulk"),
+                    "counter",
+                    &id,
+                    expected.version,
+                    vec![encode_event(&Ev::Counted { by: 1 })],
+                    Utc::now(),
+                );
+                store.append(&target, expected, &commit).await.unwrap().seq
+            }
+        }));
+        let seqs: Vec<u64> = appends.buffer_unordered(64).collect().await;
+        last = last.max(seqs.into_iter().max().unwrap_or(0));
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_projection_far_behind_catches_up_and_stops_at_a_bad_event_on_the_way() {
+    let nats = TestNats::start().await;
+    let events = EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap();
+    // More than the catch-up threshold, so the ordered-consumer path runs.
+    let first = append_many(&events, 1500, 50).await;
+    let store = ProjectionStore::open(&nats.path().join("sled")).unwrap();
+    let mut engine =
+        Engine::new(store.clone(), events.jetstream().clone(), EngineConfig { batch_size: 100, ..Default::default() });
+    let handle = engine.register(Totals);
+    engine.start();
+    handle.wait_for("stock", first, WAIT).await.unwrap();
+    assert_eq!(total(&store), 1500);
+    // Then it tails live with its durable consumer.
+    let live = append(&events, "stock", "live", 4).await;
+    handle.wait_for("stock", live, WAIT).await.unwrap();
+    assert_eq!(total(&store), 1505);
+    let incremental = store.digest("totals").unwrap();
+    engine.replay("totals").await.unwrap();
+    handle.wait_for("stock", live, WAIT).await.unwrap();
+    assert_eq!(store.digest("totals").unwrap(), incremental, "a catch-up replay equals the incremental build");
+    engine.shutdown().await;
+
+    // A bad event in the middle of a long catch-up: everything before it lands, nothing after.
+    let target = AggregateRef::new("stock", "counter", AggregateId::from_str("bad").unwrap());
+    let mut encoded = encode_event(&Ev::Counted { by: 100 });
+    encoded.schema_version = 7;
+    let commit = Commit::new(&CommandMeta::new(uuid(), "future"), "counter", "bad", 0, vec![encoded], Utc::now());
+    let bad = events.append(&target, Expected::default(), &commit).await.unwrap().seq;
+    append_many(&events, 1200, 40).await;
+    let fresh = ProjectionStore::open(&nats.path().join("sled-2")).unwrap();
+    let mut engine =
+        Engine::new(fresh.clone(), events.jetstream().clone(), EngineConfig { node: "other".into(), batch_size: 100 });
+    let handle = engine.register(Totals);
+    engine.start();
+    let err = handle.wait_for("stock", bad + 1, WAIT).await.unwrap_err();
+    assert!(matches!(err, projections::WaitError::Stuck { .. }), "{err}");
+    assert_eq!(handle.status().stuck.unwrap().seq, bad);
+    assert_eq!(fresh.checkpoints("totals").unwrap()["stock"], bad - 1);
+    assert_eq!(total(&fresh), 1505, "exactly the events before the bad one");
+    engine.shutdown().await;
+}
