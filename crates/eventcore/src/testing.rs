@@ -16,11 +16,8 @@ pub struct Given<A: Aggregate> {
 }
 
 pub fn given<A: Aggregate>(history: impl IntoIterator<Item = A::Event>) -> Given<A> {
-    let mut state = A::default();
-    for event in history {
-        state.apply(&event);
-    }
-    Given { state }
+    let history: Vec<A::Event> = history.into_iter().collect();
+    Given { state: A::replay(&history) }
 }
 
 impl<A: Aggregate> Given<A> {

@@ -220,14 +220,27 @@ impl EventStore {
 /// Parses a stored message as a [`Commit`], refusing formats newer than this build.
 pub fn decode_commit(stream: &str, seq: u64, headers: &HeaderMap, payload: &[u8]) -> Result<StoredCommit, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { stream: stream.to_owned(), seq, reason };
-    if let Some(format) = headers.get(COMMIT_FORMAT_HEADER) {
-        let format: u32 = format.as_str().parse().map_err(|_| corrupt(format!("bad {COMMIT_FORMAT_HEADER} header")))?;
-        if format > COMMIT_FORMAT {
-            return Err(corrupt(format!("commit format {format} is newer than {COMMIT_FORMAT}")));
-        }
-    }
+    check_format_header(Some(headers)).map_err(corrupt)?;
     let commit: Commit = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
+    check_format(commit.format).map_err(corrupt)?;
     Ok(StoredCommit { stream: stream.to_owned(), seq, commit })
+}
+
+/// Refuses a message whose format header announces a commit format newer than this build's,
+/// before its body is parsed. A message without the header is checked by its body alone.
+pub fn check_format_header(headers: Option<&HeaderMap>) -> Result<(), String> {
+    match headers.and_then(|h| h.get(COMMIT_FORMAT_HEADER)) {
+        None => Ok(()),
+        Some(value) => check_format(value.as_str().parse().map_err(|_| format!("bad {COMMIT_FORMAT_HEADER} header"))?),
+    }
+}
+
+/// Refuses a commit format newer than this build's.
+pub fn check_format(format: u32) -> Result<(), String> {
+    if format > COMMIT_FORMAT {
+        return Err(format!("commit format {format} is newer than {COMMIT_FORMAT}"));
+    }
+    Ok(())
 }
 
 fn publish_error(

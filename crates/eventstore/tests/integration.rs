@@ -147,6 +147,19 @@ async fn a_newer_commit_format_is_refused_not_misread() {
     let target = AggregateRef::new("stock", "lot", AggregateId::from_str("l1").unwrap());
     let err = store.load(&target, 0).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { seq: 1, .. }), "{err:?}");
+    // Without the header, the format in the body is checked.
+    let other = AggregateRef::new("stock", "lot", AggregateId::from_str("l2").unwrap());
+    let mut future = commit(&other, "c1", 0, &[ParcelEvent::ParcelLabelled { label: "A".into() }]);
+    future.format = 2;
+    store
+        .jetstream()
+        .publish("stock.lot.l2", serde_json::to_vec(&future).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let err = store.load(&other, 0).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt { reason, .. } if reason.contains("newer")), "{err:?}");
 }
 
 #[tokio::test]

@@ -22,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 pub const STREAM: &str = "tokens";
 
+/// Tokens kept checked in memory at most.
+const MAX_CACHED: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub id: String,
@@ -58,7 +61,7 @@ fn unavailable(e: impl std::fmt::Display) -> TokenError {
 pub struct TokenStore {
     js: jetstream::Context,
     stream: stream::Stream,
-    cache: Mutex<HashMap<String, (Option<TokenRecord>, Instant)>>,
+    cache: Mutex<HashMap<String, (TokenRecord, Instant)>>,
     ttl: Duration,
 }
 
@@ -202,10 +205,23 @@ impl TokenStore {
         };
         let cached = self.cache.lock().expect("cache lock").get(id).cloned();
         let record = match cached {
-            Some((record, at)) if at.elapsed() < self.ttl => record,
+            Some((record, at)) if at.elapsed() < self.ttl => Some(record),
             _ => {
                 let record = self.fetch(id).await?;
-                self.cache.lock().expect("cache lock").insert(id.to_owned(), (record.clone(), Instant::now()));
+                // Only real tokens are cached: unknown ids come from anyone on the network and
+                // must not grow the cache.
+                let mut cache = self.cache.lock().expect("cache lock");
+                match &record {
+                    Some(r) => {
+                        if cache.len() >= MAX_CACHED {
+                            cache.clear();
+                        }
+                        cache.insert(id.to_owned(), (r.clone(), Instant::now()));
+                    }
+                    None => {
+                        cache.remove(id);
+                    }
+                }
                 record
             }
         };

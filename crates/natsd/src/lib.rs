@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -140,23 +140,6 @@ impl NatsServer {
         format!("nats://{}", self.addr)
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.options.data_dir
-    }
-
-    pub fn options(&self) -> &ServerOptions {
-        &self.options
-    }
-
-    /// Whether the process is still alive.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -181,14 +164,6 @@ impl NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Starts the same server again (same port, name and data) after a kill or stop.
-    pub async fn restart(&mut self) -> Result<(), StartError> {
-        self.kill();
-        let again = NatsServer::start(self.options.clone()).await?;
-        *self = again;
-        Ok(())
     }
 }
 

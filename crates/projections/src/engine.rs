@@ -108,10 +108,6 @@ impl ProjectionHandle {
         }
     }
 
-    pub fn checkpoint(&self, stream: &str) -> u64 {
-        self.inner.progress.borrow().checkpoints.get(stream).copied().unwrap_or(0)
-    }
-
     /// Waits until the projection has recorded `stream` up to `seq` (read-your-writes).
     pub async fn wait_for(&self, stream: &str, seq: u64, timeout: Duration) -> Result<(), WaitError> {
         let mut rx = self.inner.progress.subscribe();
@@ -170,10 +166,6 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
-    }
-
-    pub fn store(&self) -> &ProjectionStore {
-        &self.store
     }
 
     pub fn register(&mut self, projection: impl Projection) -> ProjectionHandle {
@@ -242,7 +234,7 @@ impl Engine {
     /// Returns once the rebuild has started; follow it with [`ProjectionHandle::wait_for`].
     pub async fn replay(&self, name: &str) -> Result<(), StoreError> {
         let Some(handle) = self.handle(name).cloned() else {
-            return Err(StoreError::Corrupt { tree: name.to_owned(), reason: "no such projection".into() });
+            return Err(StoreError::UnknownProjection(name.to_owned()));
         };
         self.stop(&handle).await;
         for stream in handle.streams() {
@@ -645,18 +637,10 @@ fn apply_message(
     seq: u64,
     message: &jetstream::Message,
 ) -> Result<(), String> {
-    if let Some(format) = message.headers.as_ref().and_then(|h| h.get(eventstore::COMMIT_FORMAT_HEADER)) {
-        let format: u32 =
-            format.as_str().parse().map_err(|_| format!("bad {} header", eventstore::COMMIT_FORMAT_HEADER))?;
-        if format > eventcore::COMMIT_FORMAT {
-            return Err(format!("commit format {format} is newer than {}", eventcore::COMMIT_FORMAT));
-        }
-    }
+    eventstore::check_format_header(message.headers.as_ref())?;
     let commit: StoredCommitRef<'_> =
         serde_json::from_slice(&message.payload).map_err(|e| format!("not a readable commit: {e}"))?;
-    if commit.format > eventcore::COMMIT_FORMAT {
-        return Err(format!("commit format {} is newer than {}", commit.format, eventcore::COMMIT_FORMAT));
-    }
+    eventstore::check_format(commit.format)?;
     for envelope in &commit.events {
         let event = RecordedEvent { stream, seq, aggregate_kind: &commit.aggregate_kind, envelope };
         projection.apply(tx, &event).map_err(|e| {

@@ -88,6 +88,8 @@ pub enum StoreError {
     Open { path: String, source: sled::Error },
     #[error("projection store: {0}")]
     Sled(#[from] sled::Error),
+    #[error("no projection {0:?}")]
+    UnknownProjection(String),
     #[error("corrupt value in projection {tree}: {reason}")]
     Corrupt { tree: String, reason: String },
 }
@@ -110,22 +112,38 @@ fn table_key(table: &str, key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn checkpoint_key(stream: &str) -> Vec<u8> {
+fn checkpoint_prefix() -> Vec<u8> {
     let mut k = vec![META];
     k.extend_from_slice(b"checkpoint");
     k.push(SEP);
+    k
+}
+
+fn checkpoint_key(stream: &str) -> Vec<u8> {
+    let mut k = checkpoint_prefix();
     k.extend_from_slice(stream.as_bytes());
     k
 }
 
 impl ProjectionStore {
+    /// Opens (creating if needed) the store at `path`. Blocking.
+    ///
+    /// sled's background I/O threads can hold the directory's lock for a moment after the last
+    /// handle of a previous opening is dropped, so a lock held elsewhere is retried for up to
+    /// two seconds before it is reported (another process really using the directory).
     pub fn open(path: &Path) -> Result<ProjectionStore, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        Ok(ProjectionStore { db })
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open() {
+                Ok(db) => return Ok(ProjectionStore { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => return Err(StoreError::Open { path: path.display().to_string(), source }),
+            }
+        }
     }
 
     /// A temporary store, removed when dropped (tests, benchmarks).
@@ -145,12 +163,7 @@ impl ProjectionStore {
     /// The last stream sequence the projection has recorded, per stream.
     pub fn checkpoints(&self, projection: &str) -> Result<HashMap<String, u64>, StoreError> {
         let tree = self.tree(projection)?;
-        let prefix = {
-            let mut p = vec![META];
-            p.extend_from_slice(b"checkpoint");
-            p.push(SEP);
-            p
-        };
+        let prefix = checkpoint_prefix();
         let mut out = HashMap::new();
         for item in tree.scan_prefix(&prefix) {
             let (k, v) = item?;
@@ -320,17 +333,23 @@ impl Tx {
         }
     }
 
+    /// Changes an existing row; a missing row is an error (the projection missed its creation).
+    pub fn update_json<T: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        change: impl FnOnce(&mut T),
+    ) -> Result<(), ApplyError> {
+        let mut row: T = self
+            .get_json(table, key)?
+            .ok_or_else(|| ApplyError(format!("no row {table}/{} to update", String::from_utf8_lossy(key))))?;
+        change(&mut row);
+        self.put_json(table, key, &row);
+        Ok(())
+    }
+
     pub fn put_json<T: Serialize>(&mut self, table: &str, key: &[u8], value: &T) {
         self.put(table, key, serde_json::to_vec(value).expect("rows serialise"));
-    }
-
-    /// Number of pending writes.
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
     }
 }
 

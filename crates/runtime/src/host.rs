@@ -72,18 +72,6 @@ impl ServiceHost {
         self
     }
 
-    pub fn command_names(&self) -> Vec<&str> {
-        let mut names: Vec<_> = self.commands.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
-
-    pub fn query_names(&self) -> Vec<&str> {
-        let mut names: Vec<_> = self.queries.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
-
     /// Serves requests until `cancel`; each request runs as a task of `tracker`, so the caller
     /// can wait for in-flight work after cancelling.
     pub async fn serve(

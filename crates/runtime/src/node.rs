@@ -83,14 +83,18 @@ pub async fn serve_control(
                     let request: StatusRequest = serde_json::from_slice(&m.payload).unwrap_or_default();
                     let status = info.status(&engine, request.digests).await;
                     let body = serde_json::to_vec(&Reply::Ok(status)).expect("status serialises");
-                    let _ = client.publish(reply, body.into()).await;
+                    if let Err(e) = client.publish(reply, body.into()).await {
+                        tracing::warn!(error = %e, "status answer not sent");
+                    }
                 }
             }
             Some(m) = replay.next() => {
                 let answer = replay_here(&engine, &info, &m.payload).await;
                 if let (Some(reply), Some(answer)) = (m.reply, answer) {
                     let body = serde_json::to_vec(&answer).expect("replay answer serialises");
-                    let _ = client.publish(reply, body.into()).await;
+                    if let Err(e) = client.publish(reply, body.into()).await {
+                        tracing::warn!(error = %e, "replay answer not sent");
+                    }
                 }
             }
             else => break,

@@ -133,7 +133,7 @@ impl<A: Aggregate> CommandRunner<A> {
         };
         for attempt in 0..=self.config.max_retries {
             if let Some(&seq) = loaded.commands.get(&meta.command_id) {
-                return self.reply_from_store(seq, true).await;
+                return self.first_answer(seq).await;
             }
             let events = loaded.state.decide(&command)?;
             if events.is_empty() {
@@ -153,7 +153,7 @@ impl<A: Aggregate> CommandRunner<A> {
                 Ok(appended) if appended.duplicate => {
                     // Another instance committed this command meanwhile: answer with its commit.
                     self.cache.lock().expect("cache lock").pop(&id);
-                    return self.reply_from_store(appended.seq, true).await;
+                    return self.first_answer(appended.seq).await;
                 }
                 Ok(appended) => {
                     for event in &events {
@@ -181,9 +181,10 @@ impl<A: Aggregate> CommandRunner<A> {
         ))
     }
 
-    async fn reply_from_store(&self, seq: u64, duplicate: bool) -> Result<CommandReply, ServiceError> {
+    /// The answer to a command already committed at `seq`, for a repeated command.
+    async fn first_answer(&self, seq: u64) -> Result<CommandReply, ServiceError> {
         let stored = self.store.commit_at(self.service, seq).await.map_err(store_error)?;
-        Ok(reply(&stored.commit, &stored.stream, stored.seq, duplicate))
+        Ok(reply(&stored.commit, &stored.stream, stored.seq, true))
     }
 }
 

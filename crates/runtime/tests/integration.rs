@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
 use std::time::Duration;
+use tokio::sync::Notify;
 
 use eventcore::{Aggregate, AggregateId, CommandMeta, DomainEvent, Rejection};
 use eventstore::{AggregateRef, EventStore, StoreConfig};
@@ -118,20 +120,38 @@ struct AddBody {
     by: u64,
 }
 
-fn host(runner: Arc<CommandRunner<Counter>>, served: Arc<AtomicUsize>) -> ServiceHost {
+/// What the test sees of one instance: requests served, and a gate that holds the command
+/// `{"by": 7}` in flight until the test opens it.
+#[derive(Clone, Default)]
+struct Probe {
+    commands: Arc<AtomicUsize>,
+    queries: Arc<AtomicUsize>,
+    held: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+fn host(runner: Arc<CommandRunner<Counter>>, probe: Probe) -> ServiceHost {
     let mut host = ServiceHost::new("stock");
+    let p = probe.clone();
     host.command("add", move |request: CommandRequest| {
-        let (runner, served) = (runner.clone(), served.clone());
+        let (runner, probe) = (runner.clone(), p.clone());
         async move {
-            served.fetch_add(1, Ordering::SeqCst);
+            probe.commands.fetch_add(1, Ordering::SeqCst);
             let body: AddBody = parse_payload(&request.payload)?;
             if body.by == 7 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                probe.held.notify_one();
+                probe.release.notified().await;
             }
             runner.execute(id("shared"), body.by, CommandMeta::new(request.command_id, request.actor.to_string())).await
         }
     });
-    host.query("value", |_request| async { Ok::<_, runtime::ServiceError>(json!({"ok": true})) });
+    host.query("value", move |_request| {
+        let probe = probe.clone();
+        async move {
+            probe.queries.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, runtime::ServiceError>(json!({"ok": true}))
+        }
+    });
     host
 }
 
@@ -140,26 +160,31 @@ async fn instances_share_requests_and_errors_travel_as_data() {
     let nats = TestNats::start().await;
     let store = store(&nats).await;
     let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-    let counts: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-    for count in &counts {
+    // Both instances share one gate, so the held command is released whichever takes it.
+    let gate = Probe::default();
+    let probes: Vec<Probe> =
+        (0..2).map(|_| Probe { commands: Default::default(), queries: Default::default(), ..gate.clone() }).collect();
+    for probe in &probes {
         let runner = Arc::new(CommandRunner::new(store.clone(), "stock", RunnerConfig::default()));
-        let h = Arc::new(host(runner, count.clone()));
+        let h = Arc::new(host(runner, probe.clone()));
         tracker.spawn(h.serve(nats.client().await, cancel.clone(), tracker.clone()));
     }
     let client = ServiceClient::new(nats.client().await, Duration::from_secs(5));
     let actor = Actor::system("test");
-    // Wait until both instances are subscribed.
-    let probe = runtime::QueryRequest::new(actor.clone(), json!({}));
-    while client.query::<serde_json::Value>("stock", "value", &probe).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Wait until both instances have answered a query: both are subscribed.
+    let query = runtime::QueryRequest::new(actor.clone(), json!({}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while probes.iter().any(|p| p.queries.load(Ordering::SeqCst) == 0) {
+        assert!(std::time::Instant::now() < deadline, "the two instances never both answered");
+        let _ = client.query::<serde_json::Value>("stock", "value", &query).await;
+        tokio::task::yield_now().await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     for i in 0..40 {
         let request = CommandRequest::new(format!("cmd-{i}"), actor.clone(), json!({"by": 1}));
         client.command("stock", "add", &request).await.unwrap();
     }
-    let served: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let served: Vec<usize> = probes.iter().map(|p| p.commands.load(Ordering::SeqCst)).collect();
     assert_eq!(served.iter().sum::<usize>(), 40);
     assert!(served.iter().all(|n| *n > 0), "both instances of the queue group served requests: {served:?}");
 
@@ -179,8 +204,9 @@ async fn instances_share_requests_and_errors_travel_as_data() {
         let client = client.clone();
         tokio::spawn(async move { client.command("stock", "add", &slow).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.held.notified().await;
     cancel.cancel();
+    gate.release.notify_one();
     tracker.close();
     tracker.wait().await;
     let reply = in_flight.await.unwrap().unwrap();

@@ -5,8 +5,7 @@ use eventcore::{Aggregate, AggregateId, CommandMeta};
 use eventstore::EventStore;
 use projections::{ProjectionHandle, ProjectionStore, View, WaitError};
 use runtime::{
-    parse_payload, Actor, CommandReply, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig, ServiceError,
-    ServiceHost,
+    parse_payload, Actor, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig, ServiceError, ServiceHost,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -76,15 +75,6 @@ pub fn require_scope(actor: &Actor, role: Role, scope: &str) -> Result<(), Servi
     }
 }
 
-async fn execute<A: Aggregate>(
-    runner: &CommandRunner<A>,
-    id: AggregateId,
-    command: A::Command,
-    request: &CommandRequest,
-) -> Result<CommandReply, ServiceError> {
-    runner.execute(id, command, meta(request)).await
-}
-
 /// Registers a command on one aggregate type: checks that the actor has one of `roles` (admins
 /// and the platform always may), parses the payload as `P`, lets `to_command` pick the aggregate
 /// and build its command (and refuse, e.g. for a scope), then runs it.
@@ -106,7 +96,7 @@ pub fn aggregate_command<A, P, F>(
             require(&request.actor, roles)?;
             let body: P = parse_payload(&request.payload)?;
             let (id, command) = to_command(body, &request)?;
-            execute(&runner, id, command, &request).await
+            runner.execute(id, command, meta(&request)).await
         }
     });
 }

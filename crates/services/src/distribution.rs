@@ -96,19 +96,17 @@ impl Projection for AssociationsProjection {
                 },
             ),
             AssociationEvent::RelayPointAdded { relay } => {
-                let mut row: AssociationRow = tx.get_json("association", id)?.ok_or_else(|| {
-                    ApplyError(format!("relay point for unknown association {}", event.envelope.aggregate_id))
+                tx.update_json("association", id, |row: &mut AssociationRow| {
+                    row.relay_points.push(RelayPointRow {
+                        relay_id: relay.relay_id.to_string(),
+                        association_id: row.association_id.clone(),
+                        name: relay.name.into(),
+                        address: relay.address,
+                        commune: relay.commune.into(),
+                        position: relay.position.map(Position::from),
+                        cold_storage: relay.cold_storage,
+                    })
                 })?;
-                row.relay_points.push(RelayPointRow {
-                    relay_id: relay.relay_id.to_string(),
-                    association_id: row.association_id.clone(),
-                    name: relay.name.into(),
-                    address: relay.address,
-                    commune: relay.commune.into(),
-                    position: relay.position.map(Position::from),
-                    cold_storage: relay.cold_storage,
-                });
-                tx.put_json("association", id, &row);
             }
         }
         Ok(())

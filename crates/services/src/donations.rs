@@ -103,14 +103,12 @@ impl Projection for DonorsProjection {
                 tx.put_json("donor", id, &row);
             }
             DonorEvent::DonorUpdated { name, address, position } => {
-                let mut row: DonorRow = tx
-                    .get_json("donor", id)?
-                    .ok_or_else(|| ApplyError(format!("update of unknown donor {}", event.envelope.aggregate_id)))?;
-                row.name = name.into();
-                row.address = address;
-                row.position = position.map(Position::from);
-                row.updated_at = at;
-                tx.put_json("donor", id, &row);
+                tx.update_json("donor", id, |row: &mut DonorRow| {
+                    row.name = name.into();
+                    row.address = address;
+                    row.position = position.map(Position::from);
+                    row.updated_at = at;
+                })?;
             }
         }
         Ok(())

@@ -95,11 +95,9 @@ impl Projection for SitesProjection {
                 },
             ),
             SiteEvent::ZoneAdded { zone } => {
-                let mut row: SiteRow = tx
-                    .get_json("site", id)?
-                    .ok_or_else(|| ApplyError(format!("zone for unknown site {}", event.envelope.aggregate_id)))?;
-                row.zones.push(ZoneBody { code: zone.code, storage: zone.storage });
-                tx.put_json("site", id, &row);
+                tx.update_json("site", id, |row: &mut SiteRow| {
+                    row.zones.push(ZoneBody { code: zone.code, storage: zone.storage })
+                })?;
             }
         }
         Ok(())

@@ -78,11 +78,7 @@ impl Projection for VehiclesProjection {
                 },
             ),
             VehicleEvent::VehicleRetired { .. } => {
-                let mut row: VehicleRow = tx.get_json("vehicle", id)?.ok_or_else(|| {
-                    ApplyError(format!("retirement of unknown vehicle {}", event.envelope.aggregate_id))
-                })?;
-                row.retired = true;
-                tx.put_json("vehicle", id, &row);
+                tx.update_json("vehicle", id, |row: &mut VehicleRow| row.retired = true)?;
             }
         }
         Ok(())
