@@ -5,10 +5,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::stream::{select_all, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, StoredCommitRef, Tx};
 
@@ -359,10 +359,8 @@ impl Runner {
                     .messages()
                     .await
                     .map_err(|e| format!("catching up on {stream_name}: {e}"))?;
-                let chunks = messages
-                    .map(move |m| (stream_name, m.map_err(|e| e.to_string())))
-                    .ready_chunks(self.config.batch_size);
-                match self.consume(&projection, &mut checkpoints, chunks, false, Some((stream_name, last))).await? {
+                let deliveries = messages.map(move |m| (stream_name, m.map_err(|e| e.to_string())));
+                match self.consume(&projection, &mut checkpoints, deliveries, false, Some((stream_name, last))).await? {
                     Consumed::Reached => checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0),
                     Consumed::Ended(end) => return Ok(end),
                 }
@@ -384,8 +382,7 @@ impl Runner {
             p.state = Some(ProjectionState::Running);
         });
         tracing::debug!(projection = name, ?checkpoints, "projection running");
-        let chunks = select_all(sources).ready_chunks(self.config.batch_size);
-        match self.consume(&projection, &mut checkpoints, chunks, true, None).await? {
+        match self.consume(&projection, &mut checkpoints, select_all(sources), true, None).await? {
             Consumed::Ended(end) => Ok(end),
             Consumed::Reached => Err("live consumer ended".into()),
         }
@@ -409,14 +406,17 @@ impl Runner {
         &self,
         projection: &Arc<dyn Projection>,
         checkpoints: &mut Checkpoints,
-        mut chunks: S,
+        deliveries: S,
         ack: bool,
         until: Option<(&str, u64)>,
     ) -> Result<Consumed, String>
     where
-        S: futures::Stream<Item = Vec<(&'static str, Result<jetstream::Message, String>)>> + Unpin,
+        S: futures::Stream<Item = Delivery> + Unpin + Send + 'static,
     {
         let name = self.handle.name();
+        // While catching up, batches are larger: latency does not matter then.
+        let limit = self.config.batch_size * if until.is_some() { CATCH_UP_BATCHES } else { 1 };
+        let (mut deliveries, _reader) = read_ahead(deliveries, self.config.batch_size * CATCH_UP_BATCHES);
         let mut prepared_to = checkpoints.clone();
         let mut in_flight: Option<InFlight> = None;
         let mut cache = Some(RowCache::default());
@@ -426,7 +426,8 @@ impl Runner {
                     break Ok(Consumed::Reached);
                 }
             }
-            let chunk = tokio::select! {
+            let mut chunk = Vec::with_capacity(limit);
+            tokio::select! {
                 _ = self.cancel.cancelled() => break Ok(Consumed::Ended(RunEnd::Cancelled)),
                 // Nothing new to read: land the batch in flight so its progress shows.
                 written = async { (&mut in_flight.as_mut().expect("guarded").write).await }, if in_flight.is_some() => {
@@ -434,20 +435,18 @@ impl Runner {
                     self.acknowledge(batch, written.map_err(|e| e.to_string())?, ack, checkpoints, &mut cache).await?;
                     continue;
                 }
-                chunk = chunks.next() => match chunk {
-                    Some(chunk) => chunk,
-                    None => break Err("consumer closed".to_owned()),
+                received = deliveries.recv_many(&mut chunk, limit) => if received == 0 {
+                    break Err("consumer closed".to_owned());
                 },
             };
-            let mut chunk = chunk;
             if let Some((stream, last)) = until {
                 // Catching up: fill large batches, fewer and larger sled writes.
-                while chunk.len() < self.config.batch_size * CATCH_UP_BATCHES && !reaches(&chunk, stream, last) {
+                while chunk.len() < limit && !reaches(&chunk, stream, last) {
+                    let room = limit - chunk.len();
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
-                        more = chunks.next() => match more {
-                            Some(more) => chunk.extend(more),
-                            None => break,
+                        received = deliveries.recv_many(&mut chunk, room) => if received == 0 {
+                            break;
                         },
                     }
                 }
@@ -542,8 +541,35 @@ impl Runner {
     }
 }
 
+/// A message as received from one of a projection's streams.
+type Delivery = (&'static str, Result<jetstream::Message, String>);
+
+/// Receives `deliveries` on a task of its own into a channel of `capacity` messages, so that
+/// messages keep arriving while a batch is prepared or written: the pull consumers only ask the
+/// server for more when polled. The task ends when the receiver or the returned handle is
+/// dropped.
+fn read_ahead<S>(mut deliveries: S, capacity: usize) -> (mpsc::Receiver<Delivery>, AbortOnDropHandle<()>)
+where
+    S: futures::Stream<Item = Delivery> + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(capacity);
+    let reader = tokio::spawn(async move {
+        loop {
+            let delivery = tokio::select! {
+                _ = tx.closed() => break,
+                delivery = deliveries.next() => delivery,
+            };
+            let Some(delivery) = delivery else { break };
+            if tx.send(delivery).await.is_err() {
+                break;
+            }
+        }
+    });
+    (rx, AbortOnDropHandle::new(reader))
+}
+
 /// Whether a chunk ends at or past `last` on `stream` (or with an error, which ends it too).
-fn reaches(chunk: &[(&'static str, Result<jetstream::Message, String>)], stream: &str, last: u64) -> bool {
+fn reaches(chunk: &[Delivery], stream: &str, last: u64) -> bool {
     match chunk.last() {
         None => false,
         Some((s, Ok(m))) => *s == stream && m.info().map(|i| i.stream_sequence >= last).unwrap_or(true),

@@ -49,7 +49,9 @@ pub struct StoredEvent<'a> {
     #[serde(borrow)]
     pub event_type: Cow<'a, str>,
     pub schema_version: u32,
+    #[serde(deserialize_with = "rfc3339")]
     pub occurred_at: DateTime<Utc>,
+    #[serde(deserialize_with = "rfc3339")]
     pub recorded_at: DateTime<Utc>,
     #[serde(borrow)]
     pub actor: Cow<'a, str>,
@@ -57,6 +59,22 @@ pub struct StoredEvent<'a> {
     pub causation_id: Uuid,
     #[serde(borrow)]
     pub data: &'a RawValue,
+}
+
+/// Timestamps are written as RFC 3339: chrono's dedicated parser for it is several times faster
+/// than its general `FromStr`, which replays pay for twice per event.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    struct Rfc3339;
+    impl serde::de::Visitor<'_> for Rfc3339 {
+        type Value = DateTime<Utc>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 timestamp")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Rfc3339)
 }
 
 /// A stored commit, borrowed (see [`StoredEvent`]).
