@@ -1,10 +1,11 @@
 //! The `foodaid` binary as users and operators run it: child processes, real nats-server,
 //! real sled directories, HTTP through the gateway.
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,143 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use testkit::TestNats;
 
-const BIN: &str = env!("CARGO_BIN_EXE_foodaid");
-
-/// A `foodaid` child process, killed on drop.
-struct Foodaid {
-    child: Child,
-    http: String,
-    stdout: Arc<Mutex<Vec<String>>>,
-}
-
-fn command(data_dir: &Path, nats_url: Option<&str>) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--data-dir").arg(data_dir).env("FOODAID__LOG__LEVEL", "warn").env("FOODAID__HTTP__TOKEN_CACHE_SECS", "0");
-    // The workspace's config/ is not the test's working directory: keep the profile out.
-    cmd.env_remove("FOODAID_PROFILE");
-    if let Some(url) = nats_url {
-        cmd.env("FOODAID__NATS__URL", url);
-    }
-    cmd
-}
-
-impl Foodaid {
-    fn up(data_dir: &Path, nats_url: Option<&str>, extra: &[&str]) -> Foodaid {
-        let port = natsd::free_port().unwrap();
-        let mut cmd = command(data_dir, nats_url);
-        cmd.arg("up").args(["--http", &format!("127.0.0.1:{port}")]).args(extra);
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("foodaid starts");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = stdout.clone();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let foodaid = Foodaid { child, http: format!("http://127.0.0.1:{port}"), stdout };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !foodaid.printed("foodaid is up") {
-            assert!(Instant::now() < deadline, "foodaid did not come up: {:?}", foodaid.stdout.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        foodaid
-    }
-
-    fn printed(&self, needle: &str) -> bool {
-        self.stdout.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-
-    fn line_starting(&self, prefix: &str) -> Option<String> {
-        self.stdout.lock().unwrap().iter().find(|l| l.starts_with(prefix)).cloned()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        #[allow(unsafe_code)]
-        // SAFETY: signalling our own child, not yet reaped.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "foodaid did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Foodaid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a foodaid administration command to completion; returns stdout.
-fn run(data_dir: &Path, nats_url: Option<&str>, args: &[&str]) -> String {
-    let out = command(data_dir, nats_url).args(args).output().expect("foodaid runs");
-    assert!(out.status.success(), "foodaid {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn token(data_dir: &Path, nats_url: Option<&str>, args: &[&str]) -> String {
-    let mut all = vec!["token", "create"];
-    all.extend_from_slice(args);
-    run(data_dir, nats_url, &all).trim().to_owned()
-}
-
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(base: &str, token: &str) -> Api {
-        Api { base: base.to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> reqwest::Result<(StatusCode, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(20));
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await?;
-        let status = res.status();
-        let value = res.json().await.unwrap_or(Value::Null);
-        Ok((status, value))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::GET, path, None, None).await.unwrap()
-    }
-
-    async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, Some(key), Some(body)).await.unwrap()
-    }
-}
+use support::{run, token, Api, Foodaid, BIN};
 
 fn donor(id: &str) -> Value {
     json!({"donor_id": id, "kind": "retailer", "name": format!("Magasin {id}"), "address": "Lyon"})

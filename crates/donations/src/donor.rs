@@ -21,8 +21,30 @@ pub enum DonorKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DonorCommand {
-    Register { kind: DonorKind, name: Name, address: String, position: Option<GeoPoint> },
-    Update { name: Option<Name>, address: Option<String>, position: Option<GeoPoint> },
+    Register {
+        kind: DonorKind,
+        name: Name,
+        address: String,
+        position: Option<GeoPoint>,
+    },
+    Update {
+        name: Option<Name>,
+        address: Option<String>,
+        position: Option<GeoPoint>,
+    },
+    /// Records a signed donation agreement (convention), replacing any earlier one.
+    SignAgreement(Agreement),
+    EndAgreement,
+}
+
+/// A donation agreement (convention de don) with the donor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// The agreement's own reference, as written on it.
+    pub reference: String,
+    /// Minimum remaining life of use-by products it allows, in hours; replaces the collective's
+    /// default (48 h) for this donor's donations.
+    pub dlc_min_hours: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +52,8 @@ pub enum DonorCommand {
 pub enum DonorEvent {
     DonorRegistered { kind: DonorKind, name: Name, address: String, position: Option<GeoPoint> },
     DonorUpdated { name: Name, address: String, position: Option<GeoPoint> },
+    AgreementSigned(Agreement),
+    AgreementEnded {},
 }
 
 impl DomainEvent for DonorEvent {}
@@ -37,6 +61,7 @@ impl DomainEvent for DonorEvent {}
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Donor {
     pub registered: Option<DonorDetails>,
+    pub agreement: Option<Agreement>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +88,31 @@ impl Aggregate for Donor {
                 address: address.trim().to_owned(),
                 position: *position,
             }]),
-            (DonorCommand::Update { .. }, None) => Err(Rejection::not_found("donor_not_found", "no such donor")),
+            (_, None) => Err(Rejection::not_found("donor_not_found", "no such donor")),
+            (DonorCommand::SignAgreement(agreement), Some(_)) => {
+                let reference = agreement.reference.trim();
+                if reference.is_empty() || reference.chars().count() > 100 {
+                    return Err(Rejection::validation(
+                        "invalid_agreement_reference",
+                        "an agreement reference is 1 to 100 characters",
+                    ));
+                }
+                if agreement.dlc_min_hours > 24 * 30 {
+                    return Err(Rejection::validation(
+                        "invalid_dlc_min_hours",
+                        "an agreement's minimum remaining life is at most 720 h",
+                    ));
+                }
+                let agreement = Agreement { reference: reference.to_owned(), dlc_min_hours: agreement.dlc_min_hours };
+                if self.agreement.as_ref() == Some(&agreement) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DonorEvent::AgreementSigned(agreement)])
+            }
+            (DonorCommand::EndAgreement, Some(_)) => match self.agreement {
+                Some(_) => Ok(vec![DonorEvent::AgreementEnded {}]),
+                None => Err(Rejection::conflict("no_agreement", "this donor has no agreement")),
+            },
             (DonorCommand::Update { name, address, position }, Some(current)) => {
                 let next = DonorDetails {
                     kind: current.kind,
@@ -100,6 +149,8 @@ impl Aggregate for Donor {
                     d.position = *position;
                 }
             }
+            DonorEvent::AgreementSigned(agreement) => self.agreement = Some(agreement.clone()),
+            DonorEvent::AgreementEnded {} => self.agreement = None,
         }
     }
 }
@@ -147,5 +198,21 @@ mod tests {
         given::<Donor>([]).when(update).then_rejected("donor_not_found");
         let same = DonorCommand::Update { name: Some(name("Carrefour Vénissieux")), address: None, position: None };
         given::<Donor>([registered()]).when(same).then([]);
+    }
+
+    #[test]
+    fn an_agreement_is_signed_replaced_and_ended() {
+        let signed = Agreement { reference: "CONV-2026-014".into(), dlc_min_hours: 24 };
+        let sign = DonorCommand::SignAgreement(Agreement { reference: " CONV-2026-014 ".into(), dlc_min_hours: 24 });
+        given::<Donor>([registered()]).when(sign.clone()).then([DonorEvent::AgreementSigned(signed.clone())]);
+        given::<Donor>([registered(), DonorEvent::AgreementSigned(signed.clone())]).when(sign.clone()).then([]);
+        given::<Donor>([]).when(sign).then_rejected("donor_not_found");
+        let blank = DonorCommand::SignAgreement(Agreement { reference: " ".into(), dlc_min_hours: 24 });
+        given::<Donor>([registered()]).when(blank).then_rejected("invalid_agreement_reference");
+        let state = given::<Donor>([registered(), DonorEvent::AgreementSigned(signed)])
+            .when(DonorCommand::EndAgreement)
+            .then([DonorEvent::AgreementEnded {}]);
+        assert_eq!(state.agreement, None);
+        given::<Donor>([registered()]).when(DonorCommand::EndAgreement).then_rejected("no_agreement");
     }
 }

@@ -21,6 +21,7 @@ pub struct Settings {
     pub projections: ProjectionSettings,
     pub commands: CommandSettings,
     pub log: LogSettings,
+    pub policies: services::Policies,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,5 +185,20 @@ mod tests {
         let s = Settings::load(Some(&file), &env(&[("FOODAID__PROJECTIONS__QUERY_WAIT_MS", "7")])).unwrap();
         assert_eq!((s.projections.batch_size, s.projections.query_wait_ms), (10, 7));
         assert_eq!(s.commands.max_retries, 8, "untouched keys keep their defaults");
+    }
+
+    #[test]
+    fn the_rules_in_the_default_file_are_the_documented_defaults_and_can_be_overridden() {
+        let s = Settings::load(None, &env(&[])).unwrap();
+        assert_eq!(s.policies, services::Policies::default());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[policies.reception.chilled_max_c.groups]\ndairy = 3.0\n").unwrap();
+        let s = Settings::load(Some(&file), &env(&[("FOODAID__POLICIES__RECEPTION__DLC_MIN_HOURS", "24")])).unwrap();
+        assert_eq!(s.policies.reception.dlc_min_hours, 24);
+        assert_eq!(s.policies.reception.chilled_max_c.get(services::FoodGroup::Dairy), 3.0);
+        assert_eq!(s.policies.reception.chilled_max_c.get(services::FoodGroup::Drinks), 4.0);
+        std::fs::write(&file, "[policies.reception.ddm_grace_days.groups]\ncandy = 3\n").unwrap();
+        assert!(Settings::load(Some(&file), &env(&[])).is_err(), "unknown food groups are refused");
     }
 }

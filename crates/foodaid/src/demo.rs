@@ -5,12 +5,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::NaiveDate;
 use runtime::{Actor, CommandRequest, ErrorKind, ServiceClient, ServiceError};
 use serde_json::{json, Value};
 
 use crate::config::Settings;
 
-fn commands() -> Vec<(&'static str, &'static str, &'static str, Value)> {
+fn commands(today: NaiveDate) -> Vec<(&'static str, &'static str, &'static str, Value)> {
+    let day = |days: i64| (today + chrono::Duration::days(days)).to_string();
     vec![
         (
             "stock",
@@ -61,6 +63,92 @@ fn commands() -> Vec<(&'static str, &'static str, &'static str, Value)> {
             json!({
             "donor_id": "donor-collecte-jean-mace", "kind": "food_drive", "name": "Collecte école Jean Macé",
             "address": "Rue Jean Macé, 69007 Lyon"}),
+        ),
+        (
+            "donations",
+            "sign_agreement",
+            "demo-agreement-carrefour",
+            json!({"donor_id": "donor-carrefour-venissieux", "reference": "CONV-2026-014", "dlc_min_hours": 48}),
+        ),
+        product(
+            "demo-product-pates",
+            "3760012345014",
+            "Pâtes complètes 500 g",
+            "starches",
+            500,
+            "ambient",
+            "ddm",
+            &["gluten"],
+        ),
+        product("demo-product-yaourt", "3760012345021", "Yaourt nature x4", "dairy", 500, "chilled", "dlc", &["milk"]),
+        product(
+            "demo-product-lait-infantile",
+            "3760012345038",
+            "Lait infantile 2e âge 800 g",
+            "baby_food",
+            800,
+            "ambient",
+            "ddm",
+            &["milk"],
+        ),
+        product(
+            "demo-product-colin",
+            "3760012345045",
+            "Filets de colin surgelés 1 kg",
+            "meat_fish_eggs",
+            1000,
+            "frozen",
+            "dlc",
+            &["fish"],
+        ),
+        product(
+            "demo-product-thon",
+            "3760012345052",
+            "Thon au naturel 140 g",
+            "meat_fish_eggs",
+            140,
+            "ambient",
+            "ddm",
+            &["fish"],
+        ),
+        (
+            "donations",
+            "define_product",
+            "demo-product-pommes",
+            json!({"product_id": "pommes-vrac", "name": "Pommes (vrac)", "food_group": "fruit_vegetables",
+                   "storage": "ambient", "date_kind": "none"}),
+        ),
+        (
+            "donations",
+            "record_donation",
+            "demo-donation-carrefour-1",
+            json!({"donation_id": "don-demo-carrefour-1", "donor_id": "donor-carrefour-venissieux",
+                   "site_id": "site-gerland", "received_at": format!("{today}T08:00:00Z"), "lines": [
+                {"gtin": "3760012345014", "quantity": 120, "weight_g": 60000, "lot_number": "P2611", "date": day(240)},
+                {"gtin": "3760012345021", "quantity": 48, "weight_g": 24000, "lot_number": "Y-4471", "date": day(6), "temperature_c": 3.2},
+                {"gtin": "3760012345021", "quantity": 12, "weight_g": 6000, "lot_number": "Y-4468", "date": day(1), "temperature_c": 3.4},
+                {"gtin": "3760012345045", "quantity": 30, "weight_g": 30000, "lot_number": "C-0912", "date": day(180), "temperature_c": -21.0},
+                {"gtin": "3760012345052", "quantity": 200, "weight_g": 28000, "lot_number": "T-77", "date": day(-20), "declared_value_cents": 31000}
+            ]}),
+        ),
+        (
+            "donations",
+            "record_donation",
+            "demo-donation-ferme-1",
+            json!({"donation_id": "don-demo-ferme-1", "donor_id": "donor-ferme-monts-dor",
+                   "site_id": "site-gerland", "received_at": format!("{today}T09:30:00Z"), "lines": [
+                {"product_id": "pommes-vrac", "quantity": 25, "weight_g": 250000}
+            ]}),
+        ),
+        (
+            "donations",
+            "record_donation",
+            "demo-donation-banque-1",
+            json!({"donation_id": "don-demo-banque-1", "donor_id": "donor-banque-alimentaire",
+                   "site_id": "site-gerland", "received_at": format!("{today}T07:15:00Z"), "lines": [
+                {"gtin": "3760012345038", "quantity": 60, "weight_g": 48000, "lot_number": "LI-2207", "date": day(300)},
+                {"gtin": "3760012345014", "quantity": 400, "weight_g": 200000, "lot_number": "P2598", "date": day(150)}
+            ]}),
         ),
         (
             "distribution",
@@ -153,6 +241,22 @@ fn commands() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     ]
 }
 
+#[allow(clippy::too_many_arguments)]
+fn product(
+    key: &'static str,
+    gtin: &str,
+    name: &str,
+    group: &str,
+    unit_g: u32,
+    storage: &str,
+    date_kind: &str,
+    allergens: &[&str],
+) -> (&'static str, &'static str, &'static str, Value) {
+    let body = json!({"gtin": gtin, "name": name, "food_group": group, "unit_weight_g": unit_g,
+                      "storage": storage, "date_kind": date_kind, "allergens": allergens});
+    ("donations", "define_product", key, body)
+}
+
 /// Sends a command, retrying while the services are still subscribing.
 async fn send(client: &ServiceClient, service: &str, name: &str, request: &CommandRequest) -> Result<(), ServiceError> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -174,7 +278,7 @@ pub async fn load(
     settings: &Settings,
 ) -> anyhow::Result<String> {
     let actor = Actor::system("demo");
-    let list = commands();
+    let list = commands(chrono::Utc::now().date_naive());
     for (service, name, key, payload) in &list {
         let request = CommandRequest::new(*key, actor.clone(), payload.clone());
         send(client, service, name, &request).await.with_context(|| format!("{service}.{name} ({key})"))?;

@@ -55,6 +55,7 @@ pub async fn build(settings: &Settings, client: &async_nats::Client, names: &[&'
         projections: projections.clone(),
         runner: RunnerConfig { max_retries: settings.commands.max_retries, cache_size: settings.commands.cache_size },
         query_wait: Duration::from_millis(settings.projections.query_wait_ms),
+        policies: settings.policies.clone(),
     };
     let hosts = names.iter().map(|n| services::build(n, &ctx, &mut engine).expect("known service")).collect();
     Ok(Parts { store, engine, hosts })

@@ -43,6 +43,20 @@ pub struct Op {
     pub params: &'static [(&'static str, &'static str)],
     /// Answers 201 Created rather than 200.
     pub creates: bool,
+    /// How a query's answer is sent: JSON, or rendered as a document.
+    pub render: Render,
+}
+
+/// A query answer rendered as a document rather than sent as JSON.
+#[derive(Clone, Copy)]
+pub enum Render {
+    Json,
+    Document { content_type: &'static str, render: fn(&Value) -> Result<String, String> },
+}
+
+/// Renders a query's JSON answer, read back as `T`, with `f`.
+fn document<T: serde::de::DeserializeOwned>(answer: &Value, f: fn(&T) -> String) -> Result<String, String> {
+    T::deserialize(answer).map(|t| f(&t)).map_err(|e| e.to_string())
 }
 
 /// Reference to `T`'s schema, registering it (and what it uses) in `out`.
@@ -71,6 +85,7 @@ impl Op {
             response: schema::<runtime_schema::CommandReply>,
             params: &[],
             creates: false,
+            render: Render::Json,
         }
     }
 
@@ -87,7 +102,13 @@ impl Op {
             response,
             params: &[],
             creates: false,
+            render: Render::Json,
         }
+    }
+
+    fn rendered(mut self, content_type: &'static str, render: fn(&Value) -> Result<String, String>) -> Op {
+        self.render = Render::Document { content_type, render };
+        self
     }
 
     fn doc(mut self, summary: &'static str, who: &'static str) -> Op {
@@ -122,6 +143,79 @@ pub fn operations() -> Vec<Op> {
             .params(&[("kind", "only donors of this kind"), ("q", "part of the name, any case")]),
         Op::query("/api/donors/{donor_id}", "donations", "get_donor", schema::<don::DonorRow>)
             .doc("One donor", "admin, warehouse"),
+        Op::command(
+            post.clone(),
+            "/api/donors/{donor_id}/agreement",
+            "donations",
+            "sign_agreement",
+            schema::<don::SignAgreement>,
+        )
+        .doc("Record the donor's signed agreement (convention), with its own use-by delay", "admin"),
+        Op::command(
+            Method::DELETE,
+            "/api/donors/{donor_id}/agreement",
+            "donations",
+            "end_agreement",
+            schema::<don::EndAgreement>,
+        )
+        .doc("End the donor's agreement", "admin"),
+        Op::query(
+            "/api/donors/{donor_id}/statements/{year}",
+            "donations",
+            "donor_statement",
+            schema::<don::DonorStatement>,
+        )
+        .doc("What the donor gave in a calendar year, by food group, with meal equivalents", "admin, warehouse"),
+        Op::query(
+            "/api/donors/{donor_id}/statements/{year}/csv",
+            "donations",
+            "donor_statement",
+            schema::<don::DonorStatement>,
+        )
+        .doc("The year's statement as CSV (text/csv)", "admin, warehouse")
+        .rendered("text/csv; charset=utf-8", |v| document(v, don::statement_csv)),
+        Op::query(
+            "/api/donors/{donor_id}/statements/{year}/html",
+            "donations",
+            "donor_statement",
+            schema::<don::DonorStatement>,
+        )
+        .doc("The year's statement as a printable attestation (text/html)", "admin, warehouse")
+        .rendered("text/html; charset=utf-8", |v| document(v, don::statement_html)),
+        Op::command(post.clone(), "/api/products", "donations", "define_product", schema::<don::DefineProduct>)
+            .doc("Define a product (a GTIN makes its id gtin-<14 digits>)", "admin, warehouse")
+            .creates(),
+        Op::command(
+            Method::PUT,
+            "/api/products/{product_id}",
+            "donations",
+            "update_product",
+            schema::<don::UpdateProduct>,
+        )
+        .doc("Replace a product's details (its GTIN cannot change)", "admin, warehouse"),
+        Op::query("/api/products", "donations", "list_products", array::<don::ProductRow>)
+            .doc("List the catalogue", "any role")
+            .params(&[("food_group", "only this food group"), ("q", "part of the name, any case")]),
+        Op::query("/api/products/{product_id}", "donations", "get_product", schema::<don::ProductRow>)
+            .doc("One product", "any role"),
+        Op::query("/api/gtin/{gtin}", "donations", "lookup_gtin", schema::<don::ProductRow>)
+            .doc("The product a scanned GTIN belongs to", "any role"),
+        Op::command(post.clone(), "/api/donations", "donations", "record_donation", schema::<don::RecordDonation>)
+            .doc(
+                "Record a donation: each line is accepted into stock or refused (use-by, best-before, cold chain)",
+                "admin, warehouse",
+            )
+            .creates(),
+        Op::query("/api/donations", "donations", "list_donations", array::<don::DonationRow>)
+            .doc("Donations, newest first", "admin, warehouse")
+            .params(&[
+                ("donor_id", "only this donor's"),
+                ("site_id", "only those received at this site"),
+                ("from", "first day received (YYYY-MM-DD)"),
+                ("to", "last day received (YYYY-MM-DD)"),
+            ]),
+        Op::query("/api/donations/{donation_id}", "donations", "get_donation", schema::<don::DonationRow>)
+            .doc("One donation and what became of each line", "admin, warehouse"),
         Op::command(post.clone(), "/api/sites", "stock", "create_site", schema::<st::CreateSite>)
             .doc("Create a warehouse site with its zones", "admin")
             .creates(),
@@ -303,7 +397,16 @@ async fn forward(
             request.min_seq = min_seq;
             request.correlation_id = Some(request_id.0);
             let answer: Value = state.services.query(op.service, op.name, &request).await?;
-            Ok(Json(answer).into_response())
+            match op.render {
+                Render::Json => Ok(Json(answer).into_response()),
+                Render::Document { content_type, render } => {
+                    let text = render(&answer).map_err(|e| {
+                        tracing::error!(error = %e, "rendering a document");
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not render the document")
+                    })?;
+                    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+                }
+            }
         }
     }
 }

@@ -116,9 +116,24 @@ pub fn document(ops: &[Op]) -> OpenApi {
                             .description(Some(*description)),
                     );
                 }
+                let answer = match op.render {
+                    crate::api::Render::Json => {
+                        ResponseBuilder::new().description("answer").content("application/json", json(ok))
+                    }
+                    crate::api::Render::Document { content_type, .. } => {
+                        ResponseBuilder::new().description("the answer, rendered as a document").content(
+                            content_type.split(';').next().unwrap_or(content_type),
+                            json(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::String)
+                                    .build(),
+                            ))),
+                        )
+                    }
+                };
                 b = b
                     .parameter(ParameterBuilder::new().name("min_seq").parameter_in(ParameterIn::Query).description(Some("wait until the projection has recorded this commit: <seq> or <stream>:<seq> from a command's answer")))
-                    .response("200", ResponseBuilder::new().description("answer").content("application/json", json(ok)).build())
+                    .response("200", answer.build())
                     .response("404", error_response("not found"));
             }
         }

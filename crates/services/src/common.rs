@@ -8,6 +8,7 @@ use runtime::{
     parse_payload, Actor, CommandRequest, CommandRunner, QueryRequest, Role, RunnerConfig, ServiceError, ServiceHost,
 };
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -21,6 +22,23 @@ pub struct ServiceContext {
     pub runner: RunnerConfig,
     /// How long a query waits for `min_seq` before answering `projection_lagging`.
     pub query_wait: Duration,
+    pub policies: Policies,
+}
+
+/// The collective's configurable rules, as the services apply them.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// What reception accepts (use-by delay, best-before grace, cold chain).
+    pub reception: donations::ReceptionRules,
+    /// Grams of food counted as one meal in statements and reports.
+    pub meal_grams: u32,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Policies { reception: donations::ReceptionRules::default(), meal_grams: 500 }
+    }
 }
 
 impl ServiceContext {
@@ -184,3 +202,23 @@ pub fn enum_schema(values: &[&str]) -> utoipa::openapi::Object {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
+
+/// Deserialises a number given as a JSON number or as text: query-string and path parameters
+/// arrive as text.
+pub fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr + serde::Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Given<T> {
+        Number(T),
+        Text(String),
+    }
+    match Given::<T>::deserialize(deserializer)? {
+        Given::Number(n) => Ok(n),
+        Given::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
+    }
+}

@@ -11,7 +11,8 @@ pub mod transport;
 
 mod common;
 
-pub use common::{ServiceContext, SERVICE_NAMES};
+pub use common::{Policies, ServiceContext, SERVICE_NAMES};
+pub use values::FoodGroup;
 
 use projections::{Engine, Projection};
 use runtime::ServiceHost;
@@ -31,6 +32,8 @@ pub fn build(service: &str, ctx: &ServiceContext, engine: &mut Engine) -> Option
 pub fn projection_names() -> Vec<&'static str> {
     vec![
         donations::DonorsProjection.name(),
+        donations::ProductsProjection.name(),
+        donations::DonationsProjection.name(),
         stock::SitesProjection.name(),
         distribution::AssociationsProjection.name(),
         transport::VehiclesProjection.name(),

@@ -30,6 +30,7 @@ async fn start(nats: &TestNats) -> Running {
         projections: store,
         runner: RunnerConfig::default(),
         query_wait: Duration::from_millis(300),
+        policies: services::Policies::default(),
     };
     let hosts: Vec<_> =
         services::SERVICE_NAMES.iter().map(|s| services::build(s, &ctx, &mut engine).unwrap()).collect();

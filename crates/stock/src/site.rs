@@ -3,18 +3,8 @@ use std::fmt;
 
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+pub use values::StorageClass;
 use values::{GeoPoint, InvalidValue, Name};
-
-/// Cold-chain class of a zone or a product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StorageClass {
-    Ambient,
-    /// 0 to +4 °C.
-    Chilled,
-    /// −18 °C or colder.
-    Frozen,
-}
 
 /// A zone code inside a site, such as `A1` or `COLD-2`: 1 to 16 of A–Z, 0–9, `-`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

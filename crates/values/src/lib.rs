@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+mod food;
+
+pub use food::{Allergen, DateKind, FoodGroup, Gtin, StorageClass};
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,513 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use eventcore::{Aggregate, DomainEvent, Rejection};
+use serde::{Deserialize, Serialize};
+use values::{DateKind, FoodGroup, Gtin, StorageClass};
+
+/// A value per food group, with a default for the groups not listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerGroup<T> {
+    pub default: T,
+    #[serde(default)]
+    pub groups: BTreeMap<FoodGroup, T>,
+}
+
+impl<T: Copy> PerGroup<T> {
+    pub fn get(&self, group: FoodGroup) -> T {
+        self.groups.get(&group).copied().unwrap_or(self.default)
+    }
+}
+
+/// The collective's reception rules (configured, then carried by each command so that the
+/// decision stays pure and a replay decides nothing again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceptionRules {
+    /// A use-by date closer than this is refused, unless the donor's agreement says otherwise.
+    /// French décret 2016-1962 sets 48 h for retailers' donations.
+    pub dlc_min_hours: u32,
+    /// How many days past its best-before date a product is still accepted (then flagged).
+    pub ddm_grace_days: PerGroup<u32>,
+    /// Warmest accepted reception temperature of chilled products, °C.
+    pub chilled_max_c: PerGroup<f64>,
+    /// Warmest accepted reception temperature of frozen products, °C.
+    pub frozen_max_c: PerGroup<f64>,
+}
+
+impl Default for ReceptionRules {
+    fn default() -> Self {
+        use FoodGroup::*;
+        ReceptionRules {
+            dlc_min_hours: 48,
+            ddm_grace_days: PerGroup {
+                default: 30,
+                groups: [
+                    (Starches, 90),
+                    (FruitVegetables, 30),
+                    (Dairy, 30),
+                    (MeatFishEggs, 30),
+                    (Fats, 60),
+                    (SugarySalty, 60),
+                    (Drinks, 90),
+                    (BabyFood, 0),
+                    (Hygiene, 365),
+                ]
+                .into(),
+            },
+            chilled_max_c: PerGroup { default: 4.0, groups: BTreeMap::new() },
+            frozen_max_c: PerGroup { default: -18.0, groups: BTreeMap::new() },
+        }
+    }
+}
+
+/// The facts of a product a line is judged on, as the catalogue knew them at reception.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineProduct {
+    pub product_id: String,
+    pub name: String,
+    pub gtin: Option<Gtin>,
+    pub food_group: FoodGroup,
+    pub storage: StorageClass,
+    pub date_kind: DateKind,
+}
+
+/// One line of a donation as the volunteer entered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineInput {
+    pub product: LineProduct,
+    pub quantity: u32,
+    pub weight_g: u64,
+    pub lot_number: Option<String>,
+    /// The use-by or best-before date printed on the product.
+    pub date: Option<NaiveDate>,
+    /// Measured at reception; required for chilled and frozen products.
+    pub temperature_c: Option<f64>,
+    /// Value the donor declared (for its tax receipt), in euro cents.
+    pub declared_value_cents: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DonationCommand {
+    Record {
+        donor_id: String,
+        site_id: String,
+        received_at: DateTime<Utc>,
+        /// The donor's agreement's minimum remaining life for use-by products, if it has one.
+        agreement_dlc_min_hours: Option<u32>,
+        rules: ReceptionRules,
+        lines: Vec<LineInput>,
+    },
+}
+
+/// Why a line was not taken into stock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum Refusal {
+    DlcPassed,
+    DlcTooClose { hours_left: i64, min_hours: u32 },
+    DdmBeyondGrace { days_past: i64, grace_days: u32 },
+    ColdChainBreak { measured_c: f64, max_c: f64 },
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::DlcPassed => "dlc_passed",
+            Refusal::DlcTooClose { .. } => "dlc_too_close",
+            Refusal::DdmBeyondGrace { .. } => "ddm_beyond_grace",
+            Refusal::ColdChainBreak { .. } => "cold_chain_break",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::DlcPassed => "use-by date passed".into(),
+            Refusal::DlcTooClose { hours_left, min_hours } => {
+                format!("use-by date {hours_left} h away, at least {min_hours} h required")
+            }
+            Refusal::DdmBeyondGrace { days_past, grace_days } => {
+                format!("best-before date passed {days_past} days ago, grace is {grace_days} days")
+            }
+            Refusal::ColdChainBreak { measured_c, max_c } => {
+                format!("received at {measured_c} °C, at most {max_c} °C allowed")
+            }
+        }
+    }
+}
+
+/// A line as recorded: what came in, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedLine {
+    /// 1-based position in the donation.
+    pub line: u32,
+    pub product: LineProduct,
+    pub quantity: u32,
+    pub weight_g: u64,
+    pub lot_number: Option<String>,
+    pub date: Option<NaiveDate>,
+    pub temperature_c: Option<f64>,
+    pub declared_value_cents: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum DonationEvent {
+    DonationRecorded {
+        donor_id: String,
+        site_id: String,
+        received_at: DateTime<Utc>,
+        lines: u32,
+    },
+    /// Taken into stock at the donation's site.
+    LineAccepted {
+        #[serde(flatten)]
+        line: RecordedLine,
+        /// A best-before product received past its date, within the grace period.
+        past_best_before: bool,
+    },
+    LineRefused {
+        #[serde(flatten)]
+        line: RecordedLine,
+        reason: Refusal,
+    },
+}
+
+impl DomainEvent for DonationEvent {}
+
+/// One reception of goods from one donor at one site. Recorded once; what follows happens to
+/// the stock lots it created.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Donation {
+    pub recorded: bool,
+}
+
+/// Longest lot number accepted.
+const MAX_LOT_NUMBER: usize = 64;
+/// Most lines in one donation: a full truck of mixed goods stays well below.
+const MAX_LINES: usize = 500;
+
+impl Aggregate for Donation {
+    const KIND: &'static str = "donation";
+    type Command = DonationCommand;
+    type Event = DonationEvent;
+
+    fn decide(&self, command: &DonationCommand) -> Result<Vec<DonationEvent>, Rejection> {
+        let DonationCommand::Record { donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines } = command;
+        if self.recorded {
+            return Err(Rejection::conflict("donation_already_recorded", "this donation is already recorded"));
+        }
+        if lines.is_empty() {
+            return Err(Rejection::validation("no_lines", "a donation has at least one line"));
+        }
+        if lines.len() > MAX_LINES {
+            return Err(Rejection::validation("too_many_lines", format!("a donation has at most {MAX_LINES} lines")));
+        }
+        for (i, line) in lines.iter().enumerate() {
+            check_line(i + 1, line)?;
+        }
+        let dlc_min_hours = agreement_dlc_min_hours.unwrap_or(rules.dlc_min_hours);
+        let mut events = vec![DonationEvent::DonationRecorded {
+            donor_id: donor_id.clone(),
+            site_id: site_id.clone(),
+            received_at: *received_at,
+            lines: lines.len() as u32,
+        }];
+        for (i, input) in lines.iter().enumerate() {
+            let line = RecordedLine {
+                line: i as u32 + 1,
+                product: input.product.clone(),
+                quantity: input.quantity,
+                weight_g: input.weight_g,
+                lot_number: input.lot_number.as_deref().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned),
+                date: input.date,
+                temperature_c: input.temperature_c,
+                declared_value_cents: input.declared_value_cents,
+            };
+            events.push(match judge(input, *received_at, dlc_min_hours, rules) {
+                Ok(past_best_before) => DonationEvent::LineAccepted { line, past_best_before },
+                Err(reason) => DonationEvent::LineRefused { line, reason },
+            });
+        }
+        Ok(events)
+    }
+
+    fn apply(&mut self, event: &DonationEvent) {
+        if let DonationEvent::DonationRecorded { .. } = event {
+            self.recorded = true;
+        }
+    }
+}
+
+/// Input errors: the whole command is refused and nothing is recorded.
+fn check_line(n: usize, line: &LineInput) -> Result<(), Rejection> {
+    let invalid = |code: &str, what: &str| Rejection::validation(code, format!("line {n}: {what}"));
+    if line.quantity == 0 {
+        return Err(invalid("invalid_quantity", "quantity must be positive"));
+    }
+    if line.weight_g == 0 {
+        return Err(invalid("invalid_weight", "weight must be positive"));
+    }
+    if line.date.is_none() && line.product.date_kind != DateKind::None {
+        return Err(invalid("date_required", "this product carries a use-by or best-before date: enter it"));
+    }
+    if line.temperature_c.is_none() && line.product.storage != StorageClass::Ambient {
+        return Err(invalid("temperature_required", "measure and enter the temperature of chilled and frozen goods"));
+    }
+    if line.temperature_c.is_some_and(|t| !t.is_finite() || !(-60.0..=60.0).contains(&t)) {
+        return Err(invalid("invalid_temperature", "temperature must be between -60 and 60 °C"));
+    }
+    if line.lot_number.as_ref().is_some_and(|l| l.trim().chars().count() > MAX_LOT_NUMBER) {
+        return Err(invalid("invalid_lot_number", "lot number is at most 64 characters"));
+    }
+    Ok(())
+}
+
+/// Accepts a line (telling whether it is past its best-before date) or says why not.
+fn judge(
+    line: &LineInput,
+    received_at: DateTime<Utc>,
+    dlc_min_hours: u32,
+    rules: &ReceptionRules,
+) -> Result<bool, Refusal> {
+    let group = line.product.food_group;
+    if let Some(measured) = line.temperature_c {
+        let max = match line.product.storage {
+            StorageClass::Ambient => None,
+            StorageClass::Chilled => Some(rules.chilled_max_c.get(group)),
+            StorageClass::Frozen => Some(rules.frozen_max_c.get(group)),
+        };
+        if let Some(max) = max.filter(|max| measured > *max) {
+            return Err(Refusal::ColdChainBreak { measured_c: measured, max_c: max });
+        }
+    }
+    let received_on = received_at.date_naive();
+    match (line.product.date_kind, line.date) {
+        (DateKind::Dlc, Some(date)) => {
+            if date < received_on {
+                return Err(Refusal::DlcPassed);
+            }
+            // A use-by date runs to the end of its day.
+            let end = (date + Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+            let hours_left = (end - received_at).num_hours();
+            if hours_left < i64::from(dlc_min_hours) {
+                return Err(Refusal::DlcTooClose { hours_left, min_hours: dlc_min_hours });
+            }
+            Ok(false)
+        }
+        (DateKind::Ddm, Some(date)) => {
+            let days_past = (received_on - date).num_days();
+            let grace_days = rules.ddm_grace_days.get(group);
+            if days_past > i64::from(grace_days) {
+                return Err(Refusal::DdmBeyondGrace { days_past, grace_days });
+            }
+            Ok(days_past > 0)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use eventcore::testing::given;
+
+    use super::*;
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn product(group: FoodGroup, storage: StorageClass, date_kind: DateKind) -> LineProduct {
+        LineProduct {
+            product_id: format!("p-{group}"),
+            name: format!("a {group} product"),
+            gtin: None,
+            food_group: group,
+            storage,
+            date_kind,
+        }
+    }
+
+    fn yoghurts(date: NaiveDate, temperature: f64) -> LineInput {
+        LineInput {
+            product: product(FoodGroup::Dairy, StorageClass::Chilled, DateKind::Dlc),
+            quantity: 24,
+            weight_g: 12_000,
+            lot_number: Some(" L2311A ".into()),
+            date: Some(date),
+            temperature_c: Some(temperature),
+            declared_value_cents: Some(3_600),
+        }
+    }
+
+    fn pasta(date: NaiveDate) -> LineInput {
+        LineInput {
+            product: product(FoodGroup::Starches, StorageClass::Ambient, DateKind::Ddm),
+            quantity: 40,
+            weight_g: 20_000,
+            lot_number: None,
+            date: Some(date),
+            temperature_c: None,
+            declared_value_cents: None,
+        }
+    }
+
+    fn record(lines: Vec<LineInput>, agreement: Option<u32>) -> DonationCommand {
+        DonationCommand::Record {
+            donor_id: "carrefour-venissieux".into(),
+            site_id: "gerland".into(),
+            received_at: at(2026, 11, 23, 10),
+            agreement_dlc_min_hours: agreement,
+            rules: ReceptionRules::default(),
+            lines,
+        }
+    }
+
+    fn recorded(lines: u32) -> DonationEvent {
+        DonationEvent::DonationRecorded {
+            donor_id: "carrefour-venissieux".into(),
+            site_id: "gerland".into(),
+            received_at: at(2026, 11, 23, 10),
+            lines,
+        }
+    }
+
+    fn as_recorded(n: u32, input: &LineInput) -> RecordedLine {
+        RecordedLine {
+            line: n,
+            product: input.product.clone(),
+            quantity: input.quantity,
+            weight_g: input.weight_g,
+            lot_number: input.lot_number.as_ref().map(|l| l.trim().to_owned()),
+            date: input.date,
+            temperature_c: input.temperature_c,
+            declared_value_cents: input.declared_value_cents,
+        }
+    }
+
+    fn accepted(n: u32, input: &LineInput, past_best_before: bool) -> DonationEvent {
+        DonationEvent::LineAccepted { line: as_recorded(n, input), past_best_before }
+    }
+
+    fn refused(n: u32, input: &LineInput, reason: Refusal) -> DonationEvent {
+        DonationEvent::LineRefused { line: as_recorded(n, input), reason }
+    }
+
+    #[test]
+    fn use_by_dates_need_48_hours_left_unless_the_agreement_says_less() {
+        // Received on the 23rd at 10:00; a use-by date runs to the end of its day.
+        let fine = yoghurts(day(2026, 11, 25), 3.0); // 62 h left
+        let close = yoghurts(day(2026, 11, 24), 3.0); // 38 h left
+        let today = yoghurts(day(2026, 11, 23), 3.0); // 14 h left
+        let passed = yoghurts(day(2026, 11, 22), 3.0);
+        given::<Donation>([])
+            .when(record(vec![fine.clone(), close.clone(), today.clone(), passed.clone()], None))
+            .then([
+                recorded(4),
+                accepted(1, &fine, false),
+                refused(2, &close, Refusal::DlcTooClose { hours_left: 38, min_hours: 48 }),
+                refused(3, &today, Refusal::DlcTooClose { hours_left: 14, min_hours: 48 }),
+                refused(4, &passed, Refusal::DlcPassed),
+            ]);
+        // An agreement with a shorter delay lets the close line in; a passed date never is.
+        given::<Donation>([]).when(record(vec![close.clone(), passed.clone()], Some(24))).then([
+            recorded(2),
+            accepted(1, &close, false),
+            refused(2, &passed, Refusal::DlcPassed),
+        ]);
+    }
+
+    #[test]
+    fn best_before_dates_have_a_grace_per_food_group() {
+        let fresh = pasta(day(2027, 3, 1));
+        let a_month_past = pasta(day(2026, 10, 24)); // 30 days, starches allow 90
+        let far_past = pasta(day(2026, 8, 1)); // 114 days
+        let infant_milk = LineInput {
+            product: product(FoodGroup::BabyFood, StorageClass::Ambient, DateKind::Ddm),
+            ..pasta(day(2026, 11, 22))
+        };
+        given::<Donation>([])
+            .when(record(vec![fresh.clone(), a_month_past.clone(), far_past.clone(), infant_milk.clone()], None))
+            .then([
+                recorded(4),
+                accepted(1, &fresh, false),
+                accepted(2, &a_month_past, true),
+                refused(3, &far_past, Refusal::DdmBeyondGrace { days_past: 114, grace_days: 90 }),
+                refused(4, &infant_milk, Refusal::DdmBeyondGrace { days_past: 1, grace_days: 0 }),
+            ]);
+    }
+
+    #[test]
+    fn the_cold_chain_is_checked_per_storage_class_and_food_group() {
+        let warm = yoghurts(day(2026, 12, 1), 6.5);
+        let cold_enough = yoghurts(day(2026, 12, 1), 4.0);
+        let fish = |t: f64| LineInput {
+            product: product(FoodGroup::MeatFishEggs, StorageClass::Frozen, DateKind::Dlc),
+            temperature_c: Some(t),
+            ..yoghurts(day(2027, 6, 1), 0.0)
+        };
+        given::<Donation>([])
+            .when(record(vec![warm.clone(), cold_enough.clone(), fish(-15.0), fish(-20.0)], None))
+            .then([
+                recorded(4),
+                refused(1, &warm, Refusal::ColdChainBreak { measured_c: 6.5, max_c: 4.0 }),
+                accepted(2, &cold_enough, false),
+                refused(3, &fish(-15.0), Refusal::ColdChainBreak { measured_c: -15.0, max_c: -18.0 }),
+                accepted(4, &fish(-20.0), false),
+            ]);
+        // A stricter threshold for one group applies to it alone.
+        let mut rules = ReceptionRules::default();
+        rules.chilled_max_c.groups.insert(FoodGroup::Dairy, 3.0);
+        let DonationCommand::Record { donor_id, site_id, received_at, .. } = record(vec![], None);
+        given::<Donation>([])
+            .when(DonationCommand::Record {
+                donor_id,
+                site_id,
+                received_at,
+                agreement_dlc_min_hours: None,
+                rules,
+                lines: vec![cold_enough.clone()],
+            })
+            .then([recorded(1), refused(1, &cold_enough, Refusal::ColdChainBreak { measured_c: 4.0, max_c: 3.0 })]);
+    }
+
+    #[test]
+    fn bad_input_records_nothing() {
+        let good = pasta(day(2027, 3, 1));
+        let cases = [
+            (LineInput { quantity: 0, ..good.clone() }, "invalid_quantity"),
+            (LineInput { weight_g: 0, ..good.clone() }, "invalid_weight"),
+            (LineInput { date: None, ..good.clone() }, "date_required"),
+            (LineInput { temperature_c: None, ..yoghurts(day(2026, 12, 1), 2.0) }, "temperature_required"),
+            (LineInput { temperature_c: Some(f64::NAN), ..yoghurts(day(2026, 12, 1), 2.0) }, "invalid_temperature"),
+            (LineInput { lot_number: Some("L".repeat(65)), ..good.clone() }, "invalid_lot_number"),
+        ];
+        for (line, code) in cases {
+            let rejection = given::<Donation>([]).when(record(vec![good.clone(), line], None)).then_rejected(code);
+            assert!(rejection.message.starts_with("line 2:"), "{rejection}");
+        }
+        given::<Donation>([]).when(record(vec![], None)).then_rejected("no_lines");
+        given::<Donation>([]).when(record(vec![good.clone(); 501], None)).then_rejected("too_many_lines");
+        // Undated products need no date.
+        let apples = LineInput {
+            product: product(FoodGroup::FruitVegetables, StorageClass::Ambient, DateKind::None),
+            date: None,
+            ..good.clone()
+        };
+        given::<Donation>([]).when(record(vec![apples.clone()], None)).then([recorded(1), accepted(1, &apples, false)]);
+    }
+
+    #[test]
+    fn a_donation_is_recorded_once() {
+        let good = pasta(day(2027, 3, 1));
+        given::<Donation>([recorded(1), accepted(1, &good, false)])
+            .when(record(vec![good.clone()], None))
+            .then_rejected("donation_already_recorded");
+    }
+}
