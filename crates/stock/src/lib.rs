@@ -1,8 +1,16 @@
-//! The stock service's domain: warehouse sites and their zones (and, in later work, lots,
-//! reservations and movements).
+//! The stock service's domain: warehouse sites and their zones, lots (what is on the shelves,
+//! with its dates, cold-chain class and origin) and reservations (stock set aside across lots,
+//! in FEFO order, for a parcel or a transfer).
 //!
-//! Pure: commands are decided into events and events folded into state, with no I/O.
+//! Pure: commands are decided into events and events folded into state, with no I/O. The date
+//! a rule depends on (`today`) comes in the command.
 
+mod lot;
+mod reservation;
 mod site;
 
+pub use lot::{AdjustReason, Destination, Lot, LotCommand, LotEvent, LotProduct, LotStatus, Origin, Receipt};
+pub use reservation::{
+    Allocation, PlanLine, Purpose, Reservation, ReservationCommand, ReservationEvent, ReservationStatus, Shortfall,
+};
 pub use site::{Site, SiteCommand, SiteEvent, StorageClass, Zone, ZoneCode};

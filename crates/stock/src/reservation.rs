@@ -1,0 +1,348 @@
+use std::collections::BTreeSet;
+
+use eventcore::{Aggregate, DomainEvent, Rejection};
+use serde::{Deserialize, Serialize};
+
+use crate::Destination;
+
+/// What units are set aside for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Purpose {
+    /// A household's parcel (composed by the distribution service).
+    Parcel { association_id: Option<String> },
+    /// Goods moving to another site.
+    Transfer { to_site: String },
+    /// Anything else (a bulk delivery to an association, an event).
+    Other { label: String },
+}
+
+/// One product asked for, with the lots to take it from in FEFO order (fixed when planned, so
+/// that a retried reservation visits the same lots in the same order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanLine {
+    pub product_id: String,
+    pub quantity: u32,
+    pub candidates: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// 1-based line of the plan.
+    pub line: u32,
+    pub lot_id: String,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortfall {
+    pub line: u32,
+    pub product_id: String,
+    pub requested: u32,
+    pub allocated: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReservationCommand {
+    Plan {
+        site_id: String,
+        purpose: Purpose,
+        lines: Vec<PlanLine>,
+        partial: bool,
+    },
+    /// Records what the lots granted: confirmed, or failed if a line fell short and the
+    /// reservation does not accept partial quantities.
+    Settle {
+        allocations: Vec<Allocation>,
+    },
+    Release,
+    MarkPicked,
+    MarkShipped {
+        destination: Destination,
+    },
+    MarkDispatched,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ReservationEvent {
+    ReservationPlanned { site_id: String, purpose: Purpose, lines: Vec<PlanLine>, partial: bool },
+    ReservationConfirmed { allocations: Vec<Allocation>, shortfalls: Vec<Shortfall> },
+    ReservationFailed { shortfalls: Vec<Shortfall> },
+    ReservationReleased {},
+    ReservationPicked {},
+    ReservationShipped { destination: Destination },
+    ReservationDispatched {},
+}
+
+impl DomainEvent for ReservationEvent {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    Planned,
+    Confirmed,
+    Failed,
+    Released,
+    Picked,
+    Shipped,
+    Dispatched,
+}
+
+/// A set-aside of stock across lots for one purpose: what the warehouse picks, ships or
+/// releases as one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reservation {
+    pub status: Option<ReservationStatus>,
+    pub site_id: String,
+    pub purpose: Option<Purpose>,
+    pub lines: Vec<PlanLine>,
+    pub partial: bool,
+    pub allocations: Vec<Allocation>,
+    pub shortfalls: Vec<Shortfall>,
+}
+
+/// Most lines in one reservation: a parcel has a dozen at most.
+const MAX_LINES: usize = 100;
+
+impl Reservation {
+    /// Lots that may hold units of this reservation.
+    pub fn lots(&self) -> BTreeSet<&str> {
+        self.lines.iter().flat_map(|l| l.candidates.iter().map(String::as_str)).collect()
+    }
+
+    fn require(&self, allowed: &[ReservationStatus], doing: &str) -> Result<ReservationStatus, Rejection> {
+        match self.status {
+            None => Err(Rejection::not_found("reservation_not_found", "no such reservation")),
+            Some(s) if allowed.contains(&s) => Ok(s),
+            Some(s) => {
+                Err(Rejection::conflict("reservation_state", format!("cannot {doing} a reservation that is {s:?}")))
+            }
+        }
+    }
+}
+
+impl Aggregate for Reservation {
+    const KIND: &'static str = "reservation";
+    type Command = ReservationCommand;
+    type Event = ReservationEvent;
+
+    fn decide(&self, command: &ReservationCommand) -> Result<Vec<ReservationEvent>, Rejection> {
+        use ReservationStatus::*;
+        match command {
+            ReservationCommand::Plan { site_id, purpose, lines, partial } => {
+                if self.status.is_some() {
+                    return Err(Rejection::conflict("reservation_exists", "this reservation id is already used"));
+                }
+                if lines.is_empty() || lines.len() > MAX_LINES {
+                    return Err(Rejection::validation(
+                        "invalid_lines",
+                        format!("a reservation has 1 to {MAX_LINES} lines"),
+                    ));
+                }
+                let mut seen = BTreeSet::new();
+                for (i, line) in lines.iter().enumerate() {
+                    if line.quantity == 0 {
+                        return Err(Rejection::validation(
+                            "invalid_quantity",
+                            format!("line {}: quantity must be positive", i + 1),
+                        ));
+                    }
+                    if !seen.insert(&line.product_id) {
+                        return Err(Rejection::validation(
+                            "duplicate_product",
+                            format!("line {}: product {} is already asked for", i + 1, line.product_id),
+                        ));
+                    }
+                }
+                Ok(vec![ReservationEvent::ReservationPlanned {
+                    site_id: site_id.clone(),
+                    purpose: purpose.clone(),
+                    lines: lines.clone(),
+                    partial: *partial,
+                }])
+            }
+            ReservationCommand::Settle { allocations } => {
+                match self.require(&[Planned, Confirmed, Failed], "settle")? {
+                    Planned => {}
+                    _ => return Ok(vec![]),
+                }
+                let shortfalls: Vec<Shortfall> = self
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, line)| {
+                        let n = i as u32 + 1;
+                        let allocated = allocations.iter().filter(|a| a.line == n).map(|a| a.quantity).sum::<u32>();
+                        (allocated < line.quantity).then(|| Shortfall {
+                            line: n,
+                            product_id: line.product_id.clone(),
+                            requested: line.quantity,
+                            allocated,
+                        })
+                    })
+                    .collect();
+                for a in allocations {
+                    let line = self.lines.get((a.line as usize).wrapping_sub(1));
+                    if line.is_none_or(|l| !l.candidates.contains(&a.lot_id)) || a.quantity == 0 {
+                        return Err(Rejection::validation(
+                            "invalid_allocation",
+                            format!("{a:?} is not part of the plan"),
+                        ));
+                    }
+                }
+                if self.lines.iter().enumerate().any(|(i, line)| {
+                    allocations.iter().filter(|a| a.line == i as u32 + 1).map(|a| a.quantity).sum::<u32>()
+                        > line.quantity
+                }) {
+                    return Err(Rejection::validation("invalid_allocation", "more allocated than asked for"));
+                }
+                if !shortfalls.is_empty() && (!self.partial || allocations.is_empty()) {
+                    return Ok(vec![ReservationEvent::ReservationFailed { shortfalls }]);
+                }
+                Ok(vec![ReservationEvent::ReservationConfirmed { allocations: allocations.clone(), shortfalls }])
+            }
+            ReservationCommand::Release => match self.require(&[Confirmed, Picked, Released, Failed], "release")? {
+                Released | Failed => Ok(vec![]),
+                _ => Ok(vec![ReservationEvent::ReservationReleased {}]),
+            },
+            ReservationCommand::MarkPicked => match self.require(&[Confirmed, Picked], "pick")? {
+                Picked => Ok(vec![]),
+                _ => Ok(vec![ReservationEvent::ReservationPicked {}]),
+            },
+            ReservationCommand::MarkShipped { destination } => {
+                if matches!(self.purpose, Some(Purpose::Transfer { .. })) {
+                    return Err(Rejection::validation("is_a_transfer", "a transfer is dispatched, not shipped"));
+                }
+                match self.require(&[Confirmed, Picked, Shipped], "ship")? {
+                    Shipped => Ok(vec![]),
+                    _ => Ok(vec![ReservationEvent::ReservationShipped { destination: destination.clone() }]),
+                }
+            }
+            ReservationCommand::MarkDispatched => {
+                if !matches!(self.purpose, Some(Purpose::Transfer { .. })) {
+                    return Err(Rejection::validation("not_a_transfer", "only a transfer is dispatched"));
+                }
+                match self.require(&[Confirmed, Picked, Dispatched], "dispatch")? {
+                    Dispatched => Ok(vec![]),
+                    _ => Ok(vec![ReservationEvent::ReservationDispatched {}]),
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &ReservationEvent) {
+        match event {
+            ReservationEvent::ReservationPlanned { site_id, purpose, lines, partial } => {
+                self.status = Some(ReservationStatus::Planned);
+                self.site_id = site_id.clone();
+                self.purpose = Some(purpose.clone());
+                self.lines = lines.clone();
+                self.partial = *partial;
+            }
+            ReservationEvent::ReservationConfirmed { allocations, shortfalls } => {
+                self.status = Some(ReservationStatus::Confirmed);
+                self.allocations = allocations.clone();
+                self.shortfalls = shortfalls.clone();
+            }
+            ReservationEvent::ReservationFailed { shortfalls } => {
+                self.status = Some(ReservationStatus::Failed);
+                self.shortfalls = shortfalls.clone();
+            }
+            ReservationEvent::ReservationReleased {} => self.status = Some(ReservationStatus::Released),
+            ReservationEvent::ReservationPicked {} => self.status = Some(ReservationStatus::Picked),
+            ReservationEvent::ReservationShipped { .. } => self.status = Some(ReservationStatus::Shipped),
+            ReservationEvent::ReservationDispatched {} => self.status = Some(ReservationStatus::Dispatched),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eventcore::testing::given;
+
+    use super::*;
+
+    fn plan(partial: bool) -> ReservationCommand {
+        ReservationCommand::Plan {
+            site_id: "gerland".into(),
+            purpose: Purpose::Parcel { association_id: Some("asso-restos".into()) },
+            lines: vec![
+                PlanLine { product_id: "pasta".into(), quantity: 3, candidates: vec!["lot-a".into(), "lot-b".into()] },
+                PlanLine { product_id: "milk".into(), quantity: 2, candidates: vec!["lot-m".into()] },
+            ],
+            partial,
+        }
+    }
+
+    fn planned(partial: bool) -> ReservationEvent {
+        let ReservationCommand::Plan { site_id, purpose, lines, partial: _ } = plan(partial) else { unreachable!() };
+        ReservationEvent::ReservationPlanned { site_id, purpose, lines, partial }
+    }
+
+    fn alloc(line: u32, lot: &str, quantity: u32) -> Allocation {
+        Allocation { line, lot_id: lot.into(), quantity }
+    }
+
+    #[test]
+    fn a_plan_is_checked_and_made_once() {
+        given::<Reservation>([]).when(plan(false)).then([planned(false)]);
+        given::<Reservation>([planned(false)]).when(plan(false)).then_rejected("reservation_exists");
+        let ReservationCommand::Plan { site_id, purpose, mut lines, partial } = plan(false) else { unreachable!() };
+        lines[1].product_id = "pasta".into();
+        given::<Reservation>([])
+            .when(ReservationCommand::Plan { site_id, purpose, lines, partial })
+            .then_rejected("duplicate_product");
+    }
+
+    #[test]
+    fn settling_confirms_a_full_allocation_and_fails_a_short_one() {
+        let full = vec![alloc(1, "lot-a", 2), alloc(1, "lot-b", 1), alloc(2, "lot-m", 2)];
+        given::<Reservation>([planned(false)])
+            .when(ReservationCommand::Settle { allocations: full.clone() })
+            .then([ReservationEvent::ReservationConfirmed { allocations: full, shortfalls: vec![] }]);
+        let short = vec![alloc(1, "lot-a", 3), alloc(2, "lot-m", 1)];
+        let shortfall = Shortfall { line: 2, product_id: "milk".into(), requested: 2, allocated: 1 };
+        given::<Reservation>([planned(false)])
+            .when(ReservationCommand::Settle { allocations: short.clone() })
+            .then([ReservationEvent::ReservationFailed { shortfalls: vec![shortfall.clone()] }]);
+        given::<Reservation>([planned(true)])
+            .when(ReservationCommand::Settle { allocations: short.clone() })
+            .then([ReservationEvent::ReservationConfirmed { allocations: short, shortfalls: vec![shortfall] }]);
+        given::<Reservation>([planned(false)])
+            .when(ReservationCommand::Settle { allocations: vec![alloc(1, "lot-z", 1)] })
+            .then_rejected("invalid_allocation");
+        given::<Reservation>([planned(false)])
+            .when(ReservationCommand::Settle { allocations: vec![alloc(1, "lot-a", 4)] })
+            .then_rejected("invalid_allocation");
+    }
+
+    #[test]
+    fn a_confirmed_reservation_is_picked_then_shipped_or_released() {
+        let confirmed = ReservationEvent::ReservationConfirmed {
+            allocations: vec![alloc(1, "lot-a", 3), alloc(2, "lot-m", 2)],
+            shortfalls: vec![],
+        };
+        let destination = Destination {
+            kind: "parcel".into(),
+            reference: "parcel-1".into(),
+            association_id: None,
+            relay_point_id: None,
+            household: None,
+        };
+        given::<Reservation>([planned(false), confirmed.clone()])
+            .when(ReservationCommand::MarkPicked)
+            .then([ReservationEvent::ReservationPicked {}]);
+        given::<Reservation>([planned(false), confirmed.clone(), ReservationEvent::ReservationPicked {}])
+            .when(ReservationCommand::MarkShipped { destination: destination.clone() })
+            .then([ReservationEvent::ReservationShipped { destination: destination.clone() }]);
+        given::<Reservation>([planned(false), confirmed.clone()])
+            .when(ReservationCommand::Release)
+            .then([ReservationEvent::ReservationReleased {}]);
+        given::<Reservation>([planned(false), confirmed, ReservationEvent::ReservationShipped { destination }])
+            .when(ReservationCommand::Release)
+            .then_rejected("reservation_state");
+        given::<Reservation>([]).when(ReservationCommand::MarkPicked).then_rejected("reservation_not_found");
+        given::<Reservation>([planned(false)]).when(ReservationCommand::MarkDispatched).then_rejected("not_a_transfer");
+    }
+}
