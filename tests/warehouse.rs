@@ -192,3 +192,224 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_payload")));
     assert!(foodaid.terminate().success());
 }
+
+/// Polls `path` until `done` holds for its answer (reactors and projections are asynchronous).
+async fn wait_for(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, value) = api.get(path).await;
+        if status == StatusCode::OK && done(&value) {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} never got there: {status} {value}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_follow_fefo_and_1000_concurrent_requests_never_oversell() {
+    use futures::StreamExt;
+
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse", "--name", "Ahmed"]));
+    let site = json!({"site_id": "gerland", "name": "Entrepôt de Gerland",
+        "zones": [{"code": "A1", "storage": "ambient"}, {"code": "FROID-1", "storage": "chilled"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    let donor = json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl Villeurbanne"});
+    assert_eq!(wh.post("/api/donors", "donor", donor).await.0, StatusCode::CREATED);
+    let pasta = json!({"product_id": "pasta", "name": "Pâtes 500 g", "food_group": "starches",
+        "storage": "ambient", "date_kind": "ddm"});
+    assert_eq!(wh.post("/api/products", "pasta", pasta).await.0, StatusCode::CREATED);
+
+    // Three donations: 4 units best before 10 Jan, 3 before 5 Jan, 3 before 1 Feb.
+    for (id, quantity, date) in [("don-a", 4, "2030-01-10"), ("don-b", 3, "2030-01-05"), ("don-c", 3, "2030-02-01")] {
+        let body = json!({"donation_id": id, "donor_id": "lidl", "site_id": "gerland",
+            "lines": [{"product_id": "pasta", "quantity": quantity, "weight_g": quantity * 500, "date": date}]});
+        assert_eq!(wh.post("/api/donations", id, body).await.0, StatusCode::CREATED);
+    }
+    // The stock service takes each accepted line in as a lot, on its own.
+    let lots = wait_for(&wh, "/api/lots?product_id=pasta", |v| v.as_array().is_some_and(|a| a.len() == 3)).await;
+    assert!(lots.as_array().unwrap().iter().all(|l| l["site_id"] == "gerland" && l["donor_id"] == "lidl"), "{lots}");
+    let (_, lot) = wh.get("/api/lots/don-b-l1").await;
+    assert_eq!((lot["available"].as_u64(), lot["status"].as_str()), (Some(3), Some("available")));
+
+    // FEFO: 5 units come from the lot best before 5 Jan (3), then the one of 10 Jan (2).
+    let body =
+        json!({"reservation_id": "parcel-1", "site_id": "gerland", "lines": [{"product_id": "pasta", "quantity": 5}]});
+    let (status, reply) = wh.post("/api/reservations", "parcel-1", body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let allocations = &reply["events"][0]["data"]["allocations"];
+    assert_eq!(
+        allocations,
+        &json!([{"line": 1, "lot_id": "don-b-l1", "quantity": 3}, {"line": 1, "lot_id": "don-a-l1", "quantity": 2}])
+    );
+    // The same request again: the first answer, nothing more reserved.
+    let (status, again) = wh.post("/api/reservations", "parcel-1", body).await;
+    assert_eq!((status, again["duplicate"].as_bool()), (StatusCode::OK, Some(true)), "{again}");
+    assert_eq!(&again["events"][0]["data"]["allocations"], allocations);
+    let (_, r) = wh.get(&format!("/api/reservations/parcel-1?min_seq={}", min_seq(&reply))).await;
+    assert_eq!(r["status"], "confirmed");
+    // Too much for the stock left: nothing is held.
+    let big =
+        json!({"reservation_id": "parcel-2", "site_id": "gerland", "lines": [{"product_id": "pasta", "quantity": 6}]});
+    let (status, err) = wh.post("/api/reservations", "parcel-2", big).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("pasta: 6 asked, 5 available"), "{err}");
+    let (status, _) = wh.post("/api/reservations/parcel-1/release", "release-1", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // 1,000 concurrent requests of one unit each for the 10 units: exactly 10 succeed.
+    let results: Vec<(StatusCode, Value)> = futures::stream::iter(0..1000)
+        .map(|i| {
+            let wh = &wh;
+            async move {
+                let body = json!({"reservation_id": format!("p-{i}"), "site_id": "gerland",
+                    "lines": [{"product_id": "pasta", "quantity": 1}]});
+                wh.post("/api/reservations", &format!("p-{i}"), body).await
+            }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    let won = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let refused =
+        results.iter().filter(|(s, e)| *s == StatusCode::CONFLICT && e["code"] == "insufficient_stock").count();
+    assert_eq!(
+        (won, refused),
+        (10, 990),
+        "{:?}",
+        results.iter().find(|(s, _)| *s != StatusCode::CREATED && *s != StatusCode::CONFLICT)
+    );
+    let lots = wait_for(&wh, "/api/lots?product_id=pasta", |v| {
+        v.as_array().unwrap().iter().map(|l| l["reserved"].as_u64().unwrap()).sum::<u64>() == 10
+    })
+    .await;
+    for lot in lots.as_array().unwrap() {
+        assert_eq!((lot["available"].as_u64(), lot["on_hand"].as_u64()), (Some(0), lot["received"].as_u64()), "{lot}");
+    }
+
+    // A winner is picked and shipped to a household's parcel; the lot records where it went.
+    let (_, winner) = results.iter().find(|(s, _)| *s == StatusCode::CREATED).unwrap();
+    let id = winner["aggregate_id"].as_str().unwrap();
+    assert_eq!(wh.post(&format!("/api/reservations/{id}/pick"), "pick", json!({})).await.0, StatusCode::OK);
+    let destination = json!({"kind": "parcel", "reference": "colis-2026-0001", "association_id": "asso-restos",
+        "relay_point_id": "rp-vaulx", "household": "hh-7f3a"});
+    let (status, shipped) =
+        wh.post(&format!("/api/reservations/{id}/ship"), "ship", json!({"destination": destination})).await;
+    assert_eq!(status, StatusCode::OK, "{shipped}");
+    let (_, r) = wh.get(&format!("/api/reservations/{id}?min_seq={}", min_seq(&shipped))).await;
+    assert_eq!(r["status"], "shipped");
+    let lot_id = r["allocations"][0]["lot_id"].as_str().unwrap();
+    let (_, lot) = wh.get(&format!("/api/lots/{lot_id}")).await;
+    assert_eq!(
+        (lot["shipped"].as_u64(), lot["reserved"].as_u64().unwrap() + lot["picked"].as_u64().unwrap()),
+        (Some(1), lot["received"].as_u64().unwrap() - 1)
+    );
+    assert!(foodaid.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_audit_passes_after_a_kill_9_during_donations_and_reservations() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh_token = token(dir.path(), Some(&url), &["--role", "warehouse"]);
+    let wh = Api::new(&foodaid.http, &wh_token);
+    let site = json!({"site_id": "gerland", "name": "Gerland", "zones": [{"code": "A1", "storage": "ambient"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    assert_eq!(
+        wh.post("/api/donors", "donor", json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl"})).await.0,
+        StatusCode::CREATED
+    );
+    for p in ["rice", "beans"] {
+        let body =
+            json!({"product_id": p, "name": p, "food_group": "starches", "storage": "ambient", "date_kind": "ddm"});
+        assert_eq!(wh.post("/api/products", p, body).await.0, StatusCode::CREATED);
+    }
+
+    // Four volunteers record donations and reserve, pick, ship and release parcels until the
+    // process is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let api = Api::new(&foodaid.http, &wh_token);
+        workers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let key = format!("w{w}-{i}");
+                let donation = json!({"donation_id": format!("d-{key}"), "donor_id": "lidl", "site_id": "gerland", "lines": [
+                    {"product_id": "rice", "quantity": 5, "weight_g": 5000, "date": "2030-06-01"},
+                    {"product_id": "beans", "quantity": 3, "weight_g": 1200, "date": "2030-03-01"}]});
+                let Ok((status, _)) = api.send(reqwest::Method::POST, "/api/donations", Some(&format!("d-{key}")), Some(donation)).await else { break };
+                if status == StatusCode::CREATED {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                let reservation = json!({"reservation_id": format!("r-{key}"), "site_id": "gerland", "partial": true,
+                    "lines": [{"product_id": "rice", "quantity": 2}, {"product_id": "beans", "quantity": 1}]});
+                let Ok((status, _)) = api.send(reqwest::Method::POST, "/api/reservations", Some(&format!("r-{key}")), Some(reservation)).await else { break };
+                if status != StatusCode::CREATED {
+                    continue;
+                }
+                let step = match i % 3 {
+                    0 => "release",
+                    1 => "pick",
+                    _ => "ship",
+                };
+                let body = if step == "ship" {
+                    json!({"destination": {"kind": "parcel", "reference": format!("colis-{key}"), "household": format!("hh-{w}")}})
+                } else {
+                    json!({})
+                };
+                let path = format!("/api/reservations/r-{key}/{step}");
+                if api.send(reqwest::Method::POST, &path, Some(&format!("{step}-{key}")), Some(body)).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while acked.load(Ordering::Relaxed) < 40 {
+        assert!(std::time::Instant::now() < deadline, "the load made no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    foodaid.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    // Restarted, the platform takes in every donation line the crash interrupted, and the
+    // events still add up.
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let wh = Api::new(&foodaid.http, &wh_token);
+    let (_, donations) = wh.get("/api/donations").await;
+    let lines = donations.as_array().unwrap().len() * 2;
+    assert!(lines >= 80, "{lines}");
+    wait_for(&wh, "/api/lots?status=available", |_| true).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let audit = support::run(dir.path(), Some(&url), &["stock", "audit", "--json"]);
+        let report: Value = serde_json::from_str(&audit).unwrap();
+        assert_eq!(report["problems"], json!([]), "{audit}");
+        if report["lots"].as_u64() == Some(lines as u64) {
+            let expected = json!(lines / 2 * 8);
+            assert_eq!(report["received"], expected, "{audit}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every accepted line became a lot: {audit}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(foodaid.terminate().success());
+}

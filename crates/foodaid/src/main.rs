@@ -77,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Stock administration.
+    Stock {
+        #[command(subcommand)]
+        command: StockCommand,
+    },
     /// Benchmarks that print figures measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -101,6 +106,16 @@ enum TokenCommand {
     List,
     Revoke {
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StockCommand {
+    /// Recompute every lot's mass balance and reservation holds from the events; exit 1 if
+    /// anything does not add up.
+    Audit {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -132,6 +147,7 @@ fn main() -> ExitCode {
     }
     let quiet = match &cli.command {
         Command::Status { json, .. } => *json,
+        Command::Stock { command: StockCommand::Audit { json } } => *json,
         Command::Bench { command: BenchCommand::Eventstore { json, .. } } => *json,
         _ => false,
     };
@@ -158,6 +174,7 @@ fn main() -> ExitCode {
                 TokenCommand::List => ops::token_list(&settings).await,
                 TokenCommand::Revoke { id } => ops::token_revoke(&settings, &id).await,
             },
+            Command::Stock { command: StockCommand::Audit { json } } => ops::stock_audit(&settings, json).await,
             Command::Bench { command: BenchCommand::Eventstore { events, aggregates, json } } => {
                 bench::eventstore(&settings, events, aggregates, json).await
             }

@@ -288,3 +288,60 @@ pub async fn token_revoke(settings: &Settings, id: &str) -> anyhow::Result<()> {
     eprintln!("token {id} revoked");
     Ok(())
 }
+
+/// `foodaid stock audit`: recomputes every lot's mass balance and every reservation's holds from
+/// the stock stream, and fails if anything does not add up.
+pub async fn stock_audit(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+
+    let connection = connect(settings, Embed::Borrow).await?;
+    let js = async_nats::jetstream::new(connection.client.clone());
+    let mut stream = js.get_stream("stock").await.context("the stock stream")?;
+    let last = stream.info().await.context("the stock stream")?.state.last_sequence;
+    let mut auditor = services::stock::Auditor::default();
+    if last > 0 {
+        let mut messages = stream
+            .create_consumer(OrderedConfig::default())
+            .await
+            .context("reading the stock stream")?
+            .messages()
+            .await
+            .context("reading the stock stream")?;
+        while let Some(message) = messages.next().await {
+            let message = message.context("reading the stock stream")?;
+            let seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+            let empty = async_nats::HeaderMap::new();
+            let stored =
+                eventstore::decode_commit("stock", seq, message.headers.as_ref().unwrap_or(&empty), &message.payload)?;
+            auditor.add(seq, &stored.commit);
+            if seq >= last {
+                break;
+            }
+        }
+    }
+    connection.close().await;
+    let report = auditor.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} commits, {} lots, {} reservations ({} open)",
+            report.commits, report.lots, report.reservations, report.open_reservations
+        );
+        println!(
+            "units: received {}, on hand {}, shipped {}, written off {}, transferred out {}, in transit {}",
+            report.received,
+            report.on_hand,
+            report.shipped,
+            report.written_off,
+            report.transferred_out,
+            report.in_transit
+        );
+        for problem in &report.problems {
+            println!("PROBLEM {problem}");
+        }
+        println!("{}", if report.passed() { "audit passed" } else { "audit FAILED" });
+    }
+    anyhow::ensure!(report.passed(), "the stock audit found {} problem(s)", report.problems.len());
+    Ok(())
+}

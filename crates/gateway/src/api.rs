@@ -224,6 +224,64 @@ pub fn operations() -> Vec<Op> {
             .creates(),
         Op::query("/api/sites", "stock", "list_sites", array::<st::SiteRow>).doc("List sites", "any role"),
         Op::query("/api/sites/{site_id}", "stock", "get_site", schema::<st::SiteRow>).doc("One site", "any role"),
+        Op::query("/api/lots", "stock", "list_lots", array::<st::LotRow>)
+            .doc("Lots in stock (with units on hand unless a status is given)", "admin, warehouse")
+            .params(&[
+                ("site_id", "only at this site"),
+                ("product_id", "only of this product"),
+                ("zone", "only in this zone"),
+                ("food_group", "only of this food group"),
+                ("storage", "ambient, chilled or frozen"),
+                ("status", "available, held, recalled, expired or depleted"),
+            ]),
+        Op::query("/api/lots/{lot_id}", "stock", "get_lot", schema::<st::LotRow>)
+            .doc("One lot and its figures", "admin, warehouse"),
+        Op::command(post.clone(), "/api/lots/{lot_id}/adjustments", "stock", "adjust_lot", schema::<st::AdjustLot>)
+            .doc("Adjust a lot with a reason (count, damage, spoilage, theft, correction)", "admin, warehouse"),
+        Op::command(post.clone(), "/api/lots/{lot_id}/move", "stock", "move_lot", schema::<st::MoveLot>)
+            .doc("Put a lot away in a zone of its site (the zone's storage class must match)", "admin, warehouse"),
+        Op::command(post.clone(), "/api/lots/{lot_id}/hold", "stock", "hold_lot", schema::<st::HoldLot>)
+            .doc("Put a lot on hold: no new reservation, nothing leaves", "admin, warehouse"),
+        Op::command(Method::DELETE, "/api/lots/{lot_id}/hold", "stock", "lift_hold", schema::<st::LiftHold>)
+            .doc("Lift a lot's hold", "admin, warehouse"),
+        Op::query("/api/stock/expiring", "stock", "expiring_lots", array::<st::LotRow>)
+            .doc(
+                "Lots whose date falls within N days, earliest first: push them into the next parcels",
+                "admin, warehouse",
+            )
+            .params(&[("days", "how many days ahead (required)"), ("site_id", "only at this site")]),
+        Op::command(post.clone(), "/api/reservations", "stock", "reserve_stock", schema::<st::ReserveStock>)
+            .doc(
+                "Reserve stock for a parcel or a transfer, in FEFO order across lots; all or nothing unless partial",
+                "admin, warehouse",
+            )
+            .creates(),
+        Op::query("/api/reservations/{reservation_id}", "stock", "get_reservation", schema::<st::ReservationRow>)
+            .doc("One reservation and the lots it holds", "admin, warehouse"),
+        Op::command(
+            post.clone(),
+            "/api/reservations/{reservation_id}/release",
+            "stock",
+            "release_reservation",
+            schema::<st::ReservationAction>,
+        )
+        .doc("Give a reservation's units back", "admin, warehouse"),
+        Op::command(
+            post.clone(),
+            "/api/reservations/{reservation_id}/pick",
+            "stock",
+            "pick_reservation",
+            schema::<st::ReservationAction>,
+        )
+        .doc("Record that a reservation's units are picked (prepared)", "admin, warehouse"),
+        Op::command(
+            post.clone(),
+            "/api/reservations/{reservation_id}/ship",
+            "stock",
+            "ship_reservation",
+            schema::<st::ShipReservation>,
+        )
+        .doc("Hand a reservation's units over, recording where they go", "admin, warehouse"),
         Op::command(
             post.clone(),
             "/api/associations",

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::reactor::Reactor;
 use crate::wire::Reply;
 use crate::{CommandReply, CommandRequest, QueryRequest, ServiceError};
 
@@ -30,12 +31,19 @@ pub struct ServiceHost {
     service: &'static str,
     commands: HashMap<String, CommandHandler>,
     queries: HashMap<String, QueryHandler>,
+    reactors: Vec<Reactor>,
     max_in_flight: usize,
 }
 
 impl ServiceHost {
     pub fn new(service: &'static str) -> Self {
-        ServiceHost { service, commands: HashMap::new(), queries: HashMap::new(), max_in_flight: 256 }
+        ServiceHost {
+            service,
+            commands: HashMap::new(),
+            queries: HashMap::new(),
+            reactors: Vec::new(),
+            max_in_flight: 256,
+        }
     }
 
     pub fn service(&self) -> &'static str {
@@ -72,7 +80,13 @@ impl ServiceHost {
         self
     }
 
-    /// Serves requests until `cancel`; each request runs as a task of `tracker`, so the caller
+    /// Acts on another stream's commits while serving (see [`Reactor`]).
+    pub fn reactor(&mut self, reactor: Reactor) -> &mut Self {
+        self.reactors.push(reactor);
+        self
+    }
+
+    /// Serves requests (and runs the reactors) until `cancel`; each request runs as a task of `tracker`, so the caller
     /// can wait for in-flight work after cancelling.
     pub async fn serve(
         self: Arc<Self>,
@@ -84,6 +98,10 @@ impl ServiceHost {
         let mut commands = client.queue_subscribe(format!("foodaid.cmd.{}.*", self.service), group.clone()).await?;
         let mut queries = client.queue_subscribe(format!("foodaid.qry.{}.*", self.service), group).await?;
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let js = async_nats::jetstream::new(client.clone());
+        for reactor in &self.reactors {
+            tracker.spawn(reactor.clone().run(js.clone(), cancel.clone()));
+        }
         tracing::info!(service = self.service, "service listening");
         loop {
             let message = tokio::select! {

@@ -8,6 +8,7 @@
 //! - [`ServiceHost`] subscribes to `foodaid.cmd.<service>.*` and `foodaid.qry.<service>.*` in the
 //!   queue group `foodaid.<service>`, so several instances share the work.
 //! - [`ServiceClient`] is the other end, used by the HTTP gateway, the CLI and sagas.
+//! - [`Reactor`] lets a service act on another's events (saga steps), once per cluster.
 //! - [`ServiceError`] is how every failure travels: a kind, a stable code, a message.
 //!
 //! Domain rules live in the service crates; storage details in `eventstore` and `projections`.
@@ -16,6 +17,7 @@ mod client;
 mod error;
 mod host;
 mod node;
+mod reactor;
 mod runner;
 mod wire;
 
@@ -23,5 +25,6 @@ pub use client::ServiceClient;
 pub use error::{ErrorKind, ServiceError};
 pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};
 pub use node::{serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS};
+pub use reactor::{Reaction, Reactor, ReactorHandler};
 pub use runner::{CommandRunner, RunnerConfig};
 pub use wire::{Actor, CommandReply, CommandRequest, QueryRequest, ReplyEvent, Role};

@@ -124,6 +124,17 @@ impl<A: Aggregate> CommandRunner<A> {
         command: A::Command,
         meta: CommandMeta,
     ) -> Result<CommandReply, ServiceError> {
+        self.execute_with_state(id, command, meta).await.map(|(reply, _)| reply)
+    }
+
+    /// Like [`execute`](Self::execute), and also returns the aggregate's state once the command
+    /// is in (for processes that go on from what the aggregate granted).
+    pub async fn execute_with_state(
+        &self,
+        id: AggregateId,
+        command: A::Command,
+        meta: CommandMeta,
+    ) -> Result<(CommandReply, A), ServiceError> {
         let _serial = self.stripe(&id).lock().await;
         let target = AggregateRef::new(self.service, A::KIND, id.clone());
         let cached = self.cache.lock().expect("cache lock").get(&id).cloned();
@@ -133,18 +144,19 @@ impl<A: Aggregate> CommandRunner<A> {
         };
         for attempt in 0..=self.config.max_retries {
             if let Some(&seq) = loaded.commands.get(&meta.command_id) {
-                return self.first_answer(seq).await;
+                return Ok((self.first_answer(seq).await?, loaded.state));
             }
             let events = loaded.state.decide(&command)?;
             if events.is_empty() {
-                return Ok(CommandReply {
+                let reply = CommandReply {
                     aggregate_id: id.to_string(),
                     stream: self.service.to_owned(),
                     seq: loaded.last_seq,
                     version: loaded.version,
                     duplicate: false,
                     events: Vec::new(),
-                });
+                };
+                return Ok((reply, loaded.state));
             }
             let encoded = events.iter().map(encode_event).collect();
             let commit = Commit::new(&meta, A::KIND, id.as_str(), loaded.version, encoded, Utc::now());
@@ -153,7 +165,8 @@ impl<A: Aggregate> CommandRunner<A> {
                 Ok(appended) if appended.duplicate => {
                     // Another instance committed this command meanwhile: answer with its commit.
                     self.cache.lock().expect("cache lock").pop(&id);
-                    return self.first_answer(appended.seq).await;
+                    let state = self.refreshed(&id, None).await?.state;
+                    return Ok((self.first_answer(appended.seq).await?, state));
                 }
                 Ok(appended) => {
                     for event in &events {
@@ -163,7 +176,7 @@ impl<A: Aggregate> CommandRunner<A> {
                     loaded.last_seq = appended.seq;
                     loaded.commands.insert(meta.command_id.clone(), appended.seq);
                     self.cache.lock().expect("cache lock").put(id.clone(), loaded.clone());
-                    return Ok(reply(&commit, &appended.stream, appended.seq, false));
+                    return Ok((reply(&commit, &appended.stream, appended.seq, false), loaded.state));
                 }
                 Err(StoreError::Conflict { .. }) => {
                     tracing::debug!(subject = %target.subject(), attempt, "concurrency conflict, reloading");

@@ -35,6 +35,7 @@ pub fn projection_names() -> Vec<&'static str> {
         donations::ProductsProjection.name(),
         donations::DonationsProjection.name(),
         stock::SitesProjection.name(),
+        stock::LotsProjection.name(),
         distribution::AssociationsProjection.name(),
         transport::VehiclesProjection.name(),
     ]

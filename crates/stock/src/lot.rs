@@ -201,7 +201,8 @@ pub enum LotStatus {
 }
 
 /// The units of one product from one origin at one site, with one date and lot number.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Serialisable so that read models can keep it between events and fold exactly as decisions do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lot {
     pub receipt: Option<Receipt>,
     pub zone: Option<ZoneCode>,
@@ -234,7 +235,7 @@ impl Lot {
         if self.blocked() {
             0
         } else {
-            self.on_hand - self.committed()
+            self.on_hand.saturating_sub(self.committed())
         }
     }
 
@@ -484,18 +485,20 @@ impl Aggregate for Lot {
                 self.reserved.remove(reservation_id);
                 *self.picked.entry(reservation_id.clone()).or_default() += quantity;
             }
+            // Saturating: a history written by a faulty build still folds, and the audit
+            // reports the imbalance instead of the fold panicking.
             LotEvent::LotShipped { reservation_id, quantity, .. } => {
                 self.picked.remove(reservation_id);
-                self.on_hand -= quantity;
+                self.on_hand = self.on_hand.saturating_sub(*quantity);
                 self.shipped += quantity;
             }
             LotEvent::LotTransferredOut { reservation_id, quantity, .. } => {
                 self.picked.remove(reservation_id);
-                self.on_hand -= quantity;
+                self.on_hand = self.on_hand.saturating_sub(*quantity);
                 self.transferred_out += quantity;
             }
             LotEvent::LotAdjusted { delta, .. } => {
-                self.on_hand = (i64::from(self.on_hand) + delta) as u32;
+                self.on_hand = (i64::from(self.on_hand) + delta).clamp(0, i64::from(u32::MAX)) as u32;
                 self.written_off -= delta;
             }
             LotEvent::LotCounted { .. } => {}
@@ -505,7 +508,7 @@ impl Aggregate for Lot {
             LotEvent::LotRecalled { recall_id, .. } => self.recalled = Some(recall_id.clone()),
             LotEvent::LotExpired { quantity } => {
                 self.expired = true;
-                self.on_hand -= quantity;
+                self.on_hand = self.on_hand.saturating_sub(*quantity);
                 self.written_off += i64::from(*quantity);
             }
             LotEvent::LotPastBestBefore {} => self.past_best_before = true,

@@ -51,7 +51,8 @@ pub enum ReservationCommand {
         partial: bool,
     },
     /// Records what the lots granted: confirmed, or failed if a line fell short and the
-    /// reservation does not accept partial quantities.
+    /// reservation does not accept partial quantities (its shortfalls then say how much the lots
+    /// could grant, and the service gives it all back).
     Settle {
         allocations: Vec<Allocation>,
     },

@@ -1,22 +1,21 @@
-//! Stock service: warehouse sites and zones, and their read model.
+//! Warehouse sites and their zones.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
-use runtime::{Role, ServiceError, ServiceHost};
+use runtime::{CommandRunner, Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use stock::{Site, SiteCommand, SiteEvent, StorageClass, Zone};
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
 
 use crate::common::{
-    aggregate_command, enum_schema, new_id, parse_id, projection_query, storage, NoParams, Position, ServiceContext,
+    aggregate_command, new_id, parse_id, projection_query, storage, NoParams, Position, ServiceContext,
 };
 
-pub const SERVICE: &str = "stock";
-
-fn storage_schema() -> utoipa::openapi::Object {
-    enum_schema(&["ambient", "chilled", "frozen"])
-}
+use super::SERVICE;
+use crate::donations::storage_schema;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -104,31 +103,30 @@ impl Projection for SitesProjection {
     }
 }
 
-pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
-    let mut host = ServiceHost::new(SERVICE);
+pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mut Engine) -> Arc<CommandRunner<Site>> {
     let sites = ctx.runner::<Site>(SERVICE);
     let projection = engine.register(SitesProjection);
     let readers: &'static [Role] = &[Role::Warehouse, Role::Association, Role::Driver];
 
-    aggregate_command(&mut host, "create_site", &sites, &[], |body: CreateSite, request| {
+    aggregate_command(host, "create_site", &sites, &[], |body: CreateSite, request| {
         let id = new_id(body.site_id, request, "site")?;
         let zones = body.zones.into_iter().map(|z| Zone { code: z.code, storage: z.storage }).collect();
         Ok((id, SiteCommand::Create { name: body.name, address: body.address, position: body.position, zones }))
     });
-    aggregate_command(&mut host, "add_zone", &sites, &[], |body: AddZone, _| {
+    aggregate_command(host, "add_zone", &sites, &[], |body: AddZone, _| {
         let id = parse_id(&body.site_id, "site")?;
         Ok((id, SiteCommand::AddZone { zone: Zone { code: body.zone.code, storage: body.zone.storage } }))
     });
 
-    projection_query(&mut host, "list_sites", ctx, &projection, Some(readers), |view, _: NoParams| {
+    projection_query(host, "list_sites", ctx, &projection, Some(readers), |view, _: NoParams| {
         let mut rows: Vec<SiteRow> = view.scan_json("site", b"").map_err(storage)?;
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(rows)
     });
-    projection_query(&mut host, "get_site", ctx, &projection, Some(readers), |view, params: GetSite| {
+    projection_query(host, "get_site", ctx, &projection, Some(readers), |view, params: GetSite| {
         view.get_json::<SiteRow>("site", params.site_id.as_bytes())
             .map_err(storage)?
             .ok_or_else(|| ServiceError::not_found("site_not_found", format!("no site {}", params.site_id)))
     });
-    host
+    sites
 }

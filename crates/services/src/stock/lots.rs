@@ -1,0 +1,286 @@
+//! The stock read model: lots with their figures, the FEFO index reservations pick from,
+//! reservations, and every shipment (what a recall trace follows).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use projections::{ApplyError, Projection, RecordedEvent, Tx, View};
+use runtime::ServiceError;
+use serde::{Deserialize, Serialize};
+use stock::{
+    Allocation, Destination, Lot, LotEvent, LotStatus, Origin, Purpose, ReservationEvent, ReservationStatus, Shortfall,
+};
+use utoipa::ToSchema;
+use values::{DateKind, FoodGroup, StorageClass};
+
+use super::SERVICE;
+use crate::common::storage;
+use crate::donations::{food_group_schema, storage_schema};
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::common::enum_schema(&["available", "held", "recalled", "expired", "depleted"])
+}
+
+/// A lot as the warehouse sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LotRow {
+    pub lot_id: String,
+    pub product_id: String,
+    pub product_name: String,
+    pub gtin: Option<String>,
+    #[schema(schema_with = food_group_schema)]
+    pub food_group: FoodGroup,
+    #[schema(schema_with = storage_schema)]
+    pub storage: StorageClass,
+    /// `dlc`, `ddm` or `none`.
+    #[schema(value_type = String)]
+    pub date_kind: DateKind,
+    pub date: Option<NaiveDate>,
+    pub lot_number: Option<String>,
+    pub site_id: String,
+    pub zone: Option<String>,
+    pub donor_id: Option<String>,
+    /// `{"kind": "donation", "donation_id", "line", "donor_id"}` or `{"kind": "transfer", ...}`.
+    #[schema(value_type = Object)]
+    pub origin: Origin,
+    pub received_at: DateTime<Utc>,
+    /// Units that came in (from a donor or a transfer).
+    pub received: u32,
+    pub weight_g: u64,
+    pub on_hand: u32,
+    pub reserved: u32,
+    pub picked: u32,
+    pub available: u32,
+    pub shipped: u32,
+    pub transferred_out: u32,
+    pub written_off: i64,
+    #[schema(schema_with = status_schema)]
+    pub status: LotStatus,
+    pub past_best_before: bool,
+    pub hold_reason: Option<String>,
+    pub recall_id: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl LotRow {
+    /// Grams of `units` of this lot.
+    pub fn grams(&self, units: u32) -> u64 {
+        if self.received == 0 {
+            0
+        } else {
+            self.weight_g * u64::from(units) / u64::from(self.received)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReservationLineRow {
+    pub product_id: String,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AllocationRow {
+    pub line: u32,
+    pub lot_id: String,
+    pub quantity: u32,
+}
+
+impl From<Allocation> for AllocationRow {
+    fn from(a: Allocation) -> Self {
+        AllocationRow { line: a.line, lot_id: a.lot_id, quantity: a.quantity }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ShortfallRow {
+    pub line: u32,
+    pub product_id: String,
+    pub requested: u32,
+    pub allocated: u32,
+}
+
+impl From<Shortfall> for ShortfallRow {
+    fn from(s: Shortfall) -> Self {
+        ShortfallRow { line: s.line, product_id: s.product_id, requested: s.requested, allocated: s.allocated }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReservationRow {
+    pub reservation_id: String,
+    pub site_id: String,
+    #[schema(value_type = Object)]
+    pub purpose: Purpose,
+    /// `planned`, `confirmed`, `failed`, `released`, `picked`, `shipped`, `dispatched`.
+    #[schema(value_type = String)]
+    pub status: ReservationStatus,
+    pub lines: Vec<ReservationLineRow>,
+    pub allocations: Vec<AllocationRow>,
+    pub shortfalls: Vec<ShortfallRow>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Units that left the warehouse: one row per lot and shipment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ShipmentRow {
+    pub lot_id: String,
+    pub reservation_id: String,
+    pub quantity: u32,
+    pub grams: u64,
+    #[schema(value_type = Object)]
+    pub destination: Destination,
+    pub shipped_at: DateTime<Utc>,
+}
+
+/// Lots, the FEFO index, reservations and shipments, from the stock stream.
+pub struct LotsProjection;
+
+/// Key of a lot in the FEFO index: within a site and product, use-by dates first (earliest
+/// first), then best-before dates, then undated lots; older receipts first on a tie.
+fn fefo_key(row: &LotRow) -> String {
+    let (rank, date) = match (row.date_kind, row.date) {
+        (DateKind::Dlc, Some(d)) => ('0', d.to_string()),
+        (DateKind::Ddm, Some(d)) => ('1', d.to_string()),
+        _ => ('2', String::new()),
+    };
+    format!(
+        "{}\0{}\0{rank}{date}\0{}\0{}",
+        row.site_id,
+        row.product_id,
+        row.received_at.format("%Y-%m-%dT%H:%M:%S%.6f"),
+        row.lot_id
+    )
+}
+
+pub(super) fn fefo_prefix(site_id: &str, product_id: &str) -> String {
+    format!("{site_id}\0{product_id}\0")
+}
+
+impl Projection for LotsProjection {
+    fn name(&self) -> &'static str {
+        "lots"
+    }
+
+    fn streams(&self) -> &'static [&'static str] {
+        &[SERVICE]
+    }
+
+    fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
+        let id = event.envelope.aggregate_id.as_ref();
+        let at = event.envelope.occurred_at;
+        match event.aggregate_kind {
+            "lot" => apply_lot(tx, id, at, event.decode::<LotEvent>()?),
+            "reservation" => apply_reservation(tx, id, at, event.decode::<ReservationEvent>()?),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Result<(), ApplyError> {
+    // The row carries the lot's figures; the aggregate's own fold computes them, so that the
+    // read model cannot count differently from the decisions.
+    let mut state: Lot = tx.get_json("state", id.as_bytes())?.unwrap_or_default();
+    let before: Option<LotRow> = tx.get_json("lot", id.as_bytes())?;
+    if let LotEvent::LotShipped { reservation_id, quantity, destination } = &event {
+        let row = before.as_ref().ok_or_else(|| ApplyError(format!("shipment from unknown lot {id}")))?;
+        let shipment = ShipmentRow {
+            lot_id: id.to_owned(),
+            reservation_id: reservation_id.clone(),
+            quantity: *quantity,
+            grams: row.grams(*quantity),
+            destination: destination.clone(),
+            shipped_at: at,
+        };
+        tx.put_json("shipment", format!("{id}\0{reservation_id}").as_bytes(), &shipment);
+    }
+    eventcore::Aggregate::apply(&mut state, &event);
+    let receipt = state.receipt.as_ref().ok_or_else(|| ApplyError(format!("event of unknown lot {id}")))?;
+    let row = LotRow {
+        lot_id: id.to_owned(),
+        product_id: receipt.product.product_id.clone(),
+        product_name: receipt.product.name.clone(),
+        gtin: receipt.product.gtin.as_ref().map(|g| g.as_str().to_owned()),
+        food_group: receipt.product.food_group,
+        storage: receipt.product.storage,
+        date_kind: receipt.product.date_kind,
+        date: receipt.date,
+        lot_number: receipt.lot_number.clone(),
+        site_id: receipt.site_id.clone(),
+        zone: state.zone.as_ref().map(ToString::to_string),
+        donor_id: receipt.origin.donor_id().map(str::to_owned),
+        origin: receipt.origin.clone(),
+        received_at: before.as_ref().map_or(at, |b| b.received_at),
+        received: receipt.quantity,
+        weight_g: receipt.weight_g,
+        on_hand: state.on_hand,
+        reserved: state.reserved.values().sum(),
+        picked: state.picked.values().sum(),
+        available: state.available(),
+        shipped: state.shipped,
+        transferred_out: state.transferred_out,
+        written_off: state.written_off,
+        status: state.status(),
+        past_best_before: state.past_best_before,
+        hold_reason: state.held.clone(),
+        recall_id: state.recalled.clone(),
+        updated_at: at,
+    };
+    if let Some(before) = &before {
+        tx.delete("fefo", fefo_key(before).as_bytes());
+    }
+    if row.on_hand > 0 && row.status != LotStatus::Expired {
+        tx.put("fefo", fefo_key(&row).as_bytes(), id.as_bytes().to_vec());
+    }
+    if let Some(n) = &row.lot_number {
+        tx.put("by_lot_number", format!("{}\0{n}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
+    }
+    tx.put("by_product", format!("{}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
+    tx.put_json("lot", id.as_bytes(), &row);
+    tx.put_json("state", id.as_bytes(), &state);
+    Ok(())
+}
+
+fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: ReservationEvent) -> Result<(), ApplyError> {
+    if let ReservationEvent::ReservationPlanned { site_id, purpose, lines, .. } = event {
+        let row = ReservationRow {
+            reservation_id: id.to_owned(),
+            site_id,
+            purpose,
+            status: ReservationStatus::Planned,
+            lines: lines
+                .into_iter()
+                .map(|l| ReservationLineRow { product_id: l.product_id, quantity: l.quantity })
+                .collect(),
+            allocations: Vec::new(),
+            shortfalls: Vec::new(),
+            updated_at: at,
+        };
+        tx.put_json("reservation", id.as_bytes(), &row);
+        return Ok(());
+    }
+    tx.update_json("reservation", id.as_bytes(), |row: &mut ReservationRow| {
+        row.updated_at = at;
+        match event {
+            ReservationEvent::ReservationPlanned { .. } => {}
+            ReservationEvent::ReservationConfirmed { allocations, shortfalls } => {
+                row.status = ReservationStatus::Confirmed;
+                row.allocations = allocations.into_iter().map(AllocationRow::from).collect();
+                row.shortfalls = shortfalls.into_iter().map(ShortfallRow::from).collect();
+            }
+            ReservationEvent::ReservationFailed { shortfalls } => {
+                row.status = ReservationStatus::Failed;
+                row.shortfalls = shortfalls.into_iter().map(ShortfallRow::from).collect();
+            }
+            ReservationEvent::ReservationReleased {} => row.status = ReservationStatus::Released,
+            ReservationEvent::ReservationPicked {} => row.status = ReservationStatus::Picked,
+            ReservationEvent::ReservationShipped { .. } => row.status = ReservationStatus::Shipped,
+            ReservationEvent::ReservationDispatched {} => row.status = ReservationStatus::Dispatched,
+        }
+    })
+}
+
+/// Lot ids of a product at a site, in FEFO order, that still have units on hand.
+pub(super) fn fefo_candidates(view: &View, site_id: &str, product_id: &str) -> Result<Vec<String>, ServiceError> {
+    view.scan("fefo", fefo_prefix(site_id, product_id).as_bytes())
+        .map(|item| item.map(|(_, id)| String::from_utf8_lossy(&id).into_owned()).map_err(storage))
+        .collect()
+}

@@ -1,0 +1,329 @@
+//! Stock processes that span aggregates: taking accepted donation lines into stock, and
+//! reservations (FEFO across lots), picked, shipped, dispatched or released as one.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use donations::DonationEvent;
+use eventcore::{AggregateId, CommandMeta};
+use projections::ProjectionStore;
+use runtime::{CommandReply, CommandRequest, CommandRunner, ErrorKind, Reaction, ServiceError};
+use serde::Deserialize;
+use stock::{
+    Allocation, Destination, Lot, LotCommand, LotProduct, Origin, PlanLine, Purpose, Receipt, Reservation,
+    ReservationCommand, ReservationStatus, Site,
+};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::lots::{fefo_candidates, LotsProjection};
+use crate::common::{meta, new_id, parse_id, storage};
+use projections::Projection;
+
+/// The id of the lot an accepted donation line becomes: readable when it fits.
+pub fn lot_id_for_line(donation_id: &str, line: u32) -> AggregateId {
+    let readable = format!("{donation_id}-l{line}");
+    let id = if readable.len() <= 64 {
+        readable
+    } else {
+        Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/lot/{donation_id}/{line}").as_bytes()).to_string()
+    };
+    AggregateId::try_from(id).expect("donation ids make valid lot ids")
+}
+
+/// Metadata of a command a reaction issues: caused by the event, idempotent by the event's id.
+fn reaction_meta(envelope: &eventcore::EventEnvelope, what: &str) -> CommandMeta {
+    CommandMeta {
+        command_id: format!("{what}/{}", envelope.event_id),
+        actor: "system/stock".into(),
+        correlation_id: envelope.correlation_id,
+        causation_id: envelope.event_id,
+        occurred_at: Some(envelope.occurred_at),
+    }
+}
+
+/// Every accepted donation line becomes a lot at the donation's site.
+pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reaction) -> Result<(), ServiceError> {
+    let mut recorded = None;
+    for (envelope, event) in reaction.events::<DonationEvent>()? {
+        match event {
+            DonationEvent::DonationRecorded { donor_id, site_id, .. } => recorded = Some((donor_id, site_id)),
+            DonationEvent::LineAccepted { line, past_best_before } => {
+                let (donor_id, site_id) = recorded.clone().ok_or_else(|| {
+                    ServiceError::internal("taking a donation into stock", "a line comes before its donation")
+                })?;
+                let donation_id = &reaction.commit.aggregate_id;
+                let receipt = Receipt {
+                    product: LotProduct {
+                        product_id: line.product.product_id,
+                        name: line.product.name,
+                        gtin: line.product.gtin,
+                        food_group: line.product.food_group,
+                        storage: line.product.storage,
+                        date_kind: line.product.date_kind,
+                    },
+                    site_id,
+                    quantity: line.quantity,
+                    weight_g: line.weight_g,
+                    date: line.date,
+                    lot_number: line.lot_number,
+                    past_best_before,
+                    origin: Origin::Donation { donation_id: donation_id.clone(), line: line.line, donor_id },
+                };
+                let id = lot_id_for_line(donation_id, line.line);
+                lots.execute(id, LotCommand::Receive(receipt), reaction_meta(envelope, "receive")).await?;
+            }
+            DonationEvent::LineRefused { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveLine {
+    pub product_id: String,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveStock {
+    /// The parcel's or transfer's id; derived from the idempotency key when absent.
+    pub reservation_id: Option<String>,
+    pub site_id: String,
+    /// `{"kind": "parcel", "association_id": ...}`, `{"kind": "transfer", "to_site": ...}` or
+    /// `{"kind": "other", "label": ...}`; a parcel by default.
+    #[schema(value_type = Option<Object>)]
+    pub purpose: Option<Purpose>,
+    pub lines: Vec<ReserveLine>,
+    /// Accept less than asked for when stock is short (default: all or nothing).
+    #[serde(default)]
+    pub partial: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationAction {
+    pub reservation_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShipReservation {
+    pub reservation_id: String,
+    /// Where the units go: `{"kind": "parcel", "reference", "association_id", "relay_point_id",
+    /// "household"}`.
+    #[schema(value_type = Object)]
+    pub destination: Destination,
+}
+
+/// The runners and read model the stock processes work with.
+#[derive(Clone)]
+pub(super) struct Stock {
+    pub lots: Arc<CommandRunner<Lot>>,
+    pub reservations: Arc<CommandRunner<Reservation>>,
+    pub sites: Arc<CommandRunner<Site>>,
+    pub projections: ProjectionStore,
+}
+
+fn step_meta(request: &CommandRequest, step: &str, reservation: &AggregateId) -> CommandMeta {
+    CommandMeta { command_id: format!("{step}/{reservation}"), ..meta(request) }
+}
+
+impl Stock {
+    /// Reserves every line in FEFO order across lots, all or nothing unless `partial`.
+    ///
+    /// The plan (each line's candidate lots, in order) is committed first, so that a retried
+    /// request visits the same lots in the same order; each lot grants what it can under its
+    /// own concurrency check, so no lot ever gives more than it has. A line that falls short
+    /// releases everything and fails the reservation.
+    pub async fn reserve(&self, request: CommandRequest, body: ReserveStock) -> Result<CommandReply, ServiceError> {
+        let id = new_id(body.reservation_id, &request, "reservation")?;
+        let site_id = parse_id(&body.site_id, "site")?;
+        let (reservation, _) = self.reservations.load(&id).await?;
+        let resuming = reservation.status == Some(ReservationStatus::Planned);
+        if reservation.status.is_none() {
+            if self.sites.load(&site_id).await?.0.name.is_none() {
+                return Err(ServiceError::not_found("site_not_found", format!("no site {site_id}")));
+            }
+            let view = self.projections.view(LotsProjection.name()).map_err(storage)?;
+            let mut lines = Vec::with_capacity(body.lines.len());
+            for line in &body.lines {
+                let candidates = fefo_candidates(&view, site_id.as_str(), &line.product_id)?;
+                lines.push(PlanLine { product_id: line.product_id.clone(), quantity: line.quantity, candidates });
+            }
+            let purpose = body.purpose.unwrap_or(Purpose::Parcel { association_id: None });
+            let plan = ReservationCommand::Plan { site_id: site_id.to_string(), purpose, lines, partial: body.partial };
+            self.reservations.execute(id.clone(), plan, meta(&request)).await?;
+        }
+        let (reservation, _) = self.reservations.load(&id).await?;
+        let settled = match reservation.status {
+            Some(ReservationStatus::Planned) => Some(self.allocate(&request, &id, &reservation, resuming).await?),
+            _ => None,
+        };
+        let (reservation, _) = self.reservations.load(&id).await?;
+        if reservation.status == Some(ReservationStatus::Failed) {
+            if settled.is_none() {
+                // A repeat of a failed request: make sure nothing stayed held by a crash.
+                self.release_everywhere(&request, &id, &reservation).await?;
+            }
+            let short: Vec<String> = reservation
+                .shortfalls
+                .iter()
+                .map(|s| format!("{}: {} asked, {} available", s.product_id, s.requested, s.allocated))
+                .collect();
+            return Err(ServiceError::conflict(
+                "insufficient_stock",
+                format!("not enough stock: {}", short.join("; ")),
+            ));
+        }
+        // The settlement's commit is the answer (its sequence covers the lots' commits); a
+        // repeated request gets the first settlement's answer.
+        match settled {
+            Some(reply) => Ok(reply),
+            None => {
+                let settle = ReservationCommand::Settle { allocations: vec![] };
+                self.reservations.execute(id.clone(), settle, step_meta(&request, "settle", &id)).await
+            }
+        }
+    }
+
+    async fn allocate(
+        &self,
+        request: &CommandRequest,
+        id: &AggregateId,
+        reservation: &Reservation,
+        resuming: bool,
+    ) -> Result<CommandReply, ServiceError> {
+        let today = Utc::now().date_naive();
+        let mut allocations = Vec::new();
+        for (i, line) in reservation.lines.iter().enumerate() {
+            let mut remaining = line.quantity;
+            for lot in &line.candidates {
+                let lot_id = parse_id(lot, "lot")?;
+                if remaining == 0 {
+                    // A retry may find units an earlier attempt left on lots past the point
+                    // where this one stopped.
+                    if resuming {
+                        let release = LotCommand::Release { reservation_id: id.to_string() };
+                        self.lots.execute(lot_id, release, step_meta(request, "release", id)).await?;
+                    }
+                    continue;
+                }
+                let reserve =
+                    LotCommand::Reserve { reservation_id: id.to_string(), quantity: remaining, up_to: true, today };
+                let held = match self.lots.execute_with_state(lot_id, reserve, step_meta(request, "reserve", id)).await
+                {
+                    Ok((_, lot)) => lot.held_by(id.as_str()),
+                    Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::NotFound) => 0,
+                    Err(e) => return Err(e),
+                };
+                if held > 0 {
+                    let quantity = held.min(remaining);
+                    allocations.push(Allocation { line: i as u32 + 1, lot_id: lot.clone(), quantity });
+                    remaining -= quantity;
+                }
+            }
+        }
+        // All or nothing: the reservation records what the lots could grant (its shortfalls say
+        // how much was there), then a failed one gives everything back.
+        let settle = ReservationCommand::Settle { allocations };
+        let (reply, settled) =
+            self.reservations.execute_with_state(id.clone(), settle, step_meta(request, "settle", id)).await?;
+        if settled.status == Some(ReservationStatus::Failed) {
+            self.release_everywhere(request, id, &settled).await?;
+        }
+        Ok(reply)
+    }
+
+    /// Releases whatever a reservation holds on any lot it planned to use (idempotent).
+    async fn release_everywhere(
+        &self,
+        request: &CommandRequest,
+        id: &AggregateId,
+        reservation: &Reservation,
+    ) -> Result<(), ServiceError> {
+        for lot in reservation.lots() {
+            let release = LotCommand::Release { reservation_id: id.to_string() };
+            self.lots.execute(parse_id(lot, "lot")?, release, step_meta(request, "release", id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `command` to every lot of the reservation, then records `done` on it.
+    async fn on_every_lot(
+        &self,
+        request: &CommandRequest,
+        id: &AggregateId,
+        step: &str,
+        allowed: &[ReservationStatus],
+        command: impl Fn() -> LotCommand,
+        done: ReservationCommand,
+    ) -> Result<CommandReply, ServiceError> {
+        let (reservation, _) = self.reservations.load(id).await?;
+        match reservation.status {
+            None => return Err(ServiceError::not_found("reservation_not_found", format!("no reservation {id}"))),
+            Some(s) if !allowed.contains(&s) => {
+                // Let the aggregate say why (or answer a repeat).
+                return self.reservations.execute(id.clone(), done, step_meta(request, step, id)).await;
+            }
+            Some(_) => {}
+        }
+        let mut lots: Vec<&str> = reservation.allocations.iter().map(|a| a.lot_id.as_str()).collect();
+        lots.dedup();
+        for lot in lots {
+            self.lots.execute(parse_id(lot, "lot")?, command(), step_meta(request, step, id)).await?;
+        }
+        self.reservations.execute(id.clone(), done, step_meta(request, step, id)).await
+    }
+
+    pub async fn release(&self, request: CommandRequest, id: AggregateId) -> Result<CommandReply, ServiceError> {
+        use ReservationStatus::*;
+        let rid = id.to_string();
+        self.on_every_lot(
+            &request,
+            &id,
+            "release",
+            &[Confirmed, Picked],
+            || LotCommand::Release { reservation_id: rid.clone() },
+            ReservationCommand::Release,
+        )
+        .await
+    }
+
+    pub async fn pick(&self, request: CommandRequest, id: AggregateId) -> Result<CommandReply, ServiceError> {
+        use ReservationStatus::*;
+        let rid = id.to_string();
+        self.on_every_lot(
+            &request,
+            &id,
+            "pick",
+            &[Confirmed],
+            || LotCommand::Pick { reservation_id: rid.clone() },
+            ReservationCommand::MarkPicked,
+        )
+        .await
+    }
+
+    pub async fn ship(&self, request: CommandRequest, body: ShipReservation) -> Result<CommandReply, ServiceError> {
+        use ReservationStatus::*;
+        let id = parse_id(&body.reservation_id, "reservation")?;
+        let (reservation, _) = self.reservations.load(&id).await?;
+        if matches!(reservation.purpose, Some(Purpose::Transfer { .. })) {
+            return Err(ServiceError::validation("is_a_transfer", "a transfer is dispatched, not shipped"));
+        }
+        let today = Utc::now().date_naive();
+        let (rid, destination) = (id.to_string(), body.destination.clone());
+        let command = || LotCommand::Ship { reservation_id: rid.clone(), destination: destination.clone(), today };
+        self.on_every_lot(
+            &request,
+            &id,
+            "ship",
+            &[Confirmed, Picked],
+            command,
+            ReservationCommand::MarkShipped { destination: body.destination },
+        )
+        .await
+    }
+}
