@@ -413,3 +413,124 @@ async fn the_stock_audit_passes_after_a_kill_9_during_donations_and_reservations
     }
     assert!(foodaid.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recall_holds_the_lot_at_three_sites_and_traces_every_unit_shipped() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    for (id, name) in [("gerland", "Gerland"), ("venissieux", "Vénissieux"), ("givors", "Givors")] {
+        let site = json!({"site_id": id, "name": name, "zones": [{"code": "FROID", "storage": "chilled"}]});
+        assert_eq!(admin.post("/api/sites", id, site).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(
+        wh.post("/api/donors", "donor", json!({"donor_id": "fromagerie", "kind": "producer", "name": "Fromagerie"}))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let cheese = json!({"gtin": "3760012345021", "name": "Tomme 200 g", "food_group": "dairy", "storage": "chilled", "date_kind": "dlc"});
+    assert_eq!(wh.post("/api/products", "cheese", cheese).await.0, StatusCode::CREATED);
+    let donation = json!({"donation_id": "don-t", "donor_id": "fromagerie", "site_id": "gerland", "lines": [
+        {"gtin": "3760012345021", "quantity": 20, "weight_g": 4000, "lot_number": "T-2311", "date": "2030-01-15", "temperature_c": 3.0},
+        {"gtin": "3760012345021", "quantity": 10, "weight_g": 2000, "lot_number": "T-2312", "date": "2030-01-20", "temperature_c": 3.0}]});
+    assert_eq!(wh.post("/api/donations", "don-t", donation).await.0, StatusCode::CREATED);
+    wait_for(&wh, "/api/lots?product_id=gtin-03760012345021", |v| v.as_array().unwrap().len() == 2).await;
+
+    // Lot T-2311 goes out to two other sites (5 units each), 3 units leave Gerland in a parcel,
+    // 2 leave Vénissieux in another.
+    for (transfer, to) in [("tr-v", "venissieux"), ("tr-g", "givors")] {
+        let body = json!({"reservation_id": transfer, "site_id": "gerland", "purpose": {"kind": "transfer", "to_site": to},
+            "lines": [{"product_id": "gtin-03760012345021", "quantity": 5}]});
+        let (status, reply) = wh.post("/api/reservations", transfer, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        let (status, reply) =
+            wh.post(&format!("/api/reservations/{transfer}/dispatch"), &format!("{transfer}-out"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let (status, reply) =
+            wh.post(&format!("/api/reservations/{transfer}/receive"), &format!("{transfer}-in"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    let ship = |site: &'static str, parcel: &'static str, quantity: u32, household: &'static str| {
+        let wh = &wh;
+        async move {
+            let body = json!({"reservation_id": parcel, "site_id": site, "lines": [{"product_id": "gtin-03760012345021", "quantity": quantity}]});
+            let (status, reply) = wh.post("/api/reservations", parcel, body).await;
+            assert_eq!(status, StatusCode::CREATED, "{reply}");
+            let destination = json!({"kind": "parcel", "reference": parcel, "association_id": "asso-restos",
+                "relay_point_id": format!("rp-{site}"), "household": household});
+            let (status, reply) = wh
+                .post(
+                    &format!("/api/reservations/{parcel}/ship"),
+                    &format!("{parcel}-ship"),
+                    json!({"destination": destination}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
+        }
+    };
+    ship("gerland", "colis-1", 3, "hh-a1").await;
+    ship("venissieux", "colis-2", 2, "hh-b7").await;
+
+    // The recall: every lot T-2311 is held at once, wherever it is; T-2312 is untouched.
+    let (status, err) = wh
+        .post("/api/recalls", "rc-0", json!({"gtin": "3760012345021", "lot_numbers": ["T-2311"], "reason": "Listeria"}))
+        .await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let (status, err) =
+        admin.post("/api/recalls", "rc-bad", json!({"gtin": "3760012345021", "reason": "Listeria"})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("recall_too_broad")));
+    let recall = json!({"recall_id": "rc-1", "gtin": "3760012345021", "lot_numbers": ["T-2311"], "reason": "Listeria monocytogenes"});
+    let (status, reply) = admin.post("/api/recalls", "rc-1", recall).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (status, trace) = admin.get(&format!("/api/recalls/rc-1/trace?min_seq={}", min_seq(&reply))).await;
+    assert_eq!(status, StatusCode::OK, "{trace}");
+    let mut sites: Vec<(&str, u64, &str)> = trace["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["site_id"].as_str().unwrap(), l["on_hand"].as_u64().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    sites.sort();
+    assert_eq!(sites, [("gerland", 7, "recalled"), ("givors", 5, "recalled"), ("venissieux", 3, "recalled")]);
+    let shipped: Vec<(&str, &str, u64, &str, &str)> = trace["shipments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["site_id"].as_str().unwrap(),
+                s["reference"].as_str().unwrap(),
+                s["quantity"].as_u64().unwrap(),
+                s["relay_point_id"].as_str().unwrap(),
+                s["household"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shipped,
+        [("gerland", "colis-1", 3, "rp-gerland", "hh-a1"), ("venissieux", "colis-2", 2, "rp-venissieux", "hh-b7")]
+    );
+    assert_eq!(trace["transfers"].as_array().unwrap().len(), 2);
+    assert_eq!(trace["donors"], json!(["fromagerie"]));
+    assert_eq!(
+        (trace["units_received"].as_u64(), trace["units_held"].as_u64(), trace["units_shipped"].as_u64()),
+        (Some(20), Some(15), Some(5))
+    );
+
+    // Nothing recalled can be reserved; the other lot still can.
+    let body = json!({"reservation_id": "colis-3", "site_id": "venissieux", "lines": [{"product_id": "gtin-03760012345021", "quantity": 1}]});
+    let (status, err) = wh.post("/api/reservations", "colis-3", body).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")));
+    let body = json!({"reservation_id": "colis-4", "site_id": "gerland", "lines": [{"product_id": "gtin-03760012345021", "quantity": 10}]});
+    let (status, reply) = wh.post("/api/reservations", "colis-4", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    assert_eq!(reply["events"][0]["data"]["allocations"][0]["lot_id"], "don-t-l2");
+    let audit = support::run(dir.path(), Some(&url), &["stock", "audit", "--json"]);
+    let report: Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!((report["problems"].clone(), report["in_transit"].as_u64()), (json!([]), Some(0)), "{audit}");
+    assert!(foodaid.terminate().success());
+}

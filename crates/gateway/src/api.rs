@@ -284,6 +284,27 @@ pub fn operations() -> Vec<Op> {
         .doc("Hand a reservation's units over, recording where they go", "admin, warehouse"),
         Op::command(
             post.clone(),
+            "/api/reservations/{reservation_id}/dispatch",
+            "stock",
+            "dispatch_transfer",
+            schema::<st::ReservationAction>,
+        )
+        .doc("Send a transfer's units to the other site (in transit until received)", "admin, warehouse"),
+        Op::command(
+            post.clone(),
+            "/api/reservations/{reservation_id}/receive",
+            "stock",
+            "receive_transfer",
+            schema::<st::ReservationAction>,
+        )
+        .doc("Take a dispatched transfer in at its site, as new lots with the same lot numbers", "admin, warehouse"),
+        Op::command(post.clone(), "/api/recalls", "stock", "issue_recall", schema::<st::IssueRecall>)
+            .doc("Recall a product's lots (by lot number or dates): every matching lot is held at once", "admin")
+            .creates(),
+        Op::query("/api/recalls/{recall_id}/trace", "stock", "recall_trace", schema::<st::RecallTrace>)
+            .doc("Where the recalled units went: parcels, associations, relay points, households, donors", "admin"),
+        Op::command(
+            post.clone(),
             "/api/associations",
             "distribution",
             "register_association",

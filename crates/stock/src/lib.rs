@@ -6,10 +6,12 @@
 //! a rule depends on (`today`) comes in the command.
 
 mod lot;
+mod recall;
 mod reservation;
 mod site;
 
 pub use lot::{AdjustReason, Destination, Lot, LotCommand, LotEvent, LotProduct, LotStatus, Origin, Receipt};
+pub use recall::{Recall, RecallCommand, RecallCriteria, RecallEvent};
 pub use reservation::{
     Allocation, PlanLine, Purpose, Reservation, ReservationCommand, ReservationEvent, ReservationStatus, Shortfall,
 };

@@ -6,7 +6,8 @@ use projections::{ApplyError, Projection, RecordedEvent, Tx, View};
 use runtime::ServiceError;
 use serde::{Deserialize, Serialize};
 use stock::{
-    Allocation, Destination, Lot, LotEvent, LotStatus, Origin, Purpose, ReservationEvent, ReservationStatus, Shortfall,
+    Allocation, Destination, Lot, LotEvent, LotStatus, Origin, Purpose, RecallEvent, ReservationEvent,
+    ReservationStatus, Shortfall,
 };
 use utoipa::ToSchema;
 use values::{DateKind, FoodGroup, StorageClass};
@@ -170,6 +171,22 @@ impl Projection for LotsProjection {
         match event.aggregate_kind {
             "lot" => apply_lot(tx, id, at, event.decode::<LotEvent>()?),
             "reservation" => apply_reservation(tx, id, at, event.decode::<ReservationEvent>()?),
+            "recall" => {
+                let RecallEvent::RecallIssued { criteria, reason, lots } = event.decode::<RecallEvent>()?;
+                let row = RecallRow {
+                    recall_id: id.to_owned(),
+                    product_id: criteria.product_id,
+                    lot_numbers: criteria.lot_numbers,
+                    date_from: criteria.date_from,
+                    date_to: criteria.date_to,
+                    reason,
+                    lots,
+                    issued_at: at,
+                    issued_by: event.envelope.actor.to_string(),
+                };
+                tx.put_json("recall", id.as_bytes(), &row);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -283,4 +300,135 @@ pub(super) fn fefo_candidates(view: &View, site_id: &str, product_id: &str) -> R
     view.scan("fefo", fefo_prefix(site_id, product_id).as_bytes())
         .map(|item| item.map(|(_, id)| String::from_utf8_lossy(&id).into_owned()).map_err(storage))
         .collect()
+}
+
+/// Every lot of a product (any site, any status).
+pub(super) fn lots_of_product(view: &View, product_id: &str) -> Result<Vec<LotRow>, ServiceError> {
+    let mut rows = Vec::new();
+    for item in view.scan("by_product", format!("{product_id}\0").as_bytes()) {
+        let (_, id) = item.map_err(storage)?;
+        if let Some(row) = view.get_json::<LotRow>("lot", &id).map_err(storage)? {
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecallRow {
+    pub recall_id: String,
+    pub product_id: String,
+    pub lot_numbers: Vec<String>,
+    pub date_from: Option<NaiveDate>,
+    pub date_to: Option<NaiveDate>,
+    pub reason: String,
+    /// The lots held by the recall.
+    pub lots: Vec<String>,
+    pub issued_at: DateTime<Utc>,
+    pub issued_by: String,
+}
+
+/// Where a recalled product went, from the events: what the coordinator acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecallTrace {
+    pub recall: RecallRow,
+    /// The recalled lots, at every site, with what is still there (held).
+    pub lots: Vec<LotRow>,
+    /// Every hand-over of recalled units: parcel, association, relay point, household.
+    pub shipments: Vec<TracedShipment>,
+    /// Units moved between sites (both ends are among `lots`).
+    pub transfers: Vec<TracedTransfer>,
+    /// The donors the recalled units came from.
+    pub donors: Vec<String>,
+    pub units_received: u64,
+    pub units_held: u64,
+    pub units_shipped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TracedShipment {
+    pub lot_id: String,
+    pub site_id: String,
+    pub lot_number: Option<String>,
+    pub reservation_id: String,
+    pub quantity: u32,
+    pub grams: u64,
+    pub kind: String,
+    pub reference: String,
+    pub association_id: Option<String>,
+    pub relay_point_id: Option<String>,
+    /// The household's pseudonymous id.
+    pub household: Option<String>,
+    pub shipped_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TracedTransfer {
+    pub transfer_id: String,
+    pub from_lot: String,
+    pub from_site: String,
+    pub to_lot: String,
+    pub to_site: String,
+    pub quantity: u32,
+}
+
+pub(super) fn recall_trace(view: &View, recall_id: &str) -> Result<RecallTrace, ServiceError> {
+    let recall: RecallRow = view
+        .get_json("recall", recall_id.as_bytes())
+        .map_err(storage)?
+        .ok_or_else(|| ServiceError::not_found("recall_not_found", format!("no recall {recall_id}")))?;
+    let mut lots = Vec::new();
+    let mut shipments = Vec::new();
+    let mut transfers = Vec::new();
+    for id in &recall.lots {
+        let Some(lot) = view.get_json::<LotRow>("lot", id.as_bytes()).map_err(storage)? else { continue };
+        for item in view.scan("shipment", format!("{id}\0").as_bytes()) {
+            let (_, value) = item.map_err(storage)?;
+            let s: ShipmentRow =
+                serde_json::from_slice(&value).map_err(|e| ServiceError::internal("reading a shipment", e))?;
+            shipments.push(TracedShipment {
+                lot_id: s.lot_id,
+                site_id: lot.site_id.clone(),
+                lot_number: lot.lot_number.clone(),
+                reservation_id: s.reservation_id,
+                quantity: s.quantity,
+                grams: s.grams,
+                kind: s.destination.kind,
+                reference: s.destination.reference,
+                association_id: s.destination.association_id,
+                relay_point_id: s.destination.relay_point_id,
+                household: s.destination.household,
+                shipped_at: s.shipped_at,
+            });
+        }
+        if let Origin::Transfer { transfer_id, from_lot, from_site, .. } = &lot.origin {
+            transfers.push(TracedTransfer {
+                transfer_id: transfer_id.clone(),
+                from_lot: from_lot.clone(),
+                from_site: from_site.clone(),
+                to_lot: lot.lot_id.clone(),
+                to_site: lot.site_id.clone(),
+                quantity: lot.received,
+            });
+        }
+        lots.push(lot);
+    }
+    shipments.sort_by(|a, b| a.shipped_at.cmp(&b.shipped_at).then(a.lot_id.cmp(&b.lot_id)));
+    let mut donors: Vec<String> = lots.iter().filter_map(|l| l.donor_id.clone()).collect();
+    donors.sort();
+    donors.dedup();
+    Ok(RecallTrace {
+        units_received: lots
+            .iter()
+            .filter(|l| matches!(l.origin, Origin::Donation { .. }))
+            .map(|l| u64::from(l.received))
+            .sum(),
+        units_held: lots.iter().map(|l| u64::from(l.on_hand)).sum(),
+        units_shipped: shipments.iter().map(|s| u64::from(s.quantity)).sum(),
+        recall,
+        lots,
+        shipments,
+        transfers,
+        donors,
+    })
 }

@@ -14,8 +14,11 @@ use utoipa::ToSchema;
 use values::{FoodGroup, StorageClass};
 
 pub use audit::{AuditReport, Auditor};
-pub use lots::{AllocationRow, LotRow, LotsProjection, ReservationRow, ShipmentRow, ShortfallRow};
-pub use process::{lot_id_for_line, ReservationAction, ReserveLine, ReserveStock, ShipReservation};
+pub use lots::{
+    AllocationRow, LotRow, LotsProjection, RecallRow, RecallTrace, ReservationRow, ShipmentRow, ShortfallRow,
+    TracedShipment, TracedTransfer,
+};
+pub use process::{lot_id_for_line, IssueRecall, ReservationAction, ReserveLine, ReserveStock, ShipReservation};
 pub use sites::{AddZone, CreateSite, GetSite, SiteRow, SitesProjection, ZoneBody};
 
 use crate::common::{aggregate_command, meta, number, parse_id, projection_query, require, storage, ServiceContext};
@@ -44,6 +47,12 @@ pub struct ListLots {
 #[serde(deny_unknown_fields)]
 pub struct GetLot {
     pub lot_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetRecall {
+    pub recall_id: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -159,6 +168,41 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             let body: ShipReservation = parse_payload(&request.payload)?;
             s.ship(request, body).await
         }
+    });
+
+    let s = stock.clone();
+    host.command("dispatch_transfer", move |request| {
+        let s = s.clone();
+        async move {
+            require(&request.actor, warehouse)?;
+            let body: ReservationAction = parse_payload(&request.payload)?;
+            let id = parse_id(&body.reservation_id, "reservation")?;
+            s.dispatch(request, id).await
+        }
+    });
+    let s = stock.clone();
+    host.command("receive_transfer", move |request| {
+        let s = s.clone();
+        async move {
+            require(&request.actor, warehouse)?;
+            let body: ReservationAction = parse_payload(&request.payload)?;
+            let id = parse_id(&body.reservation_id, "reservation")?;
+            s.receive_transfer(request, id).await
+        }
+    });
+    {
+        let (s, recalls) = (stock.clone(), ctx.runner::<stock::Recall>(SERVICE));
+        host.command("issue_recall", move |request| {
+            let (s, recalls) = (s.clone(), recalls.clone());
+            async move {
+                require(&request.actor, &[])?;
+                let body: IssueRecall = parse_payload(&request.payload)?;
+                s.recall(request, body, &recalls).await
+            }
+        });
+    }
+    projection_query(&mut host, "recall_trace", ctx, &view, Some(&[]), |view, p: GetRecall| {
+        lots::recall_trace(view, &p.recall_id)
     });
 
     aggregate_command(&mut host, "adjust_lot", &lots, warehouse, |body: AdjustLot, _| {

@@ -154,6 +154,15 @@ impl Stock {
                 lines.push(PlanLine { product_id: line.product_id.clone(), quantity: line.quantity, candidates });
             }
             let purpose = body.purpose.unwrap_or(Purpose::Parcel { association_id: None });
+            if let Purpose::Transfer { to_site } = &purpose {
+                let to = parse_id(to_site, "site")?;
+                if to == site_id {
+                    return Err(ServiceError::validation("same_site", "a transfer goes to another site"));
+                }
+                if self.sites.load(&to).await?.0.name.is_none() {
+                    return Err(ServiceError::not_found("site_not_found", format!("no site {to}")));
+                }
+            }
             let plan = ReservationCommand::Plan { site_id: site_id.to_string(), purpose, lines, partial: body.partial };
             self.reservations.execute(id.clone(), plan, meta(&request)).await?;
         }
@@ -325,5 +334,132 @@ impl Stock {
             ReservationCommand::MarkShipped { destination: body.destination },
         )
         .await
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRecall {
+    /// Optional client-chosen id; derived from the idempotency key when absent.
+    pub recall_id: Option<String>,
+    /// The product, by id or by GTIN (one of the two).
+    pub product_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub gtin: Option<values::Gtin>,
+    /// The recalled lot numbers (as printed); or give a range of dates.
+    #[serde(default)]
+    pub lot_numbers: Vec<String>,
+    pub date_from: Option<chrono::NaiveDate>,
+    pub date_to: Option<chrono::NaiveDate>,
+    pub reason: String,
+}
+
+/// The id of the lot a transfer's units become at the receiving site.
+fn transferred_lot_id(transfer: &AggregateId, from_lot: &str) -> AggregateId {
+    let readable = format!("{transfer}-{from_lot}");
+    let id = if readable.len() <= 64 {
+        readable
+    } else {
+        Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/transfer/{transfer}/{from_lot}").as_bytes()).to_string()
+    };
+    AggregateId::try_from(id).expect("transfer and lot ids make valid lot ids")
+}
+
+impl Stock {
+    /// Sends a transfer's units on their way: each lot counts them out, in transit.
+    pub async fn dispatch(&self, request: CommandRequest, id: AggregateId) -> Result<CommandReply, ServiceError> {
+        use ReservationStatus::*;
+        let (reservation, _) = self.reservations.load(&id).await?;
+        let Some(Purpose::Transfer { to_site }) = reservation.purpose.clone() else {
+            return Err(ServiceError::validation("not_a_transfer", "only a transfer is dispatched"));
+        };
+        let today = Utc::now().date_naive();
+        let rid = id.to_string();
+        let command = || LotCommand::DispatchTransfer { reservation_id: rid.clone(), to_site: to_site.clone(), today };
+        self.on_every_lot(&request, &id, "dispatch", &[Confirmed, Picked], command, ReservationCommand::MarkDispatched)
+            .await
+    }
+
+    /// Takes a dispatched transfer in at its site: one new lot per lot it came from, with the
+    /// same product, dates and lot number, so that a recall finds it.
+    pub async fn receive_transfer(
+        &self,
+        request: CommandRequest,
+        id: AggregateId,
+    ) -> Result<CommandReply, ServiceError> {
+        let (reservation, _) = self.reservations.load(&id).await?;
+        let Some(Purpose::Transfer { to_site }) = reservation.purpose.clone() else {
+            return Err(ServiceError::validation("not_a_transfer", "only a transfer is received"));
+        };
+        if reservation.status != Some(ReservationStatus::Dispatched) {
+            return Err(ServiceError::conflict("not_dispatched", format!("transfer {id} has not been dispatched")));
+        }
+        let mut quantities: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        for a in &reservation.allocations {
+            *quantities.entry(a.lot_id.as_str()).or_default() += a.quantity;
+        }
+        let mut last = None;
+        for (from_lot, quantity) in quantities {
+            let (source, _) = self.lots.load(&parse_id(from_lot, "lot")?).await?;
+            let from =
+                source.receipt.ok_or_else(|| ServiceError::internal("receiving a transfer", "source lot unknown"))?;
+            let receipt = Receipt {
+                weight_g: from.weight_g * u64::from(quantity) / u64::from(from.quantity.max(1)),
+                product: from.product,
+                site_id: to_site.clone(),
+                quantity,
+                date: from.date,
+                lot_number: from.lot_number,
+                past_best_before: source.past_best_before,
+                origin: Origin::Transfer {
+                    transfer_id: id.to_string(),
+                    from_lot: from_lot.to_owned(),
+                    from_site: from.site_id,
+                    donor_id: from.origin.donor_id().map(str::to_owned),
+                },
+            };
+            let lot_id = transferred_lot_id(&id, from_lot);
+            last = Some(
+                self.lots.execute(lot_id, LotCommand::Receive(receipt), step_meta(&request, "receive", &id)).await?,
+            );
+        }
+        last.ok_or_else(|| ServiceError::conflict("empty_transfer", "this transfer carries nothing"))
+    }
+
+    /// Holds every lot the criteria cover at once, then records the recall with them.
+    pub async fn recall(
+        &self,
+        request: CommandRequest,
+        body: IssueRecall,
+        recalls: &CommandRunner<stock::Recall>,
+    ) -> Result<CommandReply, ServiceError> {
+        let id = new_id(body.recall_id, &request, "recall")?;
+        let product_id = match (body.product_id, body.gtin) {
+            (Some(p), None) => p,
+            (None, Some(g)) => format!("gtin-{g}"),
+            _ => return Err(ServiceError::validation("product_required", "give either product_id or gtin")),
+        };
+        let criteria = stock::RecallCriteria {
+            product_id,
+            lot_numbers: body.lot_numbers.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect(),
+            date_from: body.date_from,
+            date_to: body.date_to,
+        };
+        // Checked before anything is held.
+        let check =
+            stock::RecallCommand::Issue { criteria: criteria.clone(), reason: body.reason.clone(), lots: vec![] };
+        eventcore::Aggregate::decide(&stock::Recall::default(), &check)?;
+        let view = self.projections.view(LotsProjection.name()).map_err(storage)?;
+        let lots: Vec<String> = super::lots::lots_of_product(&view, &criteria.product_id)?
+            .into_iter()
+            .filter(|l| criteria.covers(&l.product_id, l.lot_number.as_deref(), l.date))
+            .map(|l| l.lot_id)
+            .collect();
+        for lot in &lots {
+            let recall = LotCommand::Recall { recall_id: id.to_string(), reason: body.reason.clone() };
+            self.lots.execute(parse_id(lot, "lot")?, recall, step_meta(&request, "recall", &id)).await?;
+        }
+        let issue = stock::RecallCommand::Issue { criteria, reason: body.reason, lots };
+        recalls.execute(id, issue, meta(&request)).await
     }
 }
