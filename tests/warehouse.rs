@@ -534,3 +534,117 @@ async fn a_recall_holds_the_lot_at_three_sites_and_traces_every_unit_shipped() {
     assert_eq!((report["problems"].clone(), report["in_transit"].as_u64()), (json!([]), Some(0)), "{audit}");
     assert!(foodaid.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lots_are_put_away_adjusted_counted_expired_and_summed_up() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    let site = json!({"site_id": "gerland", "name": "Gerland",
+        "zones": [{"code": "A1", "storage": "ambient"}, {"code": "FROID", "storage": "chilled"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    assert_eq!(
+        wh.post("/api/donors", "donor", json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl"})).await.0,
+        StatusCode::CREATED
+    );
+    for (id, group, storage, kind) in [("yoghurt", "dairy", "chilled", "dlc"), ("pasta", "starches", "ambient", "ddm")]
+    {
+        let body = json!({"product_id": id, "name": id, "food_group": group, "storage": storage, "date_kind": kind});
+        assert_eq!(wh.post("/api/products", id, body).await.0, StatusCode::CREATED);
+    }
+    let donation = json!({"donation_id": "d1", "donor_id": "lidl", "site_id": "gerland", "received_at": "2026-01-01T08:00:00Z", "lines": [
+        {"product_id": "yoghurt", "quantity": 10, "weight_g": 5000, "date": "2026-01-10", "temperature_c": 3.0},
+        {"product_id": "pasta", "quantity": 20, "weight_g": 10000, "date": "2026-01-05"}]});
+    assert_eq!(wh.post("/api/donations", "d1", donation).await.0, StatusCode::CREATED);
+    wait_for(&wh, "/api/lots", |v| v.as_array().unwrap().len() == 2).await;
+
+    // Put away: the cold chain decides the zone.
+    let (status, err) = wh.post("/api/lots/d1-l1/move", "m0", json!({"zone": "A1"})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("wrong_storage_zone")));
+    let (status, err) = wh.post("/api/lots/d1-l1/move", "m1", json!({"zone": "NOPE"})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("zone_not_found")));
+    assert_eq!(wh.post("/api/lots/d1-l1/move", "m2", json!({"zone": "froid"})).await.0, StatusCode::OK);
+    assert_eq!(wh.post("/api/lots/d1-l2/move", "m3", json!({"zone": "A1"})).await.0, StatusCode::OK);
+
+    // Damage, hold, count.
+    let (status, _) = wh
+        .post("/api/lots/d1-l2/adjustments", "adj", json!({"delta": -2, "reason": "damage", "note": "sacs percés"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = wh.post("/api/lots/d1-l2/adjustments", "adj2", json!({"delta": -2, "reason": "lost"})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_payload")));
+    assert_eq!(wh.post("/api/lots/d1-l2/hold", "hold", json!({"reason": "contrôle"})).await.0, StatusCode::OK);
+    let reserve =
+        json!({"reservation_id": "r1", "site_id": "gerland", "lines": [{"product_id": "pasta", "quantity": 1}]});
+    let (status, _) = wh.post("/api/reservations", "r1", reserve).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a held lot takes no reservation");
+    assert_eq!(wh.delete("/api/lots/d1-l2/hold", "lift").await.0, StatusCode::OK);
+    let (status, err) = wh.post("/api/sites/gerland/zones/A1/counts", "c0", json!({"counts": []})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("count_incomplete")), "{err}");
+    let (status, err) = wh
+        .post("/api/sites/gerland/zones/A1/counts", "c1", json!({"counts": [{"lot_id": "d1-l1", "counted": 1}]}))
+        .await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("lot_not_in_zone")), "{err}");
+    let (status, counted) = wh
+        .post(
+            "/api/sites/gerland/zones/A1/counts",
+            "c2",
+            json!({"counts": [{"lot_id": "d1-l2", "counted": 17}], "note": "inventaire"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{counted}");
+    let (_, lot) = wh.get(&format!("/api/lots/d1-l2?min_seq={}", min_seq(&counted))).await;
+    assert_eq!(
+        (lot["on_hand"].as_u64(), lot["written_off"].as_i64(), lot["zone"].as_str()),
+        (Some(17), Some(3), Some("A1"))
+    );
+
+    // Summaries: now, on a past day, and against the minimum per food group.
+    let (_, stock) = wh.get("/api/stock?site_id=gerland&food_group=starches").await;
+    assert_eq!(
+        stock,
+        json!([{"site_id": "gerland", "product_id": "pasta", "product_name": "pasta", "food_group": "starches",
+        "storage": "ambient", "lots": 1, "on_hand": 17, "available": 17, "kg": 8.5, "next_date": "2026-01-05"}])
+    );
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let (_, past) = wh.get(&format!("/api/stock?as_of={yesterday}")).await;
+    assert_eq!(past, json!([]), "nothing was in stock before today");
+    let today = chrono::Utc::now().date_naive();
+    let (_, now) = wh.get(&format!("/api/stock?as_of={today}")).await;
+    assert_eq!(now.as_array().unwrap().iter().map(|l| l["on_hand"].as_u64().unwrap()).collect::<Vec<_>>(), [17, 10]);
+    let (_, low) = wh.get("/api/stock/low").await;
+    let starches = low.as_array().unwrap().iter().find(|l| l["food_group"] == "starches").unwrap();
+    assert_eq!(
+        (starches["available_kg"].as_f64(), starches["minimum_kg"].as_f64(), starches["low"].as_bool()),
+        (Some(8.5), Some(500.0), Some(true))
+    );
+    let (_, expiring) = wh.get("/api/stock/expiring?days=0").await;
+    assert_eq!(expiring.as_array().unwrap().len(), 2, "both dates are past");
+
+    // The expiry run of 11 January: the yoghurt is written off, the pasta flagged and kept.
+    let (status, err) = wh.post("/api/stock/expiry-run", "exp-0", json!({"today": "2026-01-11"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (status, run) = admin.post("/api/stock/expiry-run", "exp-1", json!({"today": "2026-01-11"})).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    let types: Vec<&str> = run["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["lot_expired", "lot_past_best_before"]);
+    let (_, yoghurt) = wh.get(&format!("/api/lots/d1-l1?min_seq={}", min_seq(&run))).await;
+    assert_eq!(
+        (yoghurt["status"].as_str(), yoghurt["on_hand"].as_u64(), yoghurt["written_off"].as_i64()),
+        (Some("expired"), Some(0), Some(10))
+    );
+    let (_, pasta) = wh.get("/api/lots/d1-l2").await;
+    assert_eq!((pasta["status"].as_str(), pasta["past_best_before"].as_bool()), (Some("available"), Some(true)));
+    let (_, again) = admin.post("/api/stock/expiry-run", "exp-2", json!({"today": "2026-01-11"})).await;
+    assert_eq!(
+        (again["duplicate"].as_bool(), &again["seq"]),
+        (Some(true), &run["seq"]),
+        "a second run the same day commits nothing"
+    );
+    let audit = support::run(dir.path(), Some(&url), &["stock", "audit"]);
+    assert!(audit.contains("audit passed"), "{audit}");
+    assert!(foodaid.terminate().success());
+}

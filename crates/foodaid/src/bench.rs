@@ -242,3 +242,207 @@ pub async fn eventstore(settings: &Settings, events: usize, aggregates: usize, j
     }
     Ok(())
 }
+
+#[derive(Serialize)]
+struct StockFigures {
+    lots: usize,
+    /// Donation lines recorded per second through the donations service (50 lines per donation,
+    /// each judged by the reception rules, acknowledged once stored).
+    donation_lines_per_s: f64,
+    /// Accepted lines taken into stock as lots per second by the stock service's reactor,
+    /// measured from the first donation to the last lot.
+    lots_received_per_s: f64,
+    /// Parcel-sized reservations (8 lines, FEFO across lots) per second through the stock
+    /// service, events stored.
+    reservations_per_s: f64,
+    /// Commits a reservation made on average (plan, lots, settlement).
+    commits_per_reservation: f64,
+    /// The same number of commits per second, published raw with async-nats: the baseline.
+    raw_publish_per_s: f64,
+    /// reservations_per_s × commits_per_reservation / raw_publish_per_s.
+    reservation_commit_ratio: f64,
+}
+
+/// `foodaid bench stock`: donations into lots, then parcel reservations, through the services
+/// over NATS, on a fresh nats-server and sled directory.
+pub async fn stock(settings: &Settings, lots: usize, json: bool) -> anyhow::Result<()> {
+    use runtime::{Actor, CommandRequest, ServiceClient};
+    use serde_json::json;
+
+    anyhow::ensure!(lots >= 1_000, "--lots must be at least 1000");
+    const PRODUCTS: usize = 200;
+    const LINES: usize = 50;
+    const CONCURRENCY: usize = 32;
+    let dir = tempfile::tempdir()?;
+    let mut options = natsd::ServerOptions::new(dir.path().join("nats"));
+    options.binary = settings.nats.server_binary.clone();
+    let server = natsd::NatsServer::start(options).await.context("starting nats-server for the benchmark")?;
+    let client = async_nats::connect(server.url()).await?;
+    let mut settings = settings.clone();
+    settings.data_dir = dir.path().to_owned();
+    settings.jobs.expiry_interval_minutes = 0;
+    let parts = crate::node::build(&settings, &client, &services::SERVICE_NAMES).await?;
+    let store = parts.store.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    parts.engine.start();
+    for host in parts.hosts {
+        let (client, cancel, inner) = (client.clone(), cancel.clone(), tracker.clone());
+        tracker.spawn(async move { std::sync::Arc::new(host).serve(client, cancel, inner).await });
+    }
+    let services = ServiceClient::new(client.clone(), std::time::Duration::from_secs(60));
+    let send = |service: &'static str, name: &'static str, key: String, body: serde_json::Value| {
+        let services = services.clone();
+        async move {
+            let request = CommandRequest::new(key, Actor::system("bench"), body);
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match services.command(service, name, &request).await {
+                    Err(e) if e.kind == runtime::ErrorKind::Unavailable && Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                    }
+                    other => return other,
+                }
+            }
+        }
+    };
+    send("stock", "create_site", "site".into(), json!({"site_id": "gerland", "name": "Gerland"})).await?;
+    send(
+        "donations",
+        "register_donor",
+        "donor".into(),
+        json!({"donor_id": "donor", "kind": "retailer", "name": "Donor"}),
+    )
+    .await?;
+    for p in 0..PRODUCTS {
+        let body = json!({"product_id": format!("p{p}"), "name": format!("Product {p}"), "food_group": "starches",
+                          "storage": "ambient", "date_kind": "ddm"});
+        send("donations", "define_product", format!("product-{p}"), body).await?;
+    }
+
+    // Donations: `lots` accepted lines, 50 per donation, 20 units each, spread over the products
+    // and over a year of best-before dates.
+    let donations = lots.div_ceil(LINES);
+    let started = Instant::now();
+    let mut recorded = futures::stream::iter(0..donations)
+        .map(|d| {
+            let lines: Vec<serde_json::Value> = (0..LINES)
+                .map(|l| {
+                    let n = d * LINES + l;
+                    let date = chrono::NaiveDate::from_ymd_opt(2031, 1, 1).expect("date")
+                        + chrono::Duration::days((n % 365) as i64);
+                    json!({"product_id": format!("p{}", n % PRODUCTS), "quantity": 20, "weight_g": 10_000,
+                           "lot_number": format!("L{n}"), "date": date})
+                })
+                .collect();
+            let body =
+                json!({"donation_id": format!("d{d}"), "donor_id": "donor", "site_id": "gerland", "lines": lines});
+            send("donations", "record_donation", format!("donation-{d}"), body)
+        })
+        .buffer_unordered(CONCURRENCY);
+    while let Some(reply) = recorded.next().await {
+        reply?;
+    }
+    let donation_lines_per_s = (donations * LINES) as f64 / started.elapsed().as_secs_f64();
+    let lots_view = store.jetstream().get_stream("stock").await?;
+    // Every lot is one commit on the stock stream (after the site's).
+    let expected = (donations * LINES) as u64;
+    loop {
+        let mut info = lots_view.clone();
+        let messages = info.info().await?.state.messages;
+        if messages > expected {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < std::time::Duration::from_secs(1800), "lots never all arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let lots_received_per_s = expected as f64 / started.elapsed().as_secs_f64();
+    let before = lots_view.clone().info().await?.state.last_sequence;
+
+    // Reservations: parcels of 8 products, 1 to 3 units each, FEFO across lots. The lots
+    // projection must have caught up for the plans to see every lot.
+    loop {
+        let mut query = runtime::QueryRequest::new(Actor::system("bench"), json!({"lot_id": "d0-l1"}));
+        query.min_seq.insert("stock".into(), before);
+        match services.query::<serde_json::Value>("stock", "get_lot", &query).await {
+            Ok(_) => break,
+            Err(e) if e.code == "projection_lagging" => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let parcels = (lots / 10).max(100);
+    let started = Instant::now();
+    let mut reserved = futures::stream::iter(0..parcels)
+        .map(|i| {
+            let lines: Vec<serde_json::Value> = (0..8)
+                .map(
+                    |k| json!({"product_id": format!("p{}", (i * 8 + k * 25) % PRODUCTS), "quantity": 1 + (i + k) % 3}),
+                )
+                .collect();
+            let body = json!({"reservation_id": format!("parcel-{i}"), "site_id": "gerland", "lines": lines});
+            send("stock", "reserve_stock", format!("parcel-{i}"), body)
+        })
+        .buffer_unordered(CONCURRENCY);
+    while let Some(reply) = reserved.next().await {
+        reply?;
+    }
+    let reservations_per_s = parcels as f64 / started.elapsed().as_secs_f64();
+    let after = lots_view.clone().info().await?.state.last_sequence;
+    let commits_per_reservation = (after - before) as f64 / parcels as f64;
+
+    // Baseline: as many commits, raw, same size as the reservations' on average.
+    let js = store.jetstream().clone();
+    js.create_stream(stream::Config {
+        name: "rawstock".into(),
+        subjects: vec!["rawstock.>".into()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    let bytes = lots_view.clone().info().await?.state.bytes as usize / after.max(1) as usize;
+    let payload = Bytes::from(vec![b'x'; bytes.max(64)]);
+    let count = (after - before) as usize;
+    let started = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for i in 0..count {
+        let ack = js.publish(format!("rawstock.lot.{}", i % 10_000), payload.clone()).await?;
+        acks.push(async move { ack.await });
+        if acks.len() >= WINDOW {
+            acks.next().await.expect("pending ack")?;
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    let raw_publish_per_s = count as f64 / started.elapsed().as_secs_f64();
+
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    parts.engine.shutdown().await;
+    server.stop().await;
+    let figures = StockFigures {
+        lots: donations * LINES,
+        donation_lines_per_s,
+        lots_received_per_s,
+        reservations_per_s,
+        commits_per_reservation,
+        raw_publish_per_s,
+        reservation_commit_ratio: reservations_per_s * commits_per_reservation / raw_publish_per_s,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&figures)?);
+    } else {
+        println!("lots                      {:>10}", figures.lots);
+        println!(
+            "donation lines/s          {:>10.0}  (recorded and judged, 50 per donation)",
+            figures.donation_lines_per_s
+        );
+        println!("lots received/s           {:>10.0}  (through to stock by the reactor)", figures.lots_received_per_s);
+        println!("reservations/s            {:>10.0}  (8 lines, FEFO across lots)", figures.reservations_per_s);
+        println!("commits per reservation   {:>10.1}", figures.commits_per_reservation);
+        println!("raw publish/s             {:>10.0}  (async-nats, same commit size)", figures.raw_publish_per_s);
+        println!("reservation_commit_ratio  {:>10.2}", figures.reservation_commit_ratio);
+    }
+    Ok(())
+}

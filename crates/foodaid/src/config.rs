@@ -21,7 +21,14 @@ pub struct Settings {
     pub projections: ProjectionSettings,
     pub commands: CommandSettings,
     pub log: LogSettings,
+    pub jobs: JobSettings,
     pub policies: services::Policies,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    pub expiry_interval_minutes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

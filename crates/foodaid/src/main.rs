@@ -130,6 +130,13 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Donations into lots, then 8-line parcel reservations, through the services.
+    Stock {
+        #[arg(long, default_value_t = 50_000)]
+        lots: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -148,7 +155,7 @@ fn main() -> ExitCode {
     let quiet = match &cli.command {
         Command::Status { json, .. } => *json,
         Command::Stock { command: StockCommand::Audit { json } } => *json,
-        Command::Bench { command: BenchCommand::Eventstore { json, .. } } => *json,
+        Command::Bench { command: BenchCommand::Eventstore { json, .. } | BenchCommand::Stock { json, .. } } => *json,
         _ => false,
     };
     telemetry::init(&settings.log, quiet);
@@ -178,6 +185,7 @@ fn main() -> ExitCode {
             Command::Bench { command: BenchCommand::Eventstore { events, aggregates, json } } => {
                 bench::eventstore(&settings, events, aggregates, json).await
             }
+            Command::Bench { command: BenchCommand::Stock { lots, json } } => bench::stock(&settings, lots, json).await,
         }
     });
     match result {

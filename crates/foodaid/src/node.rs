@@ -124,6 +124,11 @@ pub async fn run(
         });
     }
 
+    if names.contains(&"stock") && settings.jobs.expiry_interval_minutes > 0 {
+        let every = Duration::from_secs(60 * settings.jobs.expiry_interval_minutes);
+        tracker.spawn(expiry_job(service_client.clone(), every, shutdown.clone()));
+    }
+
     if demo {
         let summary = crate::demo::load(&service_client, &store, &settings).await.context("loading demo data")?;
         println!("{summary}");
@@ -146,6 +151,30 @@ pub async fn run(
     connection.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The daily expiry run: asked every `every` (the first time a minute after start). The run is
+/// idempotent per day (its lot commands have day-based ids), so several nodes asking, or asking
+/// every hour, writes each lot off once.
+async fn expiry_job(client: ServiceClient, every: Duration, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(60).min(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = every;
+        let today = chrono::Utc::now().date_naive();
+        let request = runtime::CommandRequest::new(
+            format!("expiry/{today}"),
+            runtime::Actor::system("expiry"),
+            serde_json::json!({ "today": today }),
+        );
+        match client.command("stock", "run_expiry", &request).await {
+            Ok(reply) => tracing::info!(events = reply.events.len(), %today, "expiry run done"),
+            Err(e) => tracing::warn!(error = %e, "expiry run failed; will try again"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -244,6 +244,28 @@ pub fn operations() -> Vec<Op> {
             .doc("Put a lot on hold: no new reservation, nothing leaves", "admin, warehouse"),
         Op::command(Method::DELETE, "/api/lots/{lot_id}/hold", "stock", "lift_hold", schema::<st::LiftHold>)
             .doc("Lift a lot's hold", "admin, warehouse"),
+        Op::query("/api/stock", "stock", "stock_summary", array::<st::StockLine>)
+            .doc("Stock by site and product, filtered; as it was on a past day with as_of", "admin, warehouse")
+            .params(&[
+                ("site_id", "only at this site"),
+                ("zone", "only in this zone"),
+                ("food_group", "only of this food group"),
+                ("storage", "ambient, chilled or frozen"),
+                ("as_of", "stock at the end of this day (YYYY-MM-DD)"),
+            ]),
+        Op::query("/api/stock/low", "stock", "low_stock", array::<st::LowStock>)
+            .doc("Available kg per food group against the configured minimum", "admin, warehouse")
+            .params(&[("site_id", "only at this site")]),
+        Op::command(post.clone(), "/api/stock/expiry-run", "stock", "run_expiry", schema::<st::RunExpiry>)
+            .doc("Write off lots past their use-by date, flag those past best-before (also runs daily)", "admin"),
+        Op::command(
+            post.clone(),
+            "/api/sites/{site_id}/zones/{zone}/counts",
+            "stock",
+            "count_zone",
+            schema::<st::ZoneCount>,
+        )
+        .doc("Record a physical count of every lot in a zone; variances become adjustments", "admin, warehouse"),
         Op::query("/api/stock/expiring", "stock", "expiring_lots", array::<st::LotRow>)
             .doc(
                 "Lots whose date falls within N days, earliest first: push them into the next parcels",

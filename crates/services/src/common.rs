@@ -33,11 +33,29 @@ pub struct Policies {
     pub reception: donations::ReceptionRules,
     /// Grams of food counted as one meal in statements and reports.
     pub meal_grams: u32,
+    /// Available stock per food group below which `low_stock` warns, kg.
+    pub stock_minimum_kg: donations::PerGroup<f64>,
 }
 
 impl Default for Policies {
     fn default() -> Self {
-        Policies { reception: donations::ReceptionRules::default(), meal_grams: 500 }
+        use values::FoodGroup::*;
+        Policies {
+            reception: donations::ReceptionRules::default(),
+            meal_grams: 500,
+            stock_minimum_kg: donations::PerGroup {
+                default: 100.0,
+                groups: [
+                    (Starches, 500.0),
+                    (FruitVegetables, 200.0),
+                    (Dairy, 150.0),
+                    (MeatFishEggs, 150.0),
+                    (BabyFood, 30.0),
+                    (Hygiene, 50.0),
+                ]
+                .into(),
+            },
+        }
     }
 }
 

@@ -251,6 +251,8 @@ fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Resul
         tx.put("by_lot_number", format!("{}\0{n}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
     }
     tx.put("by_product", format!("{}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
+    // Units on hand at the end of each day something happened: stock as it was on a past date.
+    tx.put("daily", format!("{id}\0{}", at.date_naive()).as_bytes(), row.on_hand.to_be_bytes().to_vec());
     tx.put_json("lot", id.as_bytes(), &row);
     tx.put_json("state", id.as_bytes(), &state);
     Ok(())
@@ -295,11 +297,35 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
     })
 }
 
-/// Lot ids of a product at a site, in FEFO order, that still have units on hand.
-pub(super) fn fefo_candidates(view: &View, site_id: &str, product_id: &str) -> Result<Vec<String>, ServiceError> {
-    view.scan("fefo", fefo_prefix(site_id, product_id).as_bytes())
-        .map(|item| item.map(|(_, id)| String::from_utf8_lossy(&id).into_owned()).map_err(storage))
-        .collect()
+/// The lots a reservation of `quantity` units of a product at a site should try, in FEFO
+/// order: those the read model shows with units available, until they cover twice the
+/// quantity (the read model may be a little behind the lots themselves), at least
+/// `MIN_CANDIDATES` and at most `MAX_CANDIDATES` of them, so that a plan stays small.
+pub(super) fn fefo_candidates(
+    view: &View,
+    site_id: &str,
+    product_id: &str,
+    quantity: u32,
+) -> Result<Vec<String>, ServiceError> {
+    const MIN_CANDIDATES: usize = 4;
+    const MAX_CANDIDATES: usize = 32;
+    let mut candidates = Vec::new();
+    let mut covered = 0u64;
+    for item in view.scan("fefo", fefo_prefix(site_id, product_id).as_bytes()) {
+        let (_, id) = item.map_err(storage)?;
+        let Some(row) = view.get_json::<LotRow>("lot", &id).map_err(storage)? else { continue };
+        if row.available == 0 {
+            continue;
+        }
+        covered += u64::from(row.available);
+        candidates.push(row.lot_id);
+        if candidates.len() >= MAX_CANDIDATES
+            || (candidates.len() >= MIN_CANDIDATES && covered >= 2 * u64::from(quantity))
+        {
+            break;
+        }
+    }
+    Ok(candidates)
 }
 
 /// Every lot of a product (any site, any status).
@@ -431,4 +457,21 @@ pub(super) fn recall_trace(view: &View, recall_id: &str) -> Result<RecallTrace, 
         transfers,
         donors,
     })
+}
+
+/// Units of a lot on hand at the end of `date` (0 before it came in).
+pub(super) fn on_hand_at(view: &View, lot_id: &str, date: NaiveDate) -> Result<u32, ServiceError> {
+    let prefix = format!("{lot_id}\0");
+    let until = format!("{prefix}{date}");
+    let mut last = 0;
+    for item in view.scan("daily", prefix.as_bytes()) {
+        let (key, value) = item.map_err(storage)?;
+        if key.as_slice() > until.as_bytes() {
+            break;
+        }
+        last = u32::from_be_bytes(
+            value.as_slice().try_into().map_err(|_| ServiceError::internal("reading stock history", "bad row"))?,
+        );
+    }
+    Ok(last)
 }

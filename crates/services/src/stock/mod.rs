@@ -6,9 +6,11 @@ mod lots;
 mod process;
 mod sites;
 
+use std::collections::BTreeMap;
+
 use chrono::{Duration, NaiveDate, Utc};
-use runtime::{parse_payload, Reactor, Role, ServiceError, ServiceHost};
-use serde::Deserialize;
+use runtime::{parse_payload, CommandReply, Reactor, Role, ServiceError, ServiceHost};
+use serde::{Deserialize, Serialize};
 use stock::{AdjustReason, Lot, LotCommand, LotStatus, Reservation, ZoneCode};
 use utoipa::ToSchema;
 use values::{FoodGroup, StorageClass};
@@ -23,7 +25,7 @@ pub use sites::{AddZone, CreateSite, GetSite, SiteRow, SitesProjection, ZoneBody
 
 use crate::common::{aggregate_command, meta, number, parse_id, projection_query, require, storage, ServiceContext};
 use crate::donations::{food_group_schema, storage_schema};
-use projections::Engine;
+use projections::{Engine, Projection};
 
 pub const SERVICE: &str = "stock";
 
@@ -47,6 +49,79 @@ pub struct ListLots {
 #[serde(deny_unknown_fields)]
 pub struct GetLot {
     pub lot_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneCount {
+    pub site_id: String,
+    #[schema(value_type = String)]
+    pub zone: ZoneCode,
+    /// One count per lot in the zone: every lot the zone holds must be counted.
+    pub counts: Vec<LotCount>,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LotCount {
+    pub lot_id: String,
+    pub counted: u32,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunExpiry {
+    /// The day to judge dates against; today by default.
+    pub today: Option<NaiveDate>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockQuery {
+    pub site_id: Option<String>,
+    pub zone: Option<String>,
+    #[schema(schema_with = food_group_schema)]
+    pub food_group: Option<FoodGroup>,
+    #[schema(schema_with = storage_schema)]
+    pub storage: Option<StorageClass>,
+    /// Stock as it was at the end of this day (time travel); now by default.
+    pub as_of: Option<NaiveDate>,
+}
+
+/// Stock of one product at one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StockLine {
+    pub site_id: String,
+    pub product_id: String,
+    pub product_name: String,
+    #[schema(schema_with = food_group_schema)]
+    pub food_group: FoodGroup,
+    #[schema(schema_with = storage_schema)]
+    pub storage: StorageClass,
+    pub lots: u32,
+    pub on_hand: u64,
+    /// Only for the present (not with `as_of`).
+    pub available: u64,
+    pub kg: f64,
+    /// The earliest date among its lots.
+    pub next_date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LowStockQuery {
+    pub site_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LowStock {
+    #[schema(schema_with = food_group_schema)]
+    pub food_group: FoodGroup,
+    pub available_kg: f64,
+    pub minimum_kg: f64,
+    pub low: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -201,6 +276,91 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             }
         });
     }
+    {
+        let (lots, store) = (lots.clone(), ctx.projections.clone());
+        host.command("count_zone", move |request| {
+            let (lots, store) = (lots.clone(), store.clone());
+            async move {
+                require(&request.actor, warehouse)?;
+                let body: ZoneCount = parse_payload(&request.payload)?;
+                let rows = zone_lots(&store, &body.site_id, &body.zone).await?;
+                let counted: BTreeMap<&str, u32> = body.counts.iter().map(|c| (c.lot_id.as_str(), c.counted)).collect();
+                if counted.len() != body.counts.len() {
+                    return Err(ServiceError::validation("duplicate_lot", "a lot is counted twice"));
+                }
+                if let Some(stray) = counted.keys().find(|id| !rows.iter().any(|r| r.lot_id == **id)) {
+                    return Err(ServiceError::validation(
+                        "lot_not_in_zone",
+                        format!("lot {stray} is not in zone {} of {}", body.zone, body.site_id),
+                    ));
+                }
+                let missing: Vec<&str> =
+                    rows.iter().map(|r| r.lot_id.as_str()).filter(|id| !counted.contains_key(id)).collect();
+                if !missing.is_empty() {
+                    return Err(ServiceError::validation(
+                        "count_incomplete",
+                        format!("count every lot of the zone; missing: {}", missing.join(", ")),
+                    ));
+                }
+                let mut replies = Vec::new();
+                for (lot_id, counted) in counted {
+                    let command = LotCommand::Count { counted, note: body.note.clone() };
+                    replies.push(lots.execute(parse_id(lot_id, "lot")?, command, meta(&request)).await?);
+                }
+                Ok(combine(format!("count-{}-{}", body.site_id, body.zone), replies))
+            }
+        });
+    }
+    {
+        let (lots, store) = (lots.clone(), ctx.projections.clone());
+        host.command("run_expiry", move |request| {
+            let (lots, store) = (lots.clone(), store.clone());
+            async move {
+                require(&request.actor, &[])?;
+                let body: RunExpiry = parse_payload(&request.payload)?;
+                let today = body.today.unwrap_or_else(|| Utc::now().date_naive());
+                let candidates: Vec<LotRow> =
+                    tokio::task::spawn_blocking(move || -> Result<Vec<LotRow>, ServiceError> {
+                        let v = store.view(LotsProjection.name()).map_err(storage)?;
+                        let rows: Vec<LotRow> = v.scan_json("lot", b"").map_err(storage)?;
+                        Ok(rows.into_iter().filter(|r| r.on_hand > 0 && r.date.is_some_and(|d| d < today)).collect())
+                    })
+                    .await
+                    .map_err(|e| ServiceError::internal("running the expiry", e))??;
+                let mut replies = Vec::new();
+                for row in candidates {
+                    let id = parse_id(&row.lot_id, "lot")?;
+                    let command_meta =
+                        eventcore::CommandMeta { command_id: format!("expire/{today}"), ..meta(&request) };
+                    replies.push(lots.execute(id, LotCommand::Expire { today }, command_meta).await?);
+                }
+                Ok(combine(format!("expiry-{today}"), replies))
+            }
+        });
+    }
+    projection_query(&mut host, "stock_summary", ctx, &view, Some(warehouse), |view, p: StockQuery| {
+        stock_lines(view, &p)
+    });
+    {
+        let minimum = ctx.policies.stock_minimum_kg.clone();
+        projection_query(&mut host, "low_stock", ctx, &view, Some(warehouse), move |view, p: LowStockQuery| {
+            let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
+            Ok(FoodGroup::ALL
+                .iter()
+                .map(|&group| {
+                    let grams: u64 = rows
+                        .iter()
+                        .filter(|r| r.food_group == group && p.site_id.as_ref().is_none_or(|s| *s == r.site_id))
+                        .map(|r| r.grams(r.available))
+                        .sum();
+                    let available_kg = grams as f64 / 1000.0;
+                    let minimum_kg = minimum.get(group);
+                    LowStock { food_group: group, available_kg, minimum_kg, low: available_kg < minimum_kg }
+                })
+                .collect::<Vec<_>>())
+        });
+    }
+
     projection_query(&mut host, "recall_trace", ctx, &view, Some(&[]), |view, p: GetRecall| {
         lots::recall_trace(view, &p.recall_id)
     });
@@ -277,4 +437,79 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         Ok(rows)
     });
     host
+}
+
+/// One answer for a command that changed several aggregates: every event, and the last
+/// sequence (which covers the others: they share the stream).
+fn combine(id: String, replies: Vec<CommandReply>) -> CommandReply {
+    CommandReply {
+        aggregate_id: id,
+        stream: SERVICE.to_owned(),
+        seq: replies.iter().map(|r| r.seq).max().unwrap_or(0),
+        version: 0,
+        duplicate: !replies.is_empty() && replies.iter().all(|r| r.duplicate),
+        events: replies.into_iter().flat_map(|r| r.events).collect(),
+    }
+}
+
+/// The lots with units on hand in a zone of a site.
+async fn zone_lots(
+    store: &projections::ProjectionStore,
+    site_id: &str,
+    zone: &ZoneCode,
+) -> Result<Vec<LotRow>, ServiceError> {
+    let (store, site, zone) = (store.clone(), site_id.to_owned(), zone.to_string());
+    tokio::task::spawn_blocking(move || -> Result<Vec<LotRow>, ServiceError> {
+        let view = store.view(LotsProjection.name()).map_err(storage)?;
+        let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.site_id == site && r.zone.as_deref() == Some(&zone) && r.on_hand > 0)
+            .collect())
+    })
+    .await
+    .map_err(|e| ServiceError::internal("reading a zone", e))?
+}
+
+/// Stock by site and product, filtered; at the end of `as_of` if given.
+fn stock_lines(view: &projections::View, p: &StockQuery) -> Result<Vec<StockLine>, ServiceError> {
+    let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
+    let mut lines: BTreeMap<(String, String), StockLine> = BTreeMap::new();
+    for r in rows {
+        if !(p.site_id.as_ref().is_none_or(|s| *s == r.site_id)
+            && p.zone.as_ref().is_none_or(|z| r.zone.as_ref() == Some(&z.to_ascii_uppercase()))
+            && p.food_group.is_none_or(|g| g == r.food_group)
+            && p.storage.is_none_or(|s| s == r.storage))
+        {
+            continue;
+        }
+        let (on_hand, available) = match p.as_of {
+            Some(date) => (lots::on_hand_at(view, &r.lot_id, date)?, 0),
+            None => (r.on_hand, r.available),
+        };
+        if on_hand == 0 {
+            continue;
+        }
+        let line = lines.entry((r.site_id.clone(), r.product_id.clone())).or_insert_with(|| StockLine {
+            site_id: r.site_id.clone(),
+            product_id: r.product_id.clone(),
+            product_name: r.product_name.clone(),
+            food_group: r.food_group,
+            storage: r.storage,
+            lots: 0,
+            on_hand: 0,
+            available: 0,
+            kg: 0.0,
+            next_date: None,
+        });
+        line.lots += 1;
+        line.on_hand += u64::from(on_hand);
+        line.available += u64::from(available);
+        line.kg += r.grams(on_hand) as f64 / 1000.0;
+        line.next_date = match (line.next_date, r.date) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(lines.into_values().collect())
 }

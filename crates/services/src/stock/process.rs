@@ -150,7 +150,7 @@ impl Stock {
             let view = self.projections.view(LotsProjection.name()).map_err(storage)?;
             let mut lines = Vec::with_capacity(body.lines.len());
             for line in &body.lines {
-                let candidates = fefo_candidates(&view, site_id.as_str(), &line.product_id)?;
+                let candidates = fefo_candidates(&view, site_id.as_str(), &line.product_id, line.quantity)?;
                 lines.push(PlanLine { product_id: line.product_id.clone(), quantity: line.quantity, candidates });
             }
             let purpose = body.purpose.unwrap_or(Purpose::Parcel { association_id: None });
