@@ -88,8 +88,9 @@ impl Reactor {
                     durable_name: Some(durable.clone()),
                     filter_subject: self.filter.clone(),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(60),
-                    max_ack_pending: 64,
+                    // A commit delivered to an instance that then dies comes back after this.
+                    ack_wait: Duration::from_secs(10),
+                    max_ack_pending: 32,
                     ..Default::default()
                 },
             )
