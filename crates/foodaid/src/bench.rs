@@ -323,6 +323,9 @@ pub async fn stock(settings: &Settings, lots: usize, json: bool) -> anyhow::Resu
     // Donations: `lots` accepted lines, 50 per donation, 20 units each, spread over the products
     // and over a year of best-before dates.
     let donations = lots.div_ceil(LINES);
+    if !json {
+        eprintln!("recording {donations} donations of {LINES} lines");
+    }
     let started = Instant::now();
     let mut recorded = futures::stream::iter(0..donations)
         .map(|d| {
@@ -371,6 +374,9 @@ pub async fn stock(settings: &Settings, lots: usize, json: bool) -> anyhow::Resu
         }
     }
     let parcels = (lots / 10).max(100);
+    if !json {
+        eprintln!("{expected} lots in stock; reserving {parcels} parcels");
+    }
     let started = Instant::now();
     let mut reserved = futures::stream::iter(0..parcels)
         .map(|i| {

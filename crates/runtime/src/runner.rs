@@ -101,6 +101,17 @@ impl<A: Aggregate> CommandRunner<A> {
         Ok((loaded.state, loaded.version))
     }
 
+    /// The cached state if the aggregate is cached with at least one event, else loaded: for
+    /// aggregates whose answer to the question asked cannot go stale once they exist (a site,
+    /// once created, stays).
+    pub async fn load_cached(&self, id: &AggregateId) -> Result<A, ServiceError> {
+        let hit = self.cache.lock().expect("cache lock").get(id).filter(|l| l.version > 0).map(|l| l.state.clone());
+        match hit {
+            Some(state) => Ok(state),
+            None => Ok(self.load(id).await?.0),
+        }
+    }
+
     async fn refreshed(&self, id: &AggregateId, cached: Option<Loaded<A>>) -> Result<Loaded<A>, ServiceError> {
         let mut loaded = match cached {
             Some(c) => c,

@@ -245,7 +245,11 @@ fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Resul
         tx.delete("fefo", fefo_key(before).as_bytes());
     }
     if row.on_hand > 0 && row.status != LotStatus::Expired {
-        tx.put("fefo", fefo_key(&row).as_bytes(), id.as_bytes().to_vec());
+        // The value carries what a plan needs (units available, then the lot id), so that
+        // planning does not read whole rows.
+        let mut value = row.available.to_be_bytes().to_vec();
+        value.extend_from_slice(id.as_bytes());
+        tx.put("fefo", fefo_key(&row).as_bytes(), value);
     }
     if let Some(n) = &row.lot_number {
         tx.put("by_lot_number", format!("{}\0{n}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
@@ -312,13 +316,16 @@ pub(super) fn fefo_candidates(
     let mut candidates = Vec::new();
     let mut covered = 0u64;
     for item in view.scan("fefo", fefo_prefix(site_id, product_id).as_bytes()) {
-        let (_, id) = item.map_err(storage)?;
-        let Some(row) = view.get_json::<LotRow>("lot", &id).map_err(storage)? else { continue };
-        if row.available == 0 {
+        let (_, value) = item.map_err(storage)?;
+        let Some((available, id)) = value.split_first_chunk::<4>() else {
+            return Err(ServiceError::internal("planning a reservation", "bad FEFO entry"));
+        };
+        let available = u32::from_be_bytes(*available);
+        if available == 0 {
             continue;
         }
-        covered += u64::from(row.available);
-        candidates.push(row.lot_id);
+        covered += u64::from(available);
+        candidates.push(String::from_utf8_lossy(id).into_owned());
         if candidates.len() >= MAX_CANDIDATES
             || (candidates.len() >= MIN_CANDIDATES && covered >= 2 * u64::from(quantity))
         {

@@ -42,9 +42,11 @@ fn reaction_meta(envelope: &eventcore::EventEnvelope, what: &str) -> CommandMeta
     }
 }
 
-/// Every accepted donation line becomes a lot at the donation's site.
+/// Every accepted donation line becomes a lot at the donation's site (the lines of one
+/// donation are taken in concurrently: each is its own lot).
 pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reaction) -> Result<(), ServiceError> {
     let mut recorded = None;
+    let mut receipts = Vec::new();
     for (envelope, event) in reaction.events::<DonationEvent>()? {
         match event {
             DonationEvent::DonationRecorded { donor_id, site_id, .. } => recorded = Some((donor_id, site_id)),
@@ -71,11 +73,13 @@ pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reacti
                     origin: Origin::Donation { donation_id: donation_id.clone(), line: line.line, donor_id },
                 };
                 let id = lot_id_for_line(donation_id, line.line);
-                lots.execute(id, LotCommand::Receive(receipt), reaction_meta(envelope, "receive")).await?;
+                receipts.push((id, receipt, reaction_meta(envelope, "receive")));
             }
             DonationEvent::LineRefused { .. } => {}
         }
     }
+    let receive = receipts.into_iter().map(|(id, receipt, meta)| lots.execute(id, LotCommand::Receive(receipt), meta));
+    futures::future::try_join_all(receive).await?;
     Ok(())
 }
 
@@ -141,17 +145,12 @@ impl Stock {
     pub async fn reserve(&self, request: CommandRequest, body: ReserveStock) -> Result<CommandReply, ServiceError> {
         let id = new_id(body.reservation_id, &request, "reservation")?;
         let site_id = parse_id(&body.site_id, "site")?;
-        let (reservation, _) = self.reservations.load(&id).await?;
+        let (mut reservation, _) = self.reservations.load(&id).await?;
         let resuming = reservation.status == Some(ReservationStatus::Planned);
         if reservation.status.is_none() {
-            if self.sites.load(&site_id).await?.0.name.is_none() {
+            // Sites are never removed: a cached one is as good as a fresh one.
+            if self.sites.load_cached(&site_id).await?.name.is_none() {
                 return Err(ServiceError::not_found("site_not_found", format!("no site {site_id}")));
-            }
-            let view = self.projections.view(LotsProjection.name()).map_err(storage)?;
-            let mut lines = Vec::with_capacity(body.lines.len());
-            for line in &body.lines {
-                let candidates = fefo_candidates(&view, site_id.as_str(), &line.product_id, line.quantity)?;
-                lines.push(PlanLine { product_id: line.product_id.clone(), quantity: line.quantity, candidates });
             }
             let purpose = body.purpose.unwrap_or(Purpose::Parcel { association_id: None });
             if let Purpose::Transfer { to_site } = &purpose {
@@ -159,19 +158,34 @@ impl Stock {
                 if to == site_id {
                     return Err(ServiceError::validation("same_site", "a transfer goes to another site"));
                 }
-                if self.sites.load(&to).await?.0.name.is_none() {
+                if self.sites.load_cached(&to).await?.name.is_none() {
                     return Err(ServiceError::not_found("site_not_found", format!("no site {to}")));
                 }
             }
+            let (store, site, asked) = (self.projections.clone(), site_id.to_string(), body.lines);
+            let lines = tokio::task::spawn_blocking(move || -> Result<Vec<PlanLine>, ServiceError> {
+                let view = store.view(LotsProjection.name()).map_err(storage)?;
+                asked
+                    .into_iter()
+                    .map(|line| {
+                        let candidates = fefo_candidates(&view, &site, &line.product_id, line.quantity)?;
+                        Ok(PlanLine { product_id: line.product_id, quantity: line.quantity, candidates })
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| ServiceError::internal("planning a reservation", e))??;
             let plan = ReservationCommand::Plan { site_id: site_id.to_string(), purpose, lines, partial: body.partial };
-            self.reservations.execute(id.clone(), plan, meta(&request)).await?;
+            reservation = self.reservations.execute_with_state(id.clone(), plan, meta(&request)).await?.1;
         }
-        let (reservation, _) = self.reservations.load(&id).await?;
         let settled = match reservation.status {
-            Some(ReservationStatus::Planned) => Some(self.allocate(&request, &id, &reservation, resuming).await?),
+            Some(ReservationStatus::Planned) => {
+                let (reply, state) = self.allocate(&request, &id, &reservation, resuming).await?;
+                reservation = state;
+                Some(reply)
+            }
             _ => None,
         };
-        let (reservation, _) = self.reservations.load(&id).await?;
         if reservation.status == Some(ReservationStatus::Failed) {
             if settled.is_none() {
                 // A repeat of a failed request: make sure nothing stayed held by a crash.
@@ -198,16 +212,18 @@ impl Stock {
         }
     }
 
+    /// Asks each line's lots, in plan order, for what they can grant; lines go concurrently
+    /// (they are different products, so different lots).
     async fn allocate(
         &self,
         request: &CommandRequest,
         id: &AggregateId,
         reservation: &Reservation,
         resuming: bool,
-    ) -> Result<CommandReply, ServiceError> {
+    ) -> Result<(CommandReply, Reservation), ServiceError> {
         let today = Utc::now().date_naive();
-        let mut allocations = Vec::new();
-        for (i, line) in reservation.lines.iter().enumerate() {
+        let lines = reservation.lines.iter().enumerate().map(|(i, line)| async move {
+            let mut granted = Vec::new();
             let mut remaining = line.quantity;
             for lot in &line.candidates {
                 let lot_id = parse_id(lot, "lot")?;
@@ -230,11 +246,13 @@ impl Stock {
                 };
                 if held > 0 {
                     let quantity = held.min(remaining);
-                    allocations.push(Allocation { line: i as u32 + 1, lot_id: lot.clone(), quantity });
+                    granted.push(Allocation { line: i as u32 + 1, lot_id: lot.clone(), quantity });
                     remaining -= quantity;
                 }
             }
-        }
+            Ok::<_, ServiceError>(granted)
+        });
+        let allocations: Vec<Allocation> = futures::future::try_join_all(lines).await?.into_iter().flatten().collect();
         // All or nothing: the reservation records what the lots could grant (its shortfalls say
         // how much was there), then a failed one gives everything back.
         let settle = ReservationCommand::Settle { allocations };
@@ -243,7 +261,7 @@ impl Stock {
         if settled.status == Some(ReservationStatus::Failed) {
             self.release_everywhere(request, id, &settled).await?;
         }
-        Ok(reply)
+        Ok((reply, settled))
     }
 
     /// Releases whatever a reservation holds on any lot it planned to use (idempotent).
