@@ -9,6 +9,11 @@ use serde_json::{json, Value};
 use support::{token, Api, Foodaid};
 use testkit::TestNats;
 
+/// A date `days` from today: what a volunteer receives today carries dates ahead of it.
+fn in_days(days: i64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
+}
+
 fn min_seq(reply: &Value) -> String {
     format!("{}:{}", reply["stream"].as_str().unwrap(), reply["seq"])
 }
@@ -225,8 +230,8 @@ async fn reservations_follow_fefo_and_1000_concurrent_requests_never_oversell() 
         "storage": "ambient", "date_kind": "ddm"});
     assert_eq!(wh.post("/api/products", "pasta", pasta).await.0, StatusCode::CREATED);
 
-    // Three donations: 4 units best before 10 Jan, 3 before 5 Jan, 3 before 1 Feb.
-    for (id, quantity, date) in [("don-a", 4, "2030-01-10"), ("don-b", 3, "2030-01-05"), ("don-c", 3, "2030-02-01")] {
+    // Three donations: 4 units best before day 105, 3 before day 100, 3 before day 130.
+    for (id, quantity, date) in [("don-a", 4, in_days(105)), ("don-b", 3, in_days(100)), ("don-c", 3, in_days(130))] {
         let body = json!({"donation_id": id, "donor_id": "lidl", "site_id": "gerland",
             "lines": [{"product_id": "pasta", "quantity": quantity, "weight_g": quantity * 500, "date": date}]});
         assert_eq!(wh.post("/api/donations", id, body).await.0, StatusCode::CREATED);
@@ -237,7 +242,7 @@ async fn reservations_follow_fefo_and_1000_concurrent_requests_never_oversell() 
     let (_, lot) = wh.get("/api/lots/don-b-l1").await;
     assert_eq!((lot["available"].as_u64(), lot["status"].as_str()), (Some(3), Some("available")));
 
-    // FEFO: 5 units come from the lot best before 5 Jan (3), then the one of 10 Jan (2).
+    // FEFO: 5 units come from the lot best before day 100 (3), then the one of day 105 (2).
     let body =
         json!({"reservation_id": "parcel-1", "site_id": "gerland", "lines": [{"product_id": "pasta", "quantity": 5}]});
     let (status, reply) = wh.post("/api/reservations", "parcel-1", body.clone()).await;
@@ -350,8 +355,8 @@ async fn the_stock_audit_passes_after_a_kill_9_during_donations_and_reservations
                 i += 1;
                 let key = format!("w{w}-{i}");
                 let donation = json!({"donation_id": format!("d-{key}"), "donor_id": "lidl", "site_id": "gerland", "lines": [
-                    {"product_id": "rice", "quantity": 5, "weight_g": 5000, "date": "2030-06-01"},
-                    {"product_id": "beans", "quantity": 3, "weight_g": 1200, "date": "2030-03-01"}]});
+                    {"product_id": "rice", "quantity": 5, "weight_g": 5000, "date": in_days(200)},
+                    {"product_id": "beans", "quantity": 3, "weight_g": 1200, "date": in_days(100)}]});
                 let Ok((status, _)) = api.send(reqwest::Method::POST, "/api/donations", Some(&format!("d-{key}")), Some(donation)).await else { break };
                 if status == StatusCode::CREATED {
                     acked.fetch_add(1, Ordering::Relaxed);
@@ -435,8 +440,8 @@ async fn a_recall_holds_the_lot_at_three_sites_and_traces_every_unit_shipped() {
     let cheese = json!({"gtin": "3760012345021", "name": "Tomme 200 g", "food_group": "dairy", "storage": "chilled", "date_kind": "dlc"});
     assert_eq!(wh.post("/api/products", "cheese", cheese).await.0, StatusCode::CREATED);
     let donation = json!({"donation_id": "don-t", "donor_id": "fromagerie", "site_id": "gerland", "lines": [
-        {"gtin": "3760012345021", "quantity": 20, "weight_g": 4000, "lot_number": "T-2311", "date": "2030-01-15", "temperature_c": 3.0},
-        {"gtin": "3760012345021", "quantity": 10, "weight_g": 2000, "lot_number": "T-2312", "date": "2030-01-20", "temperature_c": 3.0}]});
+        {"gtin": "3760012345021", "quantity": 20, "weight_g": 4000, "lot_number": "T-2311", "date": in_days(20), "temperature_c": 3.0},
+        {"gtin": "3760012345021", "quantity": 10, "weight_g": 2000, "lot_number": "T-2312", "date": in_days(25), "temperature_c": 3.0}]});
     assert_eq!(wh.post("/api/donations", "don-t", donation).await.0, StatusCode::CREATED);
     wait_for(&wh, "/api/lots?product_id=gtin-03760012345021", |v| v.as_array().unwrap().len() == 2).await;
 

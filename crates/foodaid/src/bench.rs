@@ -332,8 +332,7 @@ pub async fn stock(settings: &Settings, lots: usize, json: bool) -> anyhow::Resu
             let lines: Vec<serde_json::Value> = (0..LINES)
                 .map(|l| {
                     let n = d * LINES + l;
-                    let date = chrono::NaiveDate::from_ymd_opt(2031, 1, 1).expect("date")
-                        + chrono::Duration::days((n % 365) as i64);
+                    let date = Utc::now().date_naive() + chrono::Duration::days(30 + (n % 365) as i64);
                     json!({"product_id": format!("p{}", n % PRODUCTS), "quantity": 20, "weight_g": 10_000,
                            "lot_number": format!("L{n}"), "date": date})
                 })
