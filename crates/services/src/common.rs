@@ -137,6 +137,26 @@ pub fn aggregate_command<A, P, F>(
     });
 }
 
+/// Registers a command run by a process over several aggregates: checks `roles`, parses the
+/// payload as `P`, then hands both to `run` with its own copy of `state`.
+pub fn process_command<S, P, F, Fut>(host: &mut ServiceHost, name: &str, roles: &'static [Role], state: S, run: F)
+where
+    S: Clone + Send + Sync + 'static,
+    P: DeserializeOwned + Send + 'static,
+    F: Fn(S, CommandRequest, P) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<runtime::CommandReply, ServiceError>> + Send + 'static,
+{
+    let run = Arc::new(run);
+    host.command(name, move |request| {
+        let (state, run) = (state.clone(), run.clone());
+        async move {
+            require(&request.actor, roles)?;
+            let body: P = parse_payload(&request.payload)?;
+            run(state, request, body).await
+        }
+    });
+}
+
 /// Registers a query answered from one projection: checks `roles` (`None`: every role may),
 /// parses the parameters as `P`, waits for `min_seq`, then runs `answer` on the projection's
 /// rows off the async executor.

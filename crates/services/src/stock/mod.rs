@@ -23,7 +23,9 @@ pub use lots::{
 pub use process::{lot_id_for_line, IssueRecall, ReservationAction, ReserveLine, ReserveStock, ShipReservation};
 pub use sites::{AddZone, CreateSite, GetSite, SiteRow, SitesProjection, ZoneBody};
 
-use crate::common::{aggregate_command, meta, number, parse_id, projection_query, require, storage, ServiceContext};
+use crate::common::{
+    aggregate_command, meta, number, parse_id, process_command, projection_query, require, storage, ServiceContext,
+};
 use crate::donations::{food_group_schema, storage_schema};
 use projections::{Engine, Projection};
 
@@ -206,76 +208,65 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         ));
     }
 
-    let s = stock.clone();
-    host.command("reserve_stock", move |request| {
-        let s = s.clone();
-        async move {
-            require(&request.actor, warehouse)?;
-            let body: ReserveStock = parse_payload(&request.payload)?;
-            s.reserve(request, body).await
-        }
+    let st = stock.clone();
+    process_command(&mut host, "reserve_stock", warehouse, st.clone(), |s, request, body: ReserveStock| async move {
+        s.reserve(request, body).await
     });
-    let s = stock.clone();
-    host.command("release_reservation", move |request| {
-        let s = s.clone();
-        async move {
-            require(&request.actor, warehouse)?;
-            let body: ReservationAction = parse_payload(&request.payload)?;
+    process_command(
+        &mut host,
+        "release_reservation",
+        warehouse,
+        st.clone(),
+        |s, request, body: ReservationAction| async move {
             let id = parse_id(&body.reservation_id, "reservation")?;
             s.release(request, id).await
-        }
-    });
-    let s = stock.clone();
-    host.command("pick_reservation", move |request| {
-        let s = s.clone();
-        async move {
-            require(&request.actor, warehouse)?;
-            let body: ReservationAction = parse_payload(&request.payload)?;
+        },
+    );
+    process_command(
+        &mut host,
+        "pick_reservation",
+        warehouse,
+        st.clone(),
+        |s, request, body: ReservationAction| async move {
             let id = parse_id(&body.reservation_id, "reservation")?;
             s.pick(request, id).await
-        }
-    });
-    let s = stock.clone();
-    host.command("ship_reservation", move |request| {
-        let s = s.clone();
-        async move {
-            require(&request.actor, warehouse)?;
-            let body: ShipReservation = parse_payload(&request.payload)?;
-            s.ship(request, body).await
-        }
-    });
-
-    let s = stock.clone();
-    host.command("dispatch_transfer", move |request| {
-        let s = s.clone();
-        async move {
-            require(&request.actor, warehouse)?;
-            let body: ReservationAction = parse_payload(&request.payload)?;
+        },
+    );
+    process_command(
+        &mut host,
+        "ship_reservation",
+        warehouse,
+        st.clone(),
+        |s, request, body: ShipReservation| async move { s.ship(request, body).await },
+    );
+    process_command(
+        &mut host,
+        "dispatch_transfer",
+        warehouse,
+        st.clone(),
+        |s, request, body: ReservationAction| async move {
             let id = parse_id(&body.reservation_id, "reservation")?;
             s.dispatch(request, id).await
-        }
-    });
-    let s = stock.clone();
-    host.command("receive_transfer", move |request| {
-        let s = s.clone();
-        async move {
-            require(&request.actor, warehouse)?;
-            let body: ReservationAction = parse_payload(&request.payload)?;
+        },
+    );
+    process_command(
+        &mut host,
+        "receive_transfer",
+        warehouse,
+        st.clone(),
+        |s, request, body: ReservationAction| async move {
             let id = parse_id(&body.reservation_id, "reservation")?;
             s.receive_transfer(request, id).await
-        }
-    });
-    {
-        let (s, recalls) = (stock.clone(), ctx.runner::<stock::Recall>(SERVICE));
-        host.command("issue_recall", move |request| {
-            let (s, recalls) = (s.clone(), recalls.clone());
-            async move {
-                require(&request.actor, &[])?;
-                let body: IssueRecall = parse_payload(&request.payload)?;
-                s.recall(request, body, &recalls).await
-            }
-        });
-    }
+        },
+    );
+    let recalls = ctx.runner::<stock::Recall>(SERVICE);
+    process_command(
+        &mut host,
+        "issue_recall",
+        &[],
+        (st, recalls),
+        |(s, recalls), request, body: IssueRecall| async move { s.recall(request, body, &recalls).await },
+    );
     {
         let (lots, store) = (lots.clone(), ctx.projections.clone());
         host.command("count_zone", move |request| {
