@@ -18,8 +18,22 @@ pub struct RelayPoint {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AssociationCommand {
-    Register { name: Name, commune: Name },
+    Register {
+        name: Name,
+        commune: Name,
+    },
     AddRelayPoint(RelayPoint),
+    /// The association's own eligibility rule ("reste à vivre" threshold and how long an
+    /// assessment stays valid), replacing the collective's default for its households.
+    SetEligibilityRule(EligibilityRule),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EligibilityRule {
+    /// Most "reste à vivre" per person per day, euro cents, to be eligible.
+    pub threshold_cents: i64,
+    pub validity_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +41,7 @@ pub enum AssociationCommand {
 pub enum AssociationEvent {
     AssociationRegistered { name: Name, commune: Name },
     RelayPointAdded { relay: RelayPoint },
+    EligibilityRuleSet(EligibilityRule),
 }
 
 impl DomainEvent for AssociationEvent {}
@@ -36,6 +51,7 @@ impl DomainEvent for AssociationEvent {}
 pub struct Association {
     pub name: Option<Name>,
     pub relay_points: BTreeMap<AggregateId, RelayPoint>,
+    pub eligibility: Option<EligibilityRule>,
 }
 
 impl Aggregate for Association {
@@ -60,6 +76,22 @@ impl Aggregate for Association {
             AssociationCommand::AddRelayPoint(relay) => {
                 Ok(vec![AssociationEvent::RelayPointAdded { relay: relay.clone() }])
             }
+            AssociationCommand::SetEligibilityRule(_) if self.name.is_none() => {
+                Err(Rejection::not_found("association_not_found", "no such association"))
+            }
+            AssociationCommand::SetEligibilityRule(rule) => {
+                if rule.validity_days == 0 || rule.validity_days > 731 || !(0..=100_000).contains(&rule.threshold_cents)
+                {
+                    return Err(Rejection::validation(
+                        "invalid_eligibility_rule",
+                        "a threshold is 0 to 1,000 € a day and an assessment is valid 1 day to 2 years",
+                    ));
+                }
+                if self.eligibility == Some(*rule) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![AssociationEvent::EligibilityRuleSet(*rule)])
+            }
         }
     }
 
@@ -69,6 +101,7 @@ impl Aggregate for Association {
             AssociationEvent::RelayPointAdded { relay } => {
                 self.relay_points.insert(relay.relay_id.clone(), relay.clone());
             }
+            AssociationEvent::EligibilityRuleSet(rule) => self.eligibility = Some(*rule),
         }
     }
 }
@@ -115,5 +148,19 @@ mod tests {
         given::<Association>([])
             .when(AssociationCommand::AddRelayPoint(relay()))
             .then_rejected("association_not_found");
+    }
+
+    #[test]
+    fn an_association_sets_its_own_eligibility_rule() {
+        let rule = EligibilityRule { threshold_cents: 1_200, validity_days: 183 };
+        given::<Association>([registered()])
+            .when(AssociationCommand::SetEligibilityRule(rule))
+            .then([AssociationEvent::EligibilityRuleSet(rule)]);
+        given::<Association>([registered(), AssociationEvent::EligibilityRuleSet(rule)])
+            .when(AssociationCommand::SetEligibilityRule(rule))
+            .then([]);
+        given::<Association>([registered()])
+            .when(AssociationCommand::SetEligibilityRule(EligibilityRule { validity_days: 0, ..rule }))
+            .then_rejected("invalid_eligibility_rule");
     }
 }

@@ -56,6 +56,9 @@ pub async fn build(settings: &Settings, client: &async_nats::Client, names: &[&'
         runner: RunnerConfig { max_retries: settings.commands.max_retries, cache_size: settings.commands.cache_size },
         query_wait: Duration::from_millis(settings.projections.query_wait_ms),
         policies: settings.policies.clone(),
+        vault: vault::Vault::open(store.jetstream().clone(), settings.nats.replicas)
+            .await
+            .context("opening the vault of personal-data keys")?,
     };
     let hosts = names.iter().map(|n| services::build(n, &ctx, &mut engine).expect("known service")).collect();
     Ok(Parts { store, engine, hosts })

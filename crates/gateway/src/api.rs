@@ -352,6 +352,69 @@ pub fn operations() -> Vec<Op> {
             schema::<dist::AssociationRow>,
         )
         .doc("One association", "any role"),
+        Op::command(
+            Method::PUT,
+            "/api/associations/{association_id}/eligibility",
+            "distribution",
+            "set_eligibility_rule",
+            schema::<dist::SetEligibilityRule>,
+        )
+        .doc("Set an association's own eligibility rule (reste à vivre threshold, validity)", "admin"),
+        Op::command(
+            post.clone(),
+            "/api/households",
+            "distribution",
+            "register_household",
+            schema::<dist::RegisterHousehold>,
+        )
+        .doc(
+            "Register a household; names, birth date, phone and address are sealed with its own key",
+            "admin, the association itself",
+        )
+        .creates(),
+        Op::command(
+            Method::PATCH,
+            "/api/households/{household_id}",
+            "distribution",
+            "update_household",
+            schema::<dist::UpdateHousehold>,
+        )
+        .doc("Change a household's composition, diet, relay point or personal data", "admin, its association"),
+        Op::command(
+            post.clone(),
+            "/api/households/{household_id}/assessments",
+            "distribution",
+            "assess_household",
+            schema::<dist::AssessHousehold>,
+        )
+        .doc(
+            "Assess eligibility (reste à vivre per person per day against the association's rule)",
+            "admin, its association",
+        ),
+        Op::command(
+            post.clone(),
+            "/api/households/{household_id}/consent",
+            "distribution",
+            "change_consent",
+            schema::<dist::ConsentChange>,
+        )
+        .doc("Record consent given or withdrawn", "admin, its association"),
+        Op::command(
+            Method::DELETE,
+            "/api/households/{household_id}",
+            "distribution",
+            "erase_household",
+            schema::<dist::EraseHousehold>,
+        )
+        .doc(
+            "Erase a household's personal data for good (its key is destroyed; the history stays)",
+            "admin, its association",
+        ),
+        Op::query("/api/households", "distribution", "list_households", array::<dist::HouseholdView>)
+            .doc("An association's households, personal data opened", "admin, the association itself")
+            .params(&[("association_id", "whose households (an association's token implies its own)")]),
+        Op::query("/api/households/{household_id}", "distribution", "get_household", schema::<dist::HouseholdView>)
+            .doc("One household, with possible duplicates in other associations", "admin, its association"),
         Op::command(post.clone(), "/api/vehicles", "transport", "register_vehicle", schema::<tr::RegisterVehicle>)
             .doc("Register a vehicle", "admin")
             .creates(),

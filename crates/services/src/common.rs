@@ -23,6 +23,8 @@ pub struct ServiceContext {
     /// How long a query waits for `min_seq` before answering `projection_lagging`.
     pub query_wait: Duration,
     pub policies: Policies,
+    /// Keys of personal data, outside the event streams.
+    pub vault: vault::Vault,
 }
 
 /// The collective's configurable rules, as the services apply them.
@@ -35,6 +37,8 @@ pub struct Policies {
     pub meal_grams: u32,
     /// Available stock per food group below which `low_stock` warns, kg.
     pub stock_minimum_kg: donations::PerGroup<f64>,
+    /// Eligibility of households for associations that set no rule of their own.
+    pub eligibility: distribution::EligibilityRule,
 }
 
 impl Default for Policies {
@@ -55,6 +59,7 @@ impl Default for Policies {
                 ]
                 .into(),
             },
+            eligibility: distribution::EligibilityRule { threshold_cents: 1_000, validity_days: 183 },
         }
     }
 }
@@ -188,13 +193,12 @@ pub fn projection_query<P, T, F>(
     });
 }
 
-/// Answers a query from a projection once it has caught up with the request's `min_seq`.
-async fn read<T: Send + 'static>(
+/// Waits (bounded) until `projection` has recorded the request's `min_seq` on its streams.
+pub async fn wait_for_min_seq(
     ctx: &ServiceContext,
     projection: &ProjectionHandle,
     request: &QueryRequest,
-    f: impl FnOnce(&View) -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ServiceError> {
+) -> Result<(), ServiceError> {
     for (stream, seq) in &request.min_seq {
         if !projection.streams().contains(&stream.as_str()) {
             continue;
@@ -204,6 +208,17 @@ async fn read<T: Send + 'static>(
             WaitError::Stuck { .. } => ServiceError::unavailable("projection_stuck", e),
         })?;
     }
+    Ok(())
+}
+
+/// Answers a query from a projection once it has caught up with the request's `min_seq`.
+async fn read<T: Send + 'static>(
+    ctx: &ServiceContext,
+    projection: &ProjectionHandle,
+    request: &QueryRequest,
+    f: impl FnOnce(&View) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    wait_for_min_seq(ctx, projection, request).await?;
     let view =
         ctx.projections.view(projection.name()).map_err(|e| ServiceError::internal("opening a projection", e))?;
     tokio::task::spawn_blocking(move || f(&view)).await.map_err(|e| ServiceError::internal("running a query", e))?

@@ -37,6 +37,7 @@ pub fn projection_names() -> Vec<&'static str> {
         stock::SitesProjection.name(),
         stock::LotsProjection.name(),
         distribution::AssociationsProjection.name(),
+        distribution::HouseholdsProjection.name(),
         transport::VehiclesProjection.name(),
     ]
 }

@@ -25,12 +25,14 @@ async fn start(nats: &TestNats) -> Running {
     let events = EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap();
     let store = ProjectionStore::open(&nats.path().join("sled")).unwrap();
     let mut engine = Engine::new(store.clone(), events.jetstream().clone(), EngineConfig::default());
+    let vault = vault::Vault::open(events.jetstream().clone(), 1).await.unwrap();
     let ctx = ServiceContext {
         events,
         projections: store,
         runner: RunnerConfig::default(),
         query_wait: Duration::from_millis(300),
         policies: services::Policies::default(),
+        vault,
     };
     let hosts: Vec<_> =
         services::SERVICE_NAMES.iter().map(|s| services::build(s, &ctx, &mut engine).unwrap()).collect();

@@ -1,7 +1,15 @@
-//! Distribution service: member associations and their relay points, and their read model.
+//! Distribution service: member associations and their relay points, and the households they
+//! follow.
+
+mod households;
+
+pub use households::{
+    AssessHousehold, ConsentChange, EraseHousehold, GetHousehold, HouseholdRow, HouseholdView, HouseholdsProjection,
+    ListHouseholds, PersonalData, RegisterHousehold, UpdateHousehold,
+};
 
 use chrono::{DateTime, Utc};
-use distribution::{Association, AssociationCommand, AssociationEvent, RelayPoint};
+use distribution::{Association, AssociationCommand, AssociationEvent, EligibilityRule, RelayPoint};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
 use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
@@ -41,6 +49,16 @@ pub struct AddRelayPoint {
     pub cold_storage: bool,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetEligibilityRule {
+    pub association_id: String,
+    /// Most "reste à vivre" per person per day to be eligible, euro cents.
+    pub threshold_cents: i64,
+    /// How long an assessment stays valid, days.
+    pub validity_days: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RelayPointRow {
     pub relay_id: String,
@@ -58,6 +76,10 @@ pub struct AssociationRow {
     pub name: String,
     pub commune: String,
     pub relay_points: Vec<RelayPointRow>,
+    /// The association's own eligibility rule, if it set one (else the collective's default).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub eligibility: Option<EligibilityRule>,
     pub registered_at: DateTime<Utc>,
 }
 
@@ -92,9 +114,13 @@ impl Projection for AssociationsProjection {
                     name: name.into(),
                     commune: commune.into(),
                     relay_points: Vec::new(),
+                    eligibility: None,
                     registered_at: event.envelope.occurred_at,
                 },
             ),
+            AssociationEvent::EligibilityRuleSet(rule) => {
+                tx.update_json("association", id, |row: &mut AssociationRow| row.eligibility = Some(rule))?;
+            }
             AssociationEvent::RelayPointAdded { relay } => {
                 tx.update_json("association", id, |row: &mut AssociationRow| {
                     row.relay_points.push(RelayPointRow {
@@ -143,6 +169,13 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     );
 
     // Every member sees the list of members: pooling is built on that transparency.
+    aggregate_command(&mut host, "set_eligibility_rule", &associations, &[], |body: SetEligibilityRule, _| {
+        let id = parse_id(&body.association_id, "association")?;
+        let rule = EligibilityRule { threshold_cents: body.threshold_cents, validity_days: body.validity_days };
+        Ok((id, AssociationCommand::SetEligibilityRule(rule)))
+    });
+    households::register(&mut host, ctx, engine, &associations);
+
     projection_query(&mut host, "list_associations", ctx, &projection, None, |view, _: NoParams| {
         let mut rows: Vec<AssociationRow> = view.scan_json("association", b"").map_err(storage)?;
         rows.sort_by(|a, b| a.name.cmp(&b.name));

@@ -1,0 +1,163 @@
+//! Distribution through HTTP: households kept by their own association, their personal data
+//! sealed outside the event streams and erased for good, duplicates flagged across associations.
+
+mod support;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{run, token, Api, Foodaid};
+use testkit::TestNats;
+
+fn min_seq(reply: &Value) -> String {
+    format!("{}:{}", reply["stream"].as_str().unwrap(), reply["seq"])
+}
+
+/// Every message of the distribution stream, as text.
+async fn stream_texts(nats: &TestNats) -> Vec<String> {
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut stream = js.get_stream("distribution").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut messages = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.unwrap();
+        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+        if m.info().unwrap().stream_sequence >= last {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn households_are_private_to_their_association_sealed_and_erased_for_good() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    for (id, commune) in [("asso-a", "Vaulx-en-Velin"), ("asso-b", "Vénissieux")] {
+        let body = json!({"association_id": id, "name": format!("Association {id}"), "commune": commune});
+        assert_eq!(admin.post("/api/associations", id, body).await.0, StatusCode::CREATED);
+        let relay = json!({"relay_id": format!("rp-{id}"), "name": "Local", "commune": commune, "cold_storage": true});
+        let (status, _) = admin.post(&format!("/api/associations/{id}/relay-points"), &format!("rp-{id}"), relay).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let a = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-a"]));
+    let b = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-b"]));
+
+    let household = |association: &str, first: &str, last: &str| {
+        json!({"association_id": association, "relay_point_id": format!("rp-{association}"),
+               "composition": {"adults": 1, "teens": 0, "children": 2, "infants": 1},
+               "diet": {"no_pork": true, "allergies": ["peanuts"]}, "consent": true,
+               "personal": {"first_name": first, "last_name": last, "birth_date": "1987-03-02",
+                            "phone": "06 12 34 56 78", "address": "12 rue des Lilas, Vaulx-en-Velin"}})
+    };
+    let mut body = household("asso-a", "Aïcha", "Benali");
+    body["household_id"] = json!("hh-1");
+    let (status, reply) = a.post("/api/households", "hh-1", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    // An association registers only its own households.
+    let (status, err) = a.post("/api/households", "hh-x", household("asso-b", "X", "Y")).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let mut bad = household("asso-a", "X", "Y");
+    bad["relay_point_id"] = json!("rp-asso-b");
+    let (status, err) = a.post("/api/households", "hh-y", bad).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("relay_point_not_found")));
+    // The same people registered by another association, spelt a little differently.
+    let mut body = household("asso-b", " aïcha", "BENALI ");
+    body["household_id"] = json!("hh-2");
+    let (status, reply_b) = b.post("/api/households", "hh-2", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply_b}");
+
+    let (status, seen) = a.get(&format!("/api/households/hh-1?min_seq={}", min_seq(&reply_b))).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["personal"]["last_name"], "Benali");
+    assert_eq!(seen["possible_duplicates"], json!(["asso-b"]), "flagged, never merged, never shown");
+    assert_eq!(seen["diet"]["allergies"], json!(["peanuts"]));
+    let (status, err) = b.get("/api/households/hh-1").await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("household_not_found")));
+    let (status, _) =
+        b.send(reqwest::Method::PATCH, "/api/households/hh-1", Some("u1"), Some(json!({"diet": {}}))).await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, listed) = a.get("/api/households").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // Eligibility by the association's own rule: 8 € a day, 90 days.
+    let rule = json!({"threshold_cents": 800, "validity_days": 90});
+    assert_eq!(
+        admin
+            .send(reqwest::Method::PUT, "/api/associations/asso-a/eligibility", Some("rule"), Some(rule))
+            .await
+            .unwrap()
+            .0,
+        StatusCode::OK
+    );
+    let (status, assessed) = a
+        .post(
+            "/api/households/hh-1/assessments",
+            "as-1",
+            json!({"resources_cents": 140000, "charges_cents": 110000, "assessed_on": "2026-11-23"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{assessed}");
+    let assessment = &assessed["events"][0]["data"];
+    assert_eq!(
+        (
+            assessment["per_person_per_day_cents"].as_i64(),
+            assessment["threshold_cents"].as_i64(),
+            assessment["eligible"].as_bool()
+        ),
+        (Some(246), Some(800), Some(true))
+    );
+    assert_eq!(assessment["valid_until"], "2027-02-21");
+
+    // Nothing identifying is in the events.
+    let texts = stream_texts(&nats).await;
+    assert!(texts.iter().any(|t| t.contains("household_registered")));
+    for needle in ["Benali", "BENALI", "06 12 34 56 78", "Lilas", "1987-03-02"] {
+        assert!(!texts.iter().any(|t| t.contains(needle)), "{needle} is in the stream");
+    }
+    let commit: Value = texts
+        .iter()
+        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .find(|c| c["aggregate_id"] == "hh-1")
+        .unwrap();
+    let personal = &commit["events"][0]["data"]["personal"];
+    let sealed = vault::Sealed {
+        nonce: personal["nonce"].as_str().unwrap().to_owned(),
+        ciphertext: personal["ciphertext"].as_str().unwrap().to_owned(),
+    };
+    let keys = vault::Vault::open(async_nats::jetstream::new(nats.client().await), 1).await.unwrap();
+    assert!(keys.unseal("hh-1", &sealed).await.unwrap().is_some(), "the key opens it before erasure");
+
+    // Erasure: the key is destroyed; the history stays and can no longer say who it was.
+    let (status, erased) = a.delete("/api/households/hh-1", "erase-1").await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    let (_, seen) = a.get(&format!("/api/households/hh-1?min_seq={}", min_seq(&erased))).await;
+    assert_eq!((seen["erased"].as_bool(), &seen["personal"]), (Some(true), &Value::Null), "{seen}");
+    assert_eq!(keys.unseal("hh-1", &sealed).await.unwrap(), None, "the stored ciphertext no longer opens");
+    let (_, other) = b.get("/api/households/hh-2").await;
+    assert_eq!(other["possible_duplicates"], json!([]), "the erased identity is forgotten too");
+    let (status, err) = a.post("/api/households/hh-1/consent", "c-1", json!({"consent": false})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("household_erased")));
+
+    // A replay rebuilds from the same events, and still cannot read them.
+    run(dir.path(), Some(&url), &["replay", "all"]);
+    let (status, seen) = a.get("/api/households/hh-1").await;
+    assert_eq!(
+        (status, seen["erased"].as_bool(), &seen["personal"]),
+        (StatusCode::OK, Some(true), &Value::Null),
+        "{seen}"
+    );
+    let (_, other) = b.get("/api/households/hh-2").await;
+    assert_eq!(other["personal"]["last_name"], "BENALI", "other households are untouched");
+    assert!(foodaid.terminate().success());
+}
