@@ -6,6 +6,7 @@
 //! - `foodaid bench eventstore` — the event store benchmark.
 
 mod bench;
+mod bench_compose;
 mod config;
 mod connect;
 mod demo;
@@ -130,6 +131,18 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The parcel composer on a synthetic wave, against a first-come baseline.
+    Compose {
+        #[arg(long, default_value_t = 10_000)]
+        households: usize,
+        #[arg(long, default_value_t = 50_000)]
+        lots: usize,
+        /// Share of the needed stock taken away (0.4: 40 % short).
+        #[arg(long, default_value_t = 0.0)]
+        scarcity: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Donations into lots, then 8-line parcel reservations, through the services.
     Stock {
         #[arg(long, default_value_t = 50_000)]
@@ -155,7 +168,12 @@ fn main() -> ExitCode {
     let quiet = match &cli.command {
         Command::Status { json, .. } => *json,
         Command::Stock { command: StockCommand::Audit { json } } => *json,
-        Command::Bench { command: BenchCommand::Eventstore { json, .. } | BenchCommand::Stock { json, .. } } => *json,
+        Command::Bench {
+            command:
+                BenchCommand::Eventstore { json, .. }
+                | BenchCommand::Stock { json, .. }
+                | BenchCommand::Compose { json, .. },
+        } => *json,
         _ => false,
     };
     telemetry::init(&settings.log, quiet);
@@ -186,6 +204,9 @@ fn main() -> ExitCode {
                 bench::eventstore(&settings, events, aggregates, json).await
             }
             Command::Bench { command: BenchCommand::Stock { lots, json } } => bench::stock(&settings, lots, json).await,
+            Command::Bench { command: BenchCommand::Compose { households, lots, scarcity, json } } => {
+                bench_compose::run(households, lots, scarcity, json)
+            }
         }
     });
     match result {

@@ -39,6 +39,8 @@ pub struct Policies {
     pub stock_minimum_kg: donations::PerGroup<f64>,
     /// Eligibility of households for associations that set no rule of their own.
     pub eligibility: distribution::EligibilityRule,
+    /// What a person needs per food group and week, by age band (source in the type's docs).
+    pub needs: distribution::NeedsReference,
 }
 
 impl Default for Policies {
@@ -60,6 +62,7 @@ impl Default for Policies {
                 .into(),
             },
             eligibility: distribution::EligibilityRule { threshold_cents: 1_000, validity_days: 183 },
+            needs: distribution::NeedsReference::default(),
         }
     }
 }
