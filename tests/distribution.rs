@@ -161,3 +161,65 @@ async fn households_are_private_to_their_association_sealed_and_erased_for_good(
     assert_eq!(other["personal"]["last_name"], "BENALI", "other households are untouched");
     assert!(foodaid.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parcels_are_requested_for_eligible_households_once_a_day() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    for id in ["asso-a", "asso-b"] {
+        let body = json!({"association_id": id, "name": id, "commune": "Lyon"});
+        assert_eq!(admin.post("/api/associations", id, body).await.0, StatusCode::CREATED);
+        let relay = json!({"relay_id": format!("rp-{id}"), "name": "Local", "commune": "Lyon"});
+        assert_eq!(
+            admin.post(&format!("/api/associations/{id}/relay-points"), &format!("rp-{id}"), relay).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let a = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-a"]));
+    let b = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-b"]));
+    let body = json!({"household_id": "hh-1", "association_id": "asso-a", "relay_point_id": "rp-asso-a",
+        "composition": {"adults": 2, "teens": 0, "children": 1, "infants": 0}, "consent": true,
+        "personal": {"first_name": "Jean", "last_name": "Martin", "birth_date": "1970-01-01"}});
+    assert_eq!(a.post("/api/households", "hh-1", body).await.0, StatusCode::CREATED);
+    let day = (chrono::Utc::now() + chrono::Duration::days(2)).date_naive();
+
+    // Not assessed yet: not eligible.
+    let (status, err) = a.post("/api/parcels", "p0", json!({"household_id": "hh-1", "date": day})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("household_not_eligible")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("not been assessed"), "{err}");
+    let (status, _) = a
+        .post("/api/households/hh-1/assessments", "as", json!({"resources_cents": 90000, "charges_cents": 70000}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, reply) =
+        a.post("/api/parcels", "p1", json!({"household_id": "hh-1", "date": day, "emergency": true})).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let parcel_id = format!("hh-1-{day}");
+    assert_eq!(reply["aggregate_id"], parcel_id.as_str());
+    let (status, err) = a.post("/api/parcels", "p2", json!({"household_id": "hh-1", "date": day})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("parcel_already_requested")));
+    let (status, err) = b.post("/api/parcels", "p3", json!({"household_id": "hh-1", "date": day})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let (status, err) = a.post("/api/parcels", "p4", json!({"household_id": "hh-1", "date": yesterday})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("date_in_past")));
+
+    let (_, listed) = a.get(&format!("/api/parcels?date={day}&min_seq={}", min_seq(&reply))).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        (listed[0]["emergency"].as_bool(), listed[0]["relay_point_id"].as_str()),
+        (Some(true), Some("rp-asso-a"))
+    );
+    let (status, _) = b.get(&format!("/api/parcels/{parcel_id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another association's parcel is not shown");
+    let (status, cancelled) =
+        a.post(&format!("/api/parcels/{parcel_id}/cancel"), "c1", json!({"reason": "déménagement"})).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let (_, row) = a.get(&format!("/api/parcels/{parcel_id}?min_seq={}", min_seq(&cancelled))).await;
+    assert_eq!((row["status"].as_str(), row["cancel_reason"].as_str()), (Some("cancelled"), Some("déménagement")));
+    assert!(foodaid.terminate().success());
+}

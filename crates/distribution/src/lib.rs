@@ -9,7 +9,9 @@ mod association;
 pub mod compose;
 mod household;
 mod needs;
+mod parcel;
 
 pub use association::{Association, AssociationCommand, AssociationEvent, EligibilityRule, RelayPoint};
 pub use household::{Assessment, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed};
 pub use needs::NeedsReference;
+pub use parcel::{Parcel, ParcelCommand, ParcelEvent, ParcelStatus};

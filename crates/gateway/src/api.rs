@@ -415,6 +415,28 @@ pub fn operations() -> Vec<Op> {
             .params(&[("association_id", "whose households (an association's token implies its own)")]),
         Op::query("/api/households/{household_id}", "distribution", "get_household", schema::<dist::HouseholdView>)
             .doc("One household, with possible duplicates in other associations", "admin, its association"),
+        Op::command(post.clone(), "/api/parcels", "distribution", "request_parcel", schema::<dist::RequestParcel>)
+            .doc(
+                "Request a parcel for an eligible household on a distribution day (one a day; id <household>-<date>)",
+                "admin, the household's association",
+            )
+            .creates(),
+        Op::command(
+            post.clone(),
+            "/api/parcels/{parcel_id}/cancel",
+            "distribution",
+            "cancel_parcel",
+            schema::<dist::CancelParcel>,
+        )
+        .doc("Cancel a parcel request", "admin, the household's association"),
+        Op::query("/api/parcels", "distribution", "list_parcels", array::<dist::ParcelRow>)
+            .doc("An association's parcels", "admin, the association itself")
+            .params(&[
+                ("association_id", "whose parcels (an association's token implies its own)"),
+                ("date", "one distribution day"),
+            ]),
+        Op::query("/api/parcels/{parcel_id}", "distribution", "get_parcel", schema::<dist::ParcelRow>)
+            .doc("One parcel", "admin, the household's association"),
         Op::command(post.clone(), "/api/vehicles", "transport", "register_vehicle", schema::<tr::RegisterVehicle>)
             .doc("Register a vehicle", "admin")
             .creates(),

@@ -38,6 +38,7 @@ pub fn projection_names() -> Vec<&'static str> {
         stock::LotsProjection.name(),
         distribution::AssociationsProjection.name(),
         distribution::HouseholdsProjection.name(),
+        distribution::ParcelsProjection.name(),
         transport::VehiclesProjection.name(),
     ]
 }

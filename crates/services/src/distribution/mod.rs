@@ -2,11 +2,13 @@
 //! follow.
 
 mod households;
+mod parcels;
 
 pub use households::{
     AssessHousehold, ConsentChange, EraseHousehold, GetHousehold, HouseholdRow, HouseholdView, HouseholdsProjection,
     ListHouseholds, PersonalData, RegisterHousehold, UpdateHousehold,
 };
+pub use parcels::{CancelParcel, GetParcel, ListParcels, ParcelRow, ParcelsProjection, RequestParcel};
 
 use chrono::{DateTime, Utc};
 use distribution::{Association, AssociationCommand, AssociationEvent, EligibilityRule, RelayPoint};
@@ -175,6 +177,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         Ok((id, AssociationCommand::SetEligibilityRule(rule)))
     });
     households::register(&mut host, ctx, engine, &associations);
+    parcels::register(&mut host, ctx, engine);
 
     projection_query(&mut host, "list_associations", ctx, &projection, None, |view, _: NoParams| {
         let mut rows: Vec<AssociationRow> = view.scan_json("association", b"").map_err(storage)?;

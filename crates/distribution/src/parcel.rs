@@ -1,0 +1,158 @@
+use chrono::NaiveDate;
+use eventcore::{Aggregate, DomainEvent, Rejection};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParcelCommand {
+    /// Asks for a parcel for a household on a distribution day (`today` is the service's clock).
+    Request {
+        household_id: String,
+        association_id: String,
+        relay_point_id: String,
+        date: NaiveDate,
+        emergency: bool,
+        today: NaiveDate,
+    },
+    Cancel {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ParcelEvent {
+    ParcelRequested {
+        household_id: String,
+        association_id: String,
+        relay_point_id: String,
+        date: NaiveDate,
+        emergency: bool,
+    },
+    ParcelCancelled {
+        reason: String,
+    },
+}
+
+impl DomainEvent for ParcelEvent {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParcelStatus {
+    Requested,
+    Cancelled,
+}
+
+/// One household's parcel for one distribution day. Its id is `<household>-<date>`, so a
+/// household has at most one parcel a day whoever asks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parcel {
+    pub status: Option<ParcelStatus>,
+    pub household_id: String,
+    pub association_id: String,
+    pub date: Option<NaiveDate>,
+    pub emergency: bool,
+}
+
+impl Parcel {
+    pub fn id_for(household_id: &str, date: NaiveDate) -> String {
+        format!("{household_id}-{date}")
+    }
+}
+
+impl Aggregate for Parcel {
+    const KIND: &'static str = "parcel";
+    type Command = ParcelCommand;
+    type Event = ParcelEvent;
+
+    fn decide(&self, command: &ParcelCommand) -> Result<Vec<ParcelEvent>, Rejection> {
+        match (command, self.status) {
+            (ParcelCommand::Request { .. }, Some(ParcelStatus::Requested)) => {
+                Err(Rejection::conflict("parcel_already_requested", "this household already has a parcel that day"))
+            }
+            (ParcelCommand::Request { household_id, association_id, relay_point_id, date, emergency, today }, _) => {
+                if date < today {
+                    return Err(Rejection::validation("date_in_past", "a parcel is requested for today or later"));
+                }
+                Ok(vec![ParcelEvent::ParcelRequested {
+                    household_id: household_id.clone(),
+                    association_id: association_id.clone(),
+                    relay_point_id: relay_point_id.clone(),
+                    date: *date,
+                    emergency: *emergency,
+                }])
+            }
+            (ParcelCommand::Cancel { .. }, None) => Err(Rejection::not_found("parcel_not_found", "no such parcel")),
+            (ParcelCommand::Cancel { .. }, Some(ParcelStatus::Cancelled)) => Ok(vec![]),
+            (ParcelCommand::Cancel { reason }, Some(ParcelStatus::Requested)) => {
+                if reason.chars().count() > 500 {
+                    return Err(Rejection::validation("invalid_reason", "a reason is at most 500 characters"));
+                }
+                Ok(vec![ParcelEvent::ParcelCancelled { reason: reason.trim().to_owned() }])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &ParcelEvent) {
+        match event {
+            ParcelEvent::ParcelRequested { household_id, association_id, date, emergency, .. } => {
+                self.status = Some(ParcelStatus::Requested);
+                self.household_id = household_id.clone();
+                self.association_id = association_id.clone();
+                self.date = Some(*date);
+                self.emergency = *emergency;
+            }
+            ParcelEvent::ParcelCancelled { .. } => self.status = Some(ParcelStatus::Cancelled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eventcore::testing::given;
+
+    use super::*;
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+    }
+
+    fn request(date: NaiveDate) -> ParcelCommand {
+        ParcelCommand::Request {
+            household_id: "hh-1".into(),
+            association_id: "asso-a".into(),
+            relay_point_id: "rp-a".into(),
+            date,
+            emergency: false,
+            today: day(23),
+        }
+    }
+
+    fn requested() -> ParcelEvent {
+        ParcelEvent::ParcelRequested {
+            household_id: "hh-1".into(),
+            association_id: "asso-a".into(),
+            relay_point_id: "rp-a".into(),
+            date: day(25),
+            emergency: false,
+        }
+    }
+
+    #[test]
+    fn one_parcel_a_day_requested_ahead_and_cancelled_once() {
+        given::<Parcel>([]).when(request(day(25))).then([requested()]);
+        given::<Parcel>([requested()]).when(request(day(25))).then_rejected("parcel_already_requested");
+        given::<Parcel>([]).when(request(day(22))).then_rejected("date_in_past");
+        let cancel = ParcelCommand::Cancel { reason: " déménagé ".into() };
+        given::<Parcel>([requested()])
+            .when(cancel.clone())
+            .then([ParcelEvent::ParcelCancelled { reason: "déménagé".into() }]);
+        given::<Parcel>([requested(), ParcelEvent::ParcelCancelled { reason: String::new() }])
+            .when(cancel.clone())
+            .then([]);
+        // A cancelled parcel can be asked for again.
+        given::<Parcel>([requested(), ParcelEvent::ParcelCancelled { reason: String::new() }])
+            .when(request(day(25)))
+            .then([requested()]);
+        given::<Parcel>([]).when(cancel).then_rejected("parcel_not_found");
+    }
+}

@@ -1,0 +1,224 @@
+//! Parcel requests: an association asks for a parcel for one of its eligible households on a
+//! distribution day; the wave that composes them comes next.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use distribution::{Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
+use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
+use runtime::{Role, ServiceError, ServiceHost};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::SERVICE;
+use crate::common::{meta, parse_id, process_command, require_scope, storage, ServiceContext};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestParcel {
+    pub household_id: String,
+    /// The distribution day.
+    pub date: NaiveDate,
+    /// Emergency parcels are composed first.
+    #[serde(default)]
+    pub emergency: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelParcel {
+    pub parcel_id: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetParcel {
+    pub parcel_id: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListParcels {
+    /// Required for administrators; an association sees its own.
+    pub association_id: Option<String>,
+    pub date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ParcelRow {
+    pub parcel_id: String,
+    pub household_id: String,
+    pub association_id: String,
+    pub relay_point_id: String,
+    pub date: NaiveDate,
+    pub emergency: bool,
+    /// `requested` or `cancelled`.
+    #[schema(value_type = String)]
+    pub status: ParcelStatus,
+    pub cancel_reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct ParcelsProjection;
+
+impl Projection for ParcelsProjection {
+    fn name(&self) -> &'static str {
+        "parcels"
+    }
+
+    fn streams(&self) -> &'static [&'static str] {
+        &[SERVICE]
+    }
+
+    fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
+        if event.aggregate_kind != "parcel" {
+            return Ok(());
+        }
+        let id = event.envelope.aggregate_id.as_ref();
+        let at = event.envelope.occurred_at;
+        match event.decode::<ParcelEvent>()? {
+            ParcelEvent::ParcelRequested { household_id, association_id, relay_point_id, date, emergency } => {
+                tx.put("by_association", format!("{association_id}\0{date}\0{id}").as_bytes(), id.as_bytes().to_vec());
+                let row = ParcelRow {
+                    parcel_id: id.to_owned(),
+                    household_id,
+                    association_id,
+                    relay_point_id,
+                    date,
+                    emergency,
+                    status: ParcelStatus::Requested,
+                    cancel_reason: None,
+                    updated_at: at,
+                };
+                tx.put_json("parcel", id.as_bytes(), &row);
+            }
+            ParcelEvent::ParcelCancelled { reason } => {
+                tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
+                    row.status = ParcelStatus::Cancelled;
+                    row.cancel_reason = Some(reason);
+                    row.updated_at = at;
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mut Engine) {
+    let parcels = ctx.runner::<Parcel>(SERVICE);
+    let households = ctx.runner::<Household>(SERVICE);
+    let view = engine.register(ParcelsProjection);
+    let association: &'static [Role] = &[Role::Association];
+
+    process_command(
+        host,
+        "request_parcel",
+        association,
+        (parcels.clone(), households),
+        |(parcels, households), request, body: RequestParcel| async move {
+            let household_id = parse_id(&body.household_id, "household")?;
+            let (household, _) = households.load(&household_id).await?;
+            let association_id = household.association_id.clone().ok_or_else(|| {
+                ServiceError::not_found("household_not_found", format!("no household {household_id}"))
+            })?;
+            require_scope(&request.actor, Role::Association, &association_id)?;
+            if !household.may_receive(body.date) {
+                let why = if household.erased {
+                    "its data was erased"
+                } else if !household.consent {
+                    "it has not given its consent"
+                } else if household.assessment.is_none() {
+                    "it has not been assessed"
+                } else {
+                    "its assessment does not make it eligible on that day"
+                };
+                return Err(ServiceError::conflict(
+                    "household_not_eligible",
+                    format!("household {household_id}: {why}"),
+                ));
+            }
+            let id = parse_id(&Parcel::id_for(household_id.as_str(), body.date), "parcel")?;
+            let command = ParcelCommand::Request {
+                household_id: household_id.to_string(),
+                association_id,
+                relay_point_id: household.relay_point_id.clone(),
+                date: body.date,
+                emergency: body.emergency,
+                today: Utc::now().date_naive(),
+            };
+            parcels.execute(id, command, meta(&request)).await
+        },
+    );
+    process_command(host, "cancel_parcel", association, parcels, |parcels, request, body: CancelParcel| async move {
+        let id = parse_id(&body.parcel_id, "parcel")?;
+        let (parcel, _) = parcels.load(&id).await?;
+        if parcel.status.is_none() {
+            return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
+        }
+        require_scope(&request.actor, Role::Association, &parcel.association_id)?;
+        parcels.execute(id, ParcelCommand::Cancel { reason: body.reason }, meta(&request)).await
+    });
+
+    let ctx1 = ctx.clone();
+    let view1 = view.clone();
+    host.query("get_parcel", move |request| {
+        let (ctx, view) = (ctx1.clone(), view1.clone());
+        async move {
+            crate::common::require(&request.actor, &[Role::Association])?;
+            let p: GetParcel = runtime::parse_payload(&request.params)?;
+            crate::common::wait_for_min_seq(&ctx, &view, &request).await?;
+            let store = ctx.projections.clone();
+            let id = p.parcel_id.clone();
+            let row = tokio::task::spawn_blocking(move || {
+                store
+                    .view(ParcelsProjection.name())
+                    .map_err(storage)?
+                    .get_json::<ParcelRow>("parcel", id.as_bytes())
+                    .map_err(storage)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("reading a parcel", e))??;
+            let missing = || ServiceError::not_found("parcel_not_found", format!("no parcel {}", p.parcel_id));
+            let row = row.ok_or_else(missing)?;
+            // Another association's parcel does not exist, as far as this caller knows.
+            require_scope(&request.actor, Role::Association, &row.association_id).map_err(|_| missing())?;
+            Ok(row)
+        }
+    });
+    let ctx2 = ctx.clone();
+    host.query("list_parcels", move |request| {
+        let (ctx, view) = (ctx2.clone(), view.clone());
+        async move {
+            crate::common::require(&request.actor, &[Role::Association])?;
+            let params: ListParcels = match &request.params {
+                serde_json::Value::Null => ListParcels::default(),
+                p => runtime::parse_payload(p)?,
+            };
+            let association = match (&request.actor.scope, params.association_id) {
+                (_, Some(a)) => a,
+                (Some(scope), None) if request.actor.role == Role::Association => scope.clone(),
+                _ => return Err(ServiceError::validation("association_required", "say which association")),
+            };
+            require_scope(&request.actor, Role::Association, &association)?;
+            crate::common::wait_for_min_seq(&ctx, &view, &request).await?;
+            let store = ctx.projections.clone();
+            tokio::task::spawn_blocking(move || -> Result<Vec<ParcelRow>, ServiceError> {
+                let v = store.view(ParcelsProjection.name()).map_err(storage)?;
+                let prefix = match params.date {
+                    Some(d) => format!("{association}\0{d}\0"),
+                    None => format!("{association}\0"),
+                };
+                let mut rows = Vec::new();
+                for item in v.scan("by_association", prefix.as_bytes()) {
+                    let (_, id) = item.map_err(storage)?;
+                    if let Some(row) = v.get_json::<ParcelRow>("parcel", &id).map_err(storage)? {
+                        rows.push(row);
+                    }
+                }
+                Ok(rows)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("listing parcels", e))?
+        }
+    });
+}
