@@ -61,7 +61,7 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
 
     // Products: a GTIN is checked, and a scan of the EAN-13 finds the product by its GTIN-14.
     let yoghurt = json!({"gtin": "3033490004743", "name": "Yaourt nature x4", "food_group": "dairy",
-        "unit_weight_g": 500, "storage": "chilled", "date_kind": "dlc", "allergens": ["milk"]});
+        "unit_weight_g": 500, "storage": "chilled", "date_kind": "dlc", "allergens": ["milk"], "traits": {"ready_to_eat": true}});
     let (status, reply) = wh.post("/api/products", "prod-yoghurt", yoghurt.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
     assert_eq!(reply["aggregate_id"], "gtin-03033490004743");
@@ -78,6 +78,11 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     assert_eq!((status, found["name"].as_str()), (StatusCode::OK, Some("Yaourt nature x4")));
     let (status, found) = wh.get("/api/gtin/3033490004743").await;
     assert_eq!((status, found["product_id"].as_str()), (StatusCode::OK, Some("gtin-03033490004743")));
+    assert_eq!(found["traits"], json!({"meat": false, "pork": false, "halal": false, "ready_to_eat": true}));
+    let ham = json!({"product_id": "jambon", "name": "Jambon", "food_group": "meat_fish_eggs", "storage": "chilled",
+        "date_kind": "dlc", "traits": {"pork": true}});
+    let (status, err) = wh.post("/api/products", "prod-ham", ham).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_traits")));
     let (status, err) = wh.get("/api/gtin/3017620422003").await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("product_not_found")));
 
@@ -227,7 +232,7 @@ async fn reservations_follow_fefo_and_1000_concurrent_requests_never_oversell() 
     let donor = json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl Villeurbanne"});
     assert_eq!(wh.post("/api/donors", "donor", donor).await.0, StatusCode::CREATED);
     let pasta = json!({"product_id": "pasta", "name": "Pâtes 500 g", "food_group": "starches",
-        "storage": "ambient", "date_kind": "ddm"});
+        "storage": "ambient", "date_kind": "ddm", "allergens": ["gluten"]});
     assert_eq!(wh.post("/api/products", "pasta", pasta).await.0, StatusCode::CREATED);
 
     // Three donations: 4 units best before day 105, 3 before day 100, 3 before day 130.
@@ -241,6 +246,7 @@ async fn reservations_follow_fefo_and_1000_concurrent_requests_never_oversell() 
     assert!(lots.as_array().unwrap().iter().all(|l| l["site_id"] == "gerland" && l["donor_id"] == "lidl"), "{lots}");
     let (_, lot) = wh.get("/api/lots/don-b-l1").await;
     assert_eq!((lot["available"].as_u64(), lot["status"].as_str()), (Some(3), Some("available")));
+    assert_eq!(lot["allergens"], json!(["gluten"]), "what diets are checked against follows the product into stock");
 
     // FEFO: 5 units come from the lot best before day 100 (3), then the one of day 105 (2).
     let body =

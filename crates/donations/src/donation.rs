@@ -1,9 +1,9 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
-use values::{DateKind, FoodGroup, Gtin, StorageClass};
+use values::{Allergen, DateKind, FoodGroup, Gtin, StorageClass, Traits};
 
 /// A value per food group, with a default for the groups not listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +71,10 @@ pub struct LineProduct {
     pub food_group: FoodGroup,
     pub storage: StorageClass,
     pub date_kind: DateKind,
+    #[serde(default)]
+    pub allergens: BTreeSet<Allergen>,
+    #[serde(default)]
+    pub traits: Traits,
 }
 
 /// One line of a donation as the volunteer entered it.
@@ -331,6 +335,8 @@ mod tests {
             food_group: group,
             storage,
             date_kind,
+            allergens: BTreeSet::new(),
+            traits: Traits::default(),
         }
     }
 

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
-use values::{Allergen, DateKind, FoodGroup, Gtin, Name, StorageClass};
+use values::{Allergen, DateKind, FoodGroup, Gtin, Name, StorageClass, Traits};
 
 /// What reception needs to know of a product: how it is kept and what its date means.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,6 +15,9 @@ pub struct ProductDetails {
     pub storage: StorageClass,
     pub date_kind: DateKind,
     pub allergens: BTreeSet<Allergen>,
+    /// Meat, pork, halal, ready to eat: what diets are checked against.
+    #[serde(default)]
+    pub traits: Traits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +93,9 @@ fn check(d: &ProductDetails) -> Result<(), Rejection> {
     if d.unit_weight_g.is_some_and(|w| w > 1_000_000) {
         return Err(Rejection::validation("invalid_unit_weight", "a unit weight is at most 1,000 kg"));
     }
+    if (d.traits.pork || d.traits.halal) && !d.traits.meat {
+        return Err(Rejection::validation("invalid_traits", "pork and halal describe meat: set meat too"));
+    }
     if d.food_group == FoodGroup::Hygiene && d.storage != StorageClass::Ambient {
         return Err(Rejection::validation("invalid_storage", "hygiene products are stored ambient"));
     }
@@ -111,6 +117,7 @@ mod tests {
             storage: StorageClass::Chilled,
             date_kind: DateKind::Dlc,
             allergens: [Allergen::Milk].into(),
+            traits: Traits { ready_to_eat: true, ..Default::default() },
         }
     }
 
@@ -143,5 +150,7 @@ mod tests {
         given::<Product>([]).when(ProductCommand::Define(weightless)).then_rejected("invalid_unit_weight");
         let cold_soap = ProductDetails { food_group: FoodGroup::Hygiene, ..yoghurt() };
         given::<Product>([]).when(ProductCommand::Define(cold_soap)).then_rejected("invalid_storage");
+        let pork_without_meat = ProductDetails { traits: Traits { pork: true, ..Default::default() }, ..yoghurt() };
+        given::<Product>([]).when(ProductCommand::Define(pork_without_meat)).then_rejected("invalid_traits");
     }
 }

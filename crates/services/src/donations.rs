@@ -14,7 +14,7 @@ use projections::{ApplyError, Engine, Projection, ProjectionStore, RecordedEvent
 use runtime::{parse_payload, Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use values::{Allergen, DateKind, FoodGroup, GeoPoint, Gtin, Name, StorageClass};
+use values::{Allergen, DateKind, FoodGroup, GeoPoint, Gtin, Name, StorageClass, Traits};
 
 use crate::common::{
     aggregate_command, enum_schema, meta, new_id, number, parse_id, projection_query, require, storage, Position,
@@ -203,6 +203,10 @@ pub struct ProductBody {
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub allergens: BTreeSet<Allergen>,
+    /// `{"meat", "pork", "halal", "ready_to_eat"}` (all false by default): what diets check.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub traits: Traits,
 }
 
 impl From<ProductBody> for ProductDetails {
@@ -215,6 +219,7 @@ impl From<ProductBody> for ProductDetails {
             storage: b.storage,
             date_kind: b.date_kind,
             allergens: b.allergens,
+            traits: b.traits,
         }
     }
 }
@@ -252,6 +257,9 @@ pub struct ProductRow {
     pub date_kind: DateKind,
     #[schema(value_type = Vec<String>)]
     pub allergens: BTreeSet<Allergen>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub traits: Traits,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -307,6 +315,7 @@ impl Projection for ProductsProjection {
             storage: d.storage,
             date_kind: d.date_kind,
             allergens: d.allergens,
+            traits: d.traits,
             updated_at: event.envelope.occurred_at,
         };
         tx.put_json("product", id.as_bytes(), &row);
@@ -804,6 +813,8 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                             food_group: details.food_group,
                             storage: details.storage,
                             date_kind: details.date_kind,
+                            allergens: details.allergens.clone(),
+                            traits: details.traits,
                         },
                         quantity: line.quantity,
                         weight_g: line.weight_g,

@@ -1,9 +1,9 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
-use values::{DateKind, FoodGroup, Gtin, StorageClass};
+use values::{Allergen, DateKind, FoodGroup, Gtin, StorageClass, Traits};
 
 use crate::ZoneCode;
 
@@ -16,6 +16,10 @@ pub struct LotProduct {
     pub food_group: FoodGroup,
     pub storage: StorageClass,
     pub date_kind: DateKind,
+    #[serde(default)]
+    pub allergens: BTreeSet<Allergen>,
+    #[serde(default)]
+    pub traits: Traits,
 }
 
 /// Where a lot's units came from.
@@ -560,6 +564,8 @@ mod tests {
                 food_group: FoodGroup::Dairy,
                 storage: StorageClass::Chilled,
                 date_kind,
+                allergens: BTreeSet::new(),
+                traits: Traits::default(),
             },
             site_id: "gerland".into(),
             quantity,

@@ -119,6 +119,23 @@ pub enum Allergen {
     Molluscs,
 }
 
+/// What a product is, for diets: what the parcel composer checks against a household's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traits {
+    /// Contains meat or fish of any kind.
+    #[serde(default)]
+    pub meat: bool,
+    #[serde(default)]
+    pub pork: bool,
+    /// Halal certified.
+    #[serde(default)]
+    pub halal: bool,
+    /// Edible without cooking or a kitchen.
+    #[serde(default)]
+    pub ready_to_eat: bool,
+}
+
 /// A GS1 trade item number (EAN-8, UPC-A, EAN-13 or GTIN-14) with a valid check digit, held in
 /// its 14-digit form so that the same item scanned as EAN-13 or GTIN-14 is one product.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -160,6 +160,8 @@ mod tests {
                 food_group: FoodGroup::Starches,
                 storage: StorageClass::Ambient,
                 date_kind: DateKind::Ddm,
+                allergens: Default::default(),
+                traits: Default::default(),
             },
             site_id: "gerland".into(),
             quantity,

@@ -36,6 +36,13 @@ pub struct LotRow {
     pub date_kind: DateKind,
     pub date: Option<NaiveDate>,
     pub lot_number: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub allergens: std::collections::BTreeSet<values::Allergen>,
+    /// Meat, pork, halal, ready to eat: what the parcel composer checks diets against.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub traits: values::Traits,
     pub site_id: String,
     pub zone: Option<String>,
     pub donor_id: Option<String>,
@@ -221,6 +228,8 @@ fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Resul
         date_kind: receipt.product.date_kind,
         date: receipt.date,
         lot_number: receipt.lot_number.clone(),
+        allergens: receipt.product.allergens.clone(),
+        traits: receipt.product.traits,
         site_id: receipt.site_id.clone(),
         zone: state.zone.as_ref().map(ToString::to_string),
         donor_id: receipt.origin.donor_id().map(str::to_owned),

@@ -63,6 +63,8 @@ pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reacti
                         food_group: line.product.food_group,
                         storage: line.product.storage,
                         date_kind: line.product.date_kind,
+                        allergens: line.product.allergens,
+                        traits: line.product.traits,
                     },
                     site_id,
                     quantity: line.quantity,
