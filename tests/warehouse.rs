@@ -272,6 +272,17 @@ async fn reservations_follow_fefo_and_1000_concurrent_requests_never_oversell() 
     assert!(err["message"].as_str().unwrap().contains("pasta: 6 asked, 5 available"), "{err}");
     let (status, _) = wh.post("/api/reservations/parcel-1/release", "release-1", json!({})).await;
     assert_eq!(status, StatusCode::OK);
+    // The parcel composer names its lots: they are used as named, not FEFO.
+    let chosen = json!({"reservation_id": "parcel-c", "site_id": "gerland",
+        "lines": [{"product_id": "pasta", "quantity": 2, "lots": ["don-c-l1"]}]});
+    let (status, reply) = wh.post("/api/reservations", "parcel-c", chosen).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    assert_eq!(reply["events"][0]["data"]["allocations"], json!([{"line": 1, "lot_id": "don-c-l1", "quantity": 2}]));
+    assert_eq!(wh.post("/api/reservations/parcel-c/release", "release-c", json!({})).await.0, StatusCode::OK);
+    let wrong = json!({"reservation_id": "parcel-w", "site_id": "gerland",
+        "lines": [{"product_id": "rice", "quantity": 1, "lots": ["don-c-l1"]}]});
+    let (status, err) = wh.post("/api/reservations", "parcel-w", wrong).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_lot")), "{err}");
 
     // 1,000 concurrent requests of one unit each for the 10 units: exactly 10 succeed.
     let results: Vec<(StatusCode, Value)> = futures::stream::iter(0..1000)

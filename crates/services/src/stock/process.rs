@@ -90,6 +90,9 @@ pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reacti
 pub struct ReserveLine {
     pub product_id: String,
     pub quantity: u32,
+    /// The lots to take it from, in this order (the parcel composer's choice); FEFO across the
+    /// site's lots when absent.
+    pub lots: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -170,7 +173,10 @@ impl Stock {
                 asked
                     .into_iter()
                     .map(|line| {
-                        let candidates = fefo_candidates(&view, &site, &line.product_id, line.quantity)?;
+                        let candidates = match line.lots {
+                            Some(lots) => chosen_lots(&view, &site, &line.product_id, lots)?,
+                            None => fefo_candidates(&view, &site, &line.product_id, line.quantity)?,
+                        };
                         Ok(PlanLine { product_id: line.product_id, quantity: line.quantity, candidates })
                     })
                     .collect()
@@ -372,6 +378,31 @@ pub struct IssueRecall {
     pub date_from: Option<chrono::NaiveDate>,
     pub date_to: Option<chrono::NaiveDate>,
     pub reason: String,
+}
+
+/// Lots named by the caller, checked to be of the product and at the site.
+fn chosen_lots(
+    view: &projections::View,
+    site: &str,
+    product_id: &str,
+    lots: Vec<String>,
+) -> Result<Vec<String>, ServiceError> {
+    if lots.is_empty() || lots.len() > 64 {
+        return Err(ServiceError::validation("invalid_lots", "name 1 to 64 lots, or none for FEFO"));
+    }
+    for lot in &lots {
+        let row: Option<super::LotRow> = view.get_json("lot", lot.as_bytes()).map_err(storage)?;
+        match row {
+            Some(r) if r.product_id == product_id && r.site_id == site => {}
+            _ => {
+                return Err(ServiceError::validation(
+                    "invalid_lot",
+                    format!("lot {lot} is not a lot of {product_id} at {site}"),
+                ))
+            }
+        }
+    }
+    Ok(lots)
 }
 
 /// The id of the lot a transfer's units become at the receiving site.
