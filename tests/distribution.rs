@@ -223,3 +223,85 @@ async fn parcels_are_requested_for_eligible_households_once_a_day() {
     assert_eq!((row["status"].as_str(), row["cancel_reason"].as_str()), (Some("cancelled"), Some("déménagement")));
     assert!(foodaid.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    let site = json!({"site_id": "gerland", "name": "Gerland", "zones": [{"code": "A1", "storage": "ambient"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    assert_eq!(
+        wh.post("/api/donors", "donor", json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl"})).await.0,
+        StatusCode::CREATED
+    );
+    for (id, group, traits) in [
+        ("pasta", "starches", json!({})),
+        ("ham", "meat_fish_eggs", json!({"meat": true, "pork": true})),
+        ("tuna", "meat_fish_eggs", json!({"meat": true, "ready_to_eat": true})),
+    ] {
+        let body = json!({"product_id": id, "name": id, "food_group": group, "storage": "ambient", "date_kind": "ddm", "traits": traits});
+        assert_eq!(wh.post("/api/products", id, body).await.0, StatusCode::CREATED);
+    }
+    let in_days = |d: i64| (chrono::Utc::now() + chrono::Duration::days(d)).date_naive().to_string();
+    let donation = json!({"donation_id": "d1", "donor_id": "lidl", "site_id": "gerland", "lines": [
+        {"product_id": "pasta", "quantity": 40, "weight_g": 20000, "date": in_days(200), "lot_number": "P1"},
+        {"product_id": "ham", "quantity": 10, "weight_g": 2000, "date": in_days(100)},
+        {"product_id": "tuna", "quantity": 10, "weight_g": 1400, "date": in_days(300)}]});
+    assert_eq!(wh.post("/api/donations", "d1", donation).await.0, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while wh.get("/api/lots").await.1.as_array().map_or(0, Vec::len) < 3 {
+        assert!(std::time::Instant::now() < deadline, "lots never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let body = json!({"association_id": "asso-a", "name": "Asso A", "commune": "Lyon"});
+    assert_eq!(admin.post("/api/associations", "asso-a", body).await.0, StatusCode::CREATED);
+    let relay = json!({"relay_id": "rp-a", "name": "Local", "commune": "Lyon", "cold_storage": false});
+    assert_eq!(admin.post("/api/associations/asso-a/relay-points", "rp-a", relay).await.0, StatusCode::CREATED);
+    let a = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-a"]));
+    let day = in_days(2);
+    for (id, diet) in [("hh-1", json!({"no_pork": true})), ("hh-2", json!({}))] {
+        let body = json!({"household_id": id, "association_id": "asso-a", "relay_point_id": "rp-a",
+            "composition": {"adults": 2, "teens": 0, "children": 1, "infants": 0}, "diet": diet, "consent": true,
+            "personal": {"first_name": id, "last_name": "Famille", "birth_date": "1980-05-05"}});
+        assert_eq!(a.post("/api/households", id, body).await.0, StatusCode::CREATED);
+        let assess = json!({"resources_cents": 90000, "charges_cents": 70000});
+        assert_eq!(
+            a.post(&format!("/api/households/{id}/assessments"), &format!("as-{id}"), assess).await.0,
+            StatusCode::OK
+        );
+        let (status, reply) =
+            a.post("/api/parcels", &format!("p-{id}"), json!({"household_id": id, "date": day})).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+    }
+
+    let (status, err) = a.post("/api/waves", "w0", json!({"site_id": "gerland", "date": day})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (status, wave) = admin.post("/api/waves", "w1", json!({"site_id": "gerland", "date": day})).await;
+    assert_eq!(status, StatusCode::OK, "{wave}");
+    assert_eq!(wave["events"].as_array().unwrap().len(), 2, "{wave}");
+    for id in ["hh-1", "hh-2"] {
+        let (_, parcel) = a.get(&format!("/api/parcels/{id}-{day}?min_seq={}", min_seq(&wave))).await;
+        assert_eq!(parcel["status"], "composed", "{parcel}");
+        let lines = parcel["lines"].as_array().unwrap();
+        assert!(lines.iter().any(|l| l["product_id"] == "pasta"), "{parcel}");
+        if id == "hh-1" {
+            assert!(lines.iter().all(|l| l["product_id"] != "ham"), "no pork for a no-pork household: {parcel}");
+        }
+        // The stock holds exactly what the parcel says, under the parcel's id.
+        let (status, reservation) = wh.get(&format!("/api/reservations/{id}-{day}")).await;
+        assert_eq!((status, reservation["status"].as_str()), (StatusCode::OK, Some("confirmed")), "{reservation}");
+        let reserved: u64 =
+            reservation["allocations"].as_array().unwrap().iter().map(|x| x["quantity"].as_u64().unwrap()).sum();
+        let composed: u64 = lines.iter().map(|l| l["units"].as_u64().unwrap()).sum();
+        assert_eq!(reserved, composed, "{reservation} {parcel}");
+    }
+    // A second run composes nothing new.
+    let (_, again) = admin.post("/api/waves", "w2", json!({"site_id": "gerland", "date": day})).await;
+    assert_eq!(again["events"], json!([]), "{again}");
+    assert!(foodaid.terminate().success());
+}

@@ -1,6 +1,7 @@
 use chrono::NaiveDate;
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use values::FoodGroup;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParcelCommand {
@@ -16,6 +17,25 @@ pub enum ParcelCommand {
     Cancel {
         reason: String,
     },
+    /// Records what the wave put in it (and what stock reserved for it).
+    Compose {
+        lines: Vec<ComposedLine>,
+        short: Vec<FoodGroup>,
+    },
+}
+
+/// A line of a composed parcel, and why it is there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComposedLine {
+    pub lot_id: String,
+    pub product_id: String,
+    pub food_group: FoodGroup,
+    pub units: u32,
+    pub grams: u64,
+    /// The household's need in this group, grams.
+    pub need_g: u64,
+    /// The lot's date (earliest first).
+    pub date: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +51,10 @@ pub enum ParcelEvent {
     ParcelCancelled {
         reason: String,
     },
+    ParcelComposed {
+        lines: Vec<ComposedLine>,
+        short: Vec<FoodGroup>,
+    },
 }
 
 impl DomainEvent for ParcelEvent {}
@@ -39,6 +63,7 @@ impl DomainEvent for ParcelEvent {}
 #[serde(rename_all = "snake_case")]
 pub enum ParcelStatus {
     Requested,
+    Composed,
     Cancelled,
 }
 
@@ -83,7 +108,15 @@ impl Aggregate for Parcel {
             }
             (ParcelCommand::Cancel { .. }, None) => Err(Rejection::not_found("parcel_not_found", "no such parcel")),
             (ParcelCommand::Cancel { .. }, Some(ParcelStatus::Cancelled)) => Ok(vec![]),
-            (ParcelCommand::Cancel { reason }, Some(ParcelStatus::Requested)) => {
+            (ParcelCommand::Compose { .. }, None) => Err(Rejection::not_found("parcel_not_found", "no such parcel")),
+            (ParcelCommand::Compose { .. }, Some(ParcelStatus::Cancelled)) => {
+                Err(Rejection::conflict("parcel_cancelled", "this parcel was cancelled"))
+            }
+            (ParcelCommand::Compose { .. }, Some(ParcelStatus::Composed)) => Ok(vec![]),
+            (ParcelCommand::Compose { lines, short }, Some(ParcelStatus::Requested)) => {
+                Ok(vec![ParcelEvent::ParcelComposed { lines: lines.clone(), short: short.clone() }])
+            }
+            (ParcelCommand::Cancel { reason }, Some(ParcelStatus::Requested | ParcelStatus::Composed)) => {
                 if reason.chars().count() > 500 {
                     return Err(Rejection::validation("invalid_reason", "a reason is at most 500 characters"));
                 }
@@ -102,6 +135,7 @@ impl Aggregate for Parcel {
                 self.emergency = *emergency;
             }
             ParcelEvent::ParcelCancelled { .. } => self.status = Some(ParcelStatus::Cancelled),
+            ParcelEvent::ParcelComposed { .. } => self.status = Some(ParcelStatus::Composed),
         }
     }
 }
@@ -154,5 +188,25 @@ mod tests {
             .when(request(day(25)))
             .then([requested()]);
         given::<Parcel>([]).when(cancel).then_rejected("parcel_not_found");
+    }
+
+    #[test]
+    fn a_requested_parcel_is_composed_once() {
+        let line = ComposedLine {
+            lot_id: "lot-1".into(),
+            product_id: "pasta".into(),
+            food_group: FoodGroup::Starches,
+            units: 3,
+            grams: 1500,
+            need_g: 2000,
+            date: Some(day(30)),
+        };
+        let compose = ParcelCommand::Compose { lines: vec![line.clone()], short: vec![FoodGroup::Starches] };
+        let composed = ParcelEvent::ParcelComposed { lines: vec![line], short: vec![FoodGroup::Starches] };
+        given::<Parcel>([requested()]).when(compose.clone()).then([composed.clone()]);
+        given::<Parcel>([requested(), composed]).when(compose.clone()).then([]);
+        given::<Parcel>([requested(), ParcelEvent::ParcelCancelled { reason: String::new() }])
+            .when(compose)
+            .then_rejected("parcel_cancelled");
     }
 }

@@ -59,6 +59,7 @@ pub async fn build(settings: &Settings, client: &async_nats::Client, names: &[&'
         vault: vault::Vault::open(store.jetstream().clone(), settings.nats.replicas)
             .await
             .context("opening the vault of personal-data keys")?,
+        client: ServiceClient::new(client.clone(), Duration::from_millis(settings.nats.request_timeout_ms)),
     };
     let hosts = names.iter().map(|n| services::build(n, &ctx, &mut engine).expect("known service")).collect();
     Ok(Parts { store, engine, hosts })

@@ -429,6 +429,11 @@ pub fn operations() -> Vec<Op> {
             schema::<dist::CancelParcel>,
         )
         .doc("Cancel a parcel request", "admin, the household's association"),
+        Op::command(post.clone(), "/api/waves", "distribution", "compose_wave", schema::<dist::ComposeWave>)
+            .doc(
+                "Compose every parcel requested for a day from a site's stock (fair across associations), reserving it in stock",
+                "admin",
+            ),
         Op::query("/api/parcels", "distribution", "list_parcels", array::<dist::ParcelRow>)
             .doc("An association's parcels", "admin, the association itself")
             .params(&[

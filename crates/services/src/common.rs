@@ -25,6 +25,8 @@ pub struct ServiceContext {
     pub policies: Policies,
     /// Keys of personal data, outside the event streams.
     pub vault: vault::Vault,
+    /// For processes that ask another service (a wave reserving its parcels in stock).
+    pub client: runtime::ServiceClient,
 }
 
 /// The collective's configurable rules, as the services apply them.

@@ -33,6 +33,7 @@ async fn start(nats: &TestNats) -> Running {
         query_wait: Duration::from_millis(300),
         policies: services::Policies::default(),
         vault,
+        client: runtime::ServiceClient::new(nats.client().await, Duration::from_secs(10)),
     };
     let hosts: Vec<_> =
         services::SERVICE_NAMES.iter().map(|s| services::build(s, &ctx, &mut engine).unwrap()).collect();

@@ -3,12 +3,14 @@
 
 mod households;
 mod parcels;
+mod wave;
 
 pub use households::{
     AssessHousehold, ConsentChange, EraseHousehold, GetHousehold, HouseholdRow, HouseholdView, HouseholdsProjection,
     ListHouseholds, PersonalData, RegisterHousehold, UpdateHousehold,
 };
 pub use parcels::{CancelParcel, GetParcel, ListParcels, ParcelRow, ParcelsProjection, RequestParcel};
+pub use wave::ComposeWave;
 
 use chrono::{DateTime, Utc};
 use distribution::{Association, AssociationCommand, AssociationEvent, EligibilityRule, RelayPoint};
@@ -178,6 +180,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     });
     households::register(&mut host, ctx, engine, &associations);
     parcels::register(&mut host, ctx, engine);
+    wave::register(&mut host, ctx);
 
     projection_query(&mut host, "list_associations", ctx, &projection, None, |view, _: NoParams| {
         let mut rows: Vec<AssociationRow> = view.scan_json("association", b"").map_err(storage)?;

@@ -2,7 +2,7 @@
 //! distribution day; the wave that composes them comes next.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use distribution::{Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
+use distribution::{ComposedLine, Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
 use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
@@ -52,10 +52,18 @@ pub struct ParcelRow {
     pub relay_point_id: String,
     pub date: NaiveDate,
     pub emergency: bool,
-    /// `requested` or `cancelled`.
+    /// `requested`, `composed` or `cancelled`.
     #[schema(value_type = String)]
     pub status: ParcelStatus,
     pub cancel_reason: Option<String>,
+    /// What the wave put in it; each line says why (need, date).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<ComposedLine>,
+    /// Food groups the stock could not fill.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub short: Vec<values::FoodGroup>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -79,6 +87,7 @@ impl Projection for ParcelsProjection {
         match event.decode::<ParcelEvent>()? {
             ParcelEvent::ParcelRequested { household_id, association_id, relay_point_id, date, emergency } => {
                 tx.put("by_association", format!("{association_id}\0{date}\0{id}").as_bytes(), id.as_bytes().to_vec());
+                tx.put("by_date", format!("{date}\0{id}").as_bytes(), id.as_bytes().to_vec());
                 let row = ParcelRow {
                     parcel_id: id.to_owned(),
                     household_id,
@@ -88,9 +97,19 @@ impl Projection for ParcelsProjection {
                     emergency,
                     status: ParcelStatus::Requested,
                     cancel_reason: None,
+                    lines: Vec::new(),
+                    short: Vec::new(),
                     updated_at: at,
                 };
                 tx.put_json("parcel", id.as_bytes(), &row);
+            }
+            ParcelEvent::ParcelComposed { lines, short } => {
+                tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
+                    row.status = ParcelStatus::Composed;
+                    row.lines = lines;
+                    row.short = short;
+                    row.updated_at = at;
+                })?;
             }
             ParcelEvent::ParcelCancelled { reason } => {
                 tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
