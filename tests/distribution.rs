@@ -303,5 +303,18 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
     // A second run composes nothing new.
     let (_, again) = admin.post("/api/waves", "w2", json!({"site_id": "gerland", "date": day})).await;
     assert_eq!(again["events"], json!([]), "{again}");
+    // Cancelling a composed parcel gives its stock back.
+    let (status, cancelled) =
+        a.post(&format!("/api/parcels/hh-2-{day}/cancel"), "c2", json!({"reason": "absent"})).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, reservation) = wh.get(&format!("/api/reservations/hh-2-{day}")).await;
+        if reservation["status"] == "released" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the reservation was not released: {reservation}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(foodaid.terminate().success());
 }

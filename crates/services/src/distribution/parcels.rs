@@ -168,15 +168,35 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             parcels.execute(id, command, meta(&request)).await
         },
     );
-    process_command(host, "cancel_parcel", association, parcels, |parcels, request, body: CancelParcel| async move {
-        let id = parse_id(&body.parcel_id, "parcel")?;
-        let (parcel, _) = parcels.load(&id).await?;
-        if parcel.status.is_none() {
-            return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
-        }
-        require_scope(&request.actor, Role::Association, &parcel.association_id)?;
-        parcels.execute(id, ParcelCommand::Cancel { reason: body.reason }, meta(&request)).await
-    });
+    let client = ctx.client.clone();
+    process_command(
+        host,
+        "cancel_parcel",
+        association,
+        (parcels, client),
+        |(parcels, client), request, body: CancelParcel| async move {
+            let id = parse_id(&body.parcel_id, "parcel")?;
+            let (parcel, _) = parcels.load(&id).await?;
+            if parcel.status.is_none() {
+                return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
+            }
+            require_scope(&request.actor, Role::Association, &parcel.association_id)?;
+            if parcel.status == Some(ParcelStatus::Composed) {
+                // What stock set aside for it goes back first.
+                let release = runtime::CommandRequest::new(
+                    format!("cancel/{id}"),
+                    runtime::Actor::system("distribution"),
+                    serde_json::json!({ "reservation_id": id.as_str() }),
+                );
+                match client.command("stock", "release_reservation", &release).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == "reservation_not_found" => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            parcels.execute(id, ParcelCommand::Cancel { reason: body.reason }, meta(&request)).await
+        },
+    );
 
     let ctx1 = ctx.clone();
     let view1 = view.clone();
