@@ -303,6 +303,28 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
     // A second run composes nothing new.
     let (_, again) = admin.post("/api/waves", "w2", json!({"site_id": "gerland", "date": day})).await;
     assert_eq!(again["events"], json!([]), "{again}");
+    // hh-1's parcel goes the whole way: picked, shipped, at the relay point, collected.
+    let parcel = format!("hh-1-{day}");
+    for (path, who) in [("pick", &wh), ("ship", &wh), ("at-relay", &a), ("collected", &a)] {
+        let (status, reply) = who.post(&format!("/api/parcels/{parcel}/{path}"), &format!("{path}-1"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {reply}");
+    }
+    let (status, err) = a.post(&format!("/api/parcels/{parcel}/cancel"), "c1", json!({})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("parcel_state")));
+    let (_, row) = a.get(&format!("/api/parcels/{parcel}")).await;
+    assert_eq!(row["status"], "collected", "{row}");
+    // A recall of the pasta lot reaches the household that received it.
+    let recall = json!({"recall_id": "rc-1", "product_id": "pasta", "lot_numbers": ["P1"], "reason": "corps étranger"});
+    let (status, reply) = admin.post("/api/recalls", "rc-1", recall).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (_, trace) = admin.get(&format!("/api/recalls/rc-1/trace?min_seq={}", min_seq(&reply))).await;
+    let shipments = trace["shipments"].as_array().unwrap();
+    assert!(
+        shipments
+            .iter()
+            .any(|s| s["household"] == "hh-1" && s["reference"] == parcel.as_str() && s["relay_point_id"] == "rp-a"),
+        "{trace}"
+    );
     // Cancelling a composed parcel gives its stock back.
     let (status, cancelled) =
         a.post(&format!("/api/parcels/hh-2-{day}/cancel"), "c2", json!({"reason": "absent"})).await;

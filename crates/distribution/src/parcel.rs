@@ -22,6 +22,8 @@ pub enum ParcelCommand {
         lines: Vec<ComposedLine>,
         short: Vec<FoodGroup>,
     },
+    /// The next step of its life: picked, shipped, at the relay point, collected or not.
+    Advance(ParcelStatus),
 }
 
 /// A line of a composed parcel, and why it is there.
@@ -55,6 +57,12 @@ pub enum ParcelEvent {
         lines: Vec<ComposedLine>,
         short: Vec<FoodGroup>,
     },
+    ParcelPicked {},
+    ParcelShipped {},
+    ParcelAtRelay {},
+    ParcelCollected {},
+    /// Not collected by the deadline.
+    ParcelNotCollected {},
 }
 
 impl DomainEvent for ParcelEvent {}
@@ -64,6 +72,11 @@ impl DomainEvent for ParcelEvent {}
 pub enum ParcelStatus {
     Requested,
     Composed,
+    Picked,
+    Shipped,
+    AtRelay,
+    Collected,
+    NotCollected,
     Cancelled,
 }
 
@@ -74,6 +87,7 @@ pub struct Parcel {
     pub status: Option<ParcelStatus>,
     pub household_id: String,
     pub association_id: String,
+    pub relay_point_id: String,
     pub date: Option<NaiveDate>,
     pub emergency: bool,
 }
@@ -91,7 +105,7 @@ impl Aggregate for Parcel {
 
     fn decide(&self, command: &ParcelCommand) -> Result<Vec<ParcelEvent>, Rejection> {
         match (command, self.status) {
-            (ParcelCommand::Request { .. }, Some(ParcelStatus::Requested)) => {
+            (ParcelCommand::Request { .. }, Some(s)) if s != ParcelStatus::Cancelled => {
                 Err(Rejection::conflict("parcel_already_requested", "this household already has a parcel that day"))
             }
             (ParcelCommand::Request { household_id, association_id, relay_point_id, date, emergency, today }, _) => {
@@ -112,9 +126,31 @@ impl Aggregate for Parcel {
             (ParcelCommand::Compose { .. }, Some(ParcelStatus::Cancelled)) => {
                 Err(Rejection::conflict("parcel_cancelled", "this parcel was cancelled"))
             }
-            (ParcelCommand::Compose { .. }, Some(ParcelStatus::Composed)) => Ok(vec![]),
             (ParcelCommand::Compose { lines, short }, Some(ParcelStatus::Requested)) => {
                 Ok(vec![ParcelEvent::ParcelComposed { lines: lines.clone(), short: short.clone() }])
+            }
+            // Composed already (a repeated wave): nothing new.
+            (ParcelCommand::Compose { .. }, Some(_)) => Ok(vec![]),
+            (ParcelCommand::Advance(_), None) => Err(Rejection::not_found("parcel_not_found", "no such parcel")),
+            (ParcelCommand::Advance(to), Some(from)) => {
+                use ParcelStatus::*;
+                if *to == from {
+                    return Ok(vec![]);
+                }
+                let event = match (from, to) {
+                    (Composed, Picked) => ParcelEvent::ParcelPicked {},
+                    (Composed | Picked, Shipped) => ParcelEvent::ParcelShipped {},
+                    (Shipped, AtRelay) => ParcelEvent::ParcelAtRelay {},
+                    (Shipped | AtRelay, Collected) => ParcelEvent::ParcelCollected {},
+                    (Shipped | AtRelay, NotCollected) => ParcelEvent::ParcelNotCollected {},
+                    _ => {
+                        return Err(Rejection::conflict(
+                            "parcel_state",
+                            format!("a parcel {from:?} cannot become {to:?}").to_lowercase(),
+                        ))
+                    }
+                };
+                Ok(vec![event])
             }
             (ParcelCommand::Cancel { reason }, Some(ParcelStatus::Requested | ParcelStatus::Composed)) => {
                 if reason.chars().count() > 500 {
@@ -122,20 +158,29 @@ impl Aggregate for Parcel {
                 }
                 Ok(vec![ParcelEvent::ParcelCancelled { reason: reason.trim().to_owned() }])
             }
+            (ParcelCommand::Cancel { .. }, Some(_)) => {
+                Err(Rejection::conflict("parcel_state", "a parcel that left the warehouse cannot be cancelled"))
+            }
         }
     }
 
     fn apply(&mut self, event: &ParcelEvent) {
         match event {
-            ParcelEvent::ParcelRequested { household_id, association_id, date, emergency, .. } => {
+            ParcelEvent::ParcelRequested { household_id, association_id, relay_point_id, date, emergency } => {
                 self.status = Some(ParcelStatus::Requested);
                 self.household_id = household_id.clone();
                 self.association_id = association_id.clone();
+                self.relay_point_id = relay_point_id.clone();
                 self.date = Some(*date);
                 self.emergency = *emergency;
             }
             ParcelEvent::ParcelCancelled { .. } => self.status = Some(ParcelStatus::Cancelled),
             ParcelEvent::ParcelComposed { .. } => self.status = Some(ParcelStatus::Composed),
+            ParcelEvent::ParcelPicked {} => self.status = Some(ParcelStatus::Picked),
+            ParcelEvent::ParcelShipped {} => self.status = Some(ParcelStatus::Shipped),
+            ParcelEvent::ParcelAtRelay {} => self.status = Some(ParcelStatus::AtRelay),
+            ParcelEvent::ParcelCollected {} => self.status = Some(ParcelStatus::Collected),
+            ParcelEvent::ParcelNotCollected {} => self.status = Some(ParcelStatus::NotCollected),
         }
     }
 }
@@ -208,5 +253,26 @@ mod tests {
         given::<Parcel>([requested(), ParcelEvent::ParcelCancelled { reason: String::new() }])
             .when(compose)
             .then_rejected("parcel_cancelled");
+    }
+
+    #[test]
+    fn a_parcel_goes_from_the_warehouse_to_the_household_in_order() {
+        let composed = ParcelEvent::ParcelComposed { lines: vec![], short: vec![] };
+        let advance = |s| ParcelCommand::Advance(s);
+        given::<Parcel>([requested(), composed.clone()])
+            .when(advance(ParcelStatus::Picked))
+            .then([ParcelEvent::ParcelPicked {}]);
+        given::<Parcel>([requested(), composed.clone()])
+            .when(advance(ParcelStatus::Collected))
+            .then_rejected("parcel_state");
+        let shipped = [requested(), composed.clone(), ParcelEvent::ParcelPicked {}, ParcelEvent::ParcelShipped {}];
+        given::<Parcel>(shipped.clone()).when(advance(ParcelStatus::AtRelay)).then([ParcelEvent::ParcelAtRelay {}]);
+        given::<Parcel>(shipped.clone()).when(advance(ParcelStatus::Collected)).then([ParcelEvent::ParcelCollected {}]);
+        given::<Parcel>(shipped.clone())
+            .when(advance(ParcelStatus::NotCollected))
+            .then([ParcelEvent::ParcelNotCollected {}]);
+        given::<Parcel>(shipped.clone()).when(advance(ParcelStatus::Shipped)).then([]);
+        given::<Parcel>(shipped).when(ParcelCommand::Cancel { reason: String::new() }).then_rejected("parcel_state");
+        given::<Parcel>([requested()]).when(advance(ParcelStatus::Shipped)).then_rejected("parcel_state");
     }
 }

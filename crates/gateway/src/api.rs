@@ -434,6 +434,34 @@ pub fn operations() -> Vec<Op> {
                 "Compose every parcel requested for a day from a site's stock (fair across associations), reserving it in stock",
                 "admin",
             ),
+        Op::command(post.clone(), "/api/parcels/{parcel_id}/pick", "distribution", "pick_parcel", schema::<dist::ParcelStep>)
+            .doc("Record a parcel picked (its stock reservation is picked)", "admin, warehouse"),
+        Op::command(post.clone(), "/api/parcels/{parcel_id}/ship", "distribution", "ship_parcel", schema::<dist::ParcelStep>)
+            .doc("Hand a parcel over for delivery: its lots record the household it goes to", "admin, warehouse"),
+        Op::command(
+            post.clone(),
+            "/api/parcels/{parcel_id}/at-relay",
+            "distribution",
+            "parcel_at_relay",
+            schema::<dist::ParcelStep>,
+        )
+        .doc("Record a parcel arrived at its relay point", "admin, the household's association"),
+        Op::command(
+            post.clone(),
+            "/api/parcels/{parcel_id}/collected",
+            "distribution",
+            "collect_parcel",
+            schema::<dist::ParcelStep>,
+        )
+        .doc("Record a parcel collected by its household", "admin, the household's association"),
+        Op::command(
+            post.clone(),
+            "/api/parcels/{parcel_id}/not-collected",
+            "distribution",
+            "parcel_not_collected",
+            schema::<dist::ParcelStep>,
+        )
+        .doc("Record a parcel not collected by the deadline", "admin, the household's association"),
         Op::query("/api/parcels", "distribution", "list_parcels", array::<dist::ParcelRow>)
             .doc("An association's parcels", "admin, the association itself")
             .params(&[

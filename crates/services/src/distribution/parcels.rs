@@ -32,6 +32,12 @@ pub struct CancelParcel {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ParcelStep {
+    pub parcel_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GetParcel {
     pub parcel_id: String,
 }
@@ -52,7 +58,8 @@ pub struct ParcelRow {
     pub relay_point_id: String,
     pub date: NaiveDate,
     pub emergency: bool,
-    /// `requested`, `composed` or `cancelled`.
+    /// `requested`, `composed`, `picked`, `shipped`, `at_relay`, `collected`, `not_collected`
+    /// or `cancelled`.
     #[schema(value_type = String)]
     pub status: ParcelStatus,
     pub cancel_reason: Option<String>,
@@ -108,6 +115,23 @@ impl Projection for ParcelsProjection {
                     row.status = ParcelStatus::Composed;
                     row.lines = lines;
                     row.short = short;
+                    row.updated_at = at;
+                })?;
+            }
+            step @ (ParcelEvent::ParcelPicked {}
+            | ParcelEvent::ParcelShipped {}
+            | ParcelEvent::ParcelAtRelay {}
+            | ParcelEvent::ParcelCollected {}
+            | ParcelEvent::ParcelNotCollected {}) => {
+                let status = match step {
+                    ParcelEvent::ParcelPicked {} => ParcelStatus::Picked,
+                    ParcelEvent::ParcelShipped {} => ParcelStatus::Shipped,
+                    ParcelEvent::ParcelAtRelay {} => ParcelStatus::AtRelay,
+                    ParcelEvent::ParcelCollected {} => ParcelStatus::Collected,
+                    _ => ParcelStatus::NotCollected,
+                };
+                tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
+                    row.status = status;
                     row.updated_at = at;
                 })?;
             }
@@ -197,6 +221,64 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             parcels.execute(id, ParcelCommand::Cancel { reason: body.reason }, meta(&request)).await
         },
     );
+
+    // The warehouse picks and hands over: stock first (its lots record where the units went,
+    // down to the household), then the parcel.
+    for (name, step, status) in
+        [("pick_parcel", "pick", ParcelStatus::Picked), ("ship_parcel", "ship", ParcelStatus::Shipped)]
+    {
+        let state = (ctx.runner::<Parcel>(SERVICE), ctx.client.clone());
+        process_command(
+            host,
+            name,
+            &[Role::Warehouse],
+            state,
+            move |(parcels, client), request, body: ParcelStep| async move {
+                let id = parse_id(&body.parcel_id, "parcel")?;
+                let (parcel, _) = parcels.load(&id).await?;
+                if parcel.status.is_none() {
+                    return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
+                }
+                let payload = match step {
+                    "pick" => serde_json::json!({ "reservation_id": id.as_str() }),
+                    _ => serde_json::json!({ "reservation_id": id.as_str(), "destination": {
+                    "kind": "parcel", "reference": id.as_str(), "association_id": parcel.association_id,
+                    "relay_point_id": parcel.relay_point_id, "household": parcel.household_id } }),
+                };
+                if matches!(parcel.status, Some(ParcelStatus::Composed | ParcelStatus::Picked)) {
+                    let stock = runtime::CommandRequest::new(
+                        format!("{step}/{id}"),
+                        runtime::Actor::system("distribution"),
+                        payload,
+                    );
+                    client.command("stock", &format!("{step}_reservation"), &stock).await?;
+                }
+                parcels.execute(id, ParcelCommand::Advance(status), meta(&request)).await
+            },
+        );
+    }
+    // The association sees it arrive and be collected (or not).
+    for (name, status) in [
+        ("parcel_at_relay", ParcelStatus::AtRelay),
+        ("collect_parcel", ParcelStatus::Collected),
+        ("parcel_not_collected", ParcelStatus::NotCollected),
+    ] {
+        process_command(
+            host,
+            name,
+            association,
+            ctx.runner::<Parcel>(SERVICE),
+            move |parcels, request, body: ParcelStep| async move {
+                let id = parse_id(&body.parcel_id, "parcel")?;
+                let (parcel, _) = parcels.load(&id).await?;
+                if parcel.status.is_none() {
+                    return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
+                }
+                require_scope(&request.actor, Role::Association, &parcel.association_id)?;
+                parcels.execute(id, ParcelCommand::Advance(status), meta(&request)).await
+            },
+        );
+    }
 
     let ctx1 = ctx.clone();
     let view1 = view.clone();
