@@ -300,6 +300,21 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
         let composed: u64 = lines.iter().map(|l| l["units"].as_u64().unwrap()).sum();
         assert_eq!(reserved, composed, "{reservation} {parcel}");
     }
+    // The fair-share ledger, visible to every member: need and given per food group.
+    let month = &day[..7];
+    let (status, ledger) = a.get(&format!("/api/fair-share?month={month}&min_seq={}", min_seq(&wave))).await;
+    assert_eq!(status, StatusCode::OK, "{ledger}");
+    let starches = ledger.as_array().unwrap().iter().find(|r| r["food_group"] == "starches").expect("starches");
+    assert_eq!(
+        (starches["association_id"].as_str(), starches["commune"].as_str(), starches["parcels"].as_u64()),
+        (Some("asso-a"), Some("Lyon"), Some(2))
+    );
+    // Two families of 2 adults and a child need 2 × (2 × 1750 + 1200) g of starches a week.
+    assert_eq!(starches["need_g"].as_u64(), Some(9400));
+    assert!(
+        starches["given_g"].as_u64().unwrap() > 0 && starches["coverage_pct"].as_f64().unwrap() <= 100.0,
+        "{starches}"
+    );
     // A second run composes nothing new.
     let (_, again) = admin.post("/api/waves", "w2", json!({"site_id": "gerland", "date": day})).await;
     assert_eq!(again["events"], json!([]), "{again}");

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use chrono::NaiveDate;
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,9 @@ pub enum ParcelCommand {
     Compose {
         lines: Vec<ComposedLine>,
         short: Vec<FoodGroup>,
+        /// The household's needs per food group, grams (what the fair-share ledger weighs).
+        needs: BTreeMap<FoodGroup, u64>,
+        commune: String,
     },
     /// The next step of its life: picked, shipped, at the relay point, collected or not.
     Advance(ParcelStatus),
@@ -56,6 +61,10 @@ pub enum ParcelEvent {
     ParcelComposed {
         lines: Vec<ComposedLine>,
         short: Vec<FoodGroup>,
+        #[serde(default)]
+        needs: BTreeMap<FoodGroup, u64>,
+        #[serde(default)]
+        commune: String,
     },
     ParcelPicked {},
     ParcelShipped {},
@@ -126,8 +135,13 @@ impl Aggregate for Parcel {
             (ParcelCommand::Compose { .. }, Some(ParcelStatus::Cancelled)) => {
                 Err(Rejection::conflict("parcel_cancelled", "this parcel was cancelled"))
             }
-            (ParcelCommand::Compose { lines, short }, Some(ParcelStatus::Requested)) => {
-                Ok(vec![ParcelEvent::ParcelComposed { lines: lines.clone(), short: short.clone() }])
+            (ParcelCommand::Compose { lines, short, needs, commune }, Some(ParcelStatus::Requested)) => {
+                Ok(vec![ParcelEvent::ParcelComposed {
+                    lines: lines.clone(),
+                    short: short.clone(),
+                    needs: needs.clone(),
+                    commune: commune.clone(),
+                }])
             }
             // Composed already (a repeated wave): nothing new.
             (ParcelCommand::Compose { .. }, Some(_)) => Ok(vec![]),
@@ -246,8 +260,19 @@ mod tests {
             need_g: 2000,
             date: Some(day(30)),
         };
-        let compose = ParcelCommand::Compose { lines: vec![line.clone()], short: vec![FoodGroup::Starches] };
-        let composed = ParcelEvent::ParcelComposed { lines: vec![line], short: vec![FoodGroup::Starches] };
+        let needs: BTreeMap<FoodGroup, u64> = [(FoodGroup::Starches, 2000)].into();
+        let compose = ParcelCommand::Compose {
+            lines: vec![line.clone()],
+            short: vec![FoodGroup::Starches],
+            needs: needs.clone(),
+            commune: "Lyon".into(),
+        };
+        let composed = ParcelEvent::ParcelComposed {
+            lines: vec![line],
+            short: vec![FoodGroup::Starches],
+            needs,
+            commune: "Lyon".into(),
+        };
         given::<Parcel>([requested()]).when(compose.clone()).then([composed.clone()]);
         given::<Parcel>([requested(), composed]).when(compose.clone()).then([]);
         given::<Parcel>([requested(), ParcelEvent::ParcelCancelled { reason: String::new() }])
@@ -257,7 +282,12 @@ mod tests {
 
     #[test]
     fn a_parcel_goes_from_the_warehouse_to_the_household_in_order() {
-        let composed = ParcelEvent::ParcelComposed { lines: vec![], short: vec![] };
+        let composed = ParcelEvent::ParcelComposed {
+            lines: vec![],
+            short: vec![],
+            needs: BTreeMap::new(),
+            commune: String::new(),
+        };
         let advance = |s| ParcelCommand::Advance(s);
         given::<Parcel>([requested(), composed.clone()])
             .when(advance(ParcelStatus::Picked))

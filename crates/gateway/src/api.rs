@@ -462,6 +462,9 @@ pub fn operations() -> Vec<Op> {
             schema::<dist::ParcelStep>,
         )
         .doc("Record a parcel not collected by the deadline", "admin, the household's association"),
+        Op::query("/api/fair-share", "distribution", "fair_share", array::<dist::ShareRow>)
+            .doc("The fair-share ledger: need vs given per association, commune, month and food group", "any role")
+            .params(&[("month", "YYYY-MM")]),
         Op::query("/api/parcels", "distribution", "list_parcels", array::<dist::ParcelRow>)
             .doc("An association's parcels", "admin, the association itself")
             .params(&[

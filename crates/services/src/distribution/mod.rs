@@ -9,7 +9,9 @@ pub use households::{
     AssessHousehold, ConsentChange, EraseHousehold, GetHousehold, HouseholdRow, HouseholdView, HouseholdsProjection,
     ListHouseholds, PersonalData, RegisterHousehold, UpdateHousehold,
 };
-pub use parcels::{CancelParcel, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection, RequestParcel};
+pub use parcels::{
+    CancelParcel, FairShare, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection, RequestParcel, ShareRow,
+};
 pub use wave::ComposeWave;
 
 use chrono::{DateTime, Utc};

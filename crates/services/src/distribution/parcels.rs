@@ -30,6 +30,29 @@ pub struct CancelParcel {
     pub reason: String,
 }
 
+/// One line of the fair-share ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ShareRow {
+    /// `YYYY-MM`, of the distribution day.
+    pub month: String,
+    pub association_id: String,
+    pub commune: String,
+    #[schema(value_type = String)]
+    pub food_group: values::FoodGroup,
+    pub parcels: u64,
+    pub need_g: u64,
+    /// Given, counted up to the need (more than needed does not make up for others' lack).
+    pub given_g: u64,
+    pub coverage_pct: f64,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FairShare {
+    /// `YYYY-MM`; every month when absent.
+    pub month: Option<String>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParcelStep {
@@ -110,7 +133,32 @@ impl Projection for ParcelsProjection {
                 };
                 tx.put_json("parcel", id.as_bytes(), &row);
             }
-            ParcelEvent::ParcelComposed { lines, short } => {
+            ParcelEvent::ParcelComposed { lines, short, needs, commune } => {
+                // The fair-share ledger: per association, commune, month and food group, what
+                // was needed and what was given.
+                let row: ParcelRow = tx
+                    .get_json("parcel", id.as_bytes())?
+                    .ok_or_else(|| ApplyError(format!("composition of unknown parcel {id}")))?;
+                let month = row.date.format("%Y-%m").to_string();
+                for (group, need) in &needs {
+                    let given: u64 = lines.iter().filter(|l| l.food_group == *group).map(|l| l.grams).sum();
+                    let key = format!("{month}\0{}\0{commune}\0{group}", row.association_id);
+                    let mut entry: ShareRow = tx.get_json("share", key.as_bytes())?.unwrap_or_else(|| ShareRow {
+                        month: month.clone(),
+                        association_id: row.association_id.clone(),
+                        commune: commune.clone(),
+                        food_group: *group,
+                        parcels: 0,
+                        need_g: 0,
+                        given_g: 0,
+                        coverage_pct: 0.0,
+                    });
+                    entry.parcels += 1;
+                    entry.need_g += need;
+                    entry.given_g += given.min(*need);
+                    entry.coverage_pct = 100.0 * entry.given_g as f64 / entry.need_g.max(1) as f64;
+                    tx.put_json("share", key.as_bytes(), &entry);
+                }
                 tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
                     row.status = ParcelStatus::Composed;
                     row.lines = lines;
@@ -279,6 +327,12 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             },
         );
     }
+
+    // Visible to every member: pooling is built on that transparency.
+    crate::common::projection_query(host, "fair_share", ctx, &view, None, |view, p: FairShare| {
+        let prefix = p.month.map(|m| format!("{m}\0")).unwrap_or_default();
+        view.scan_json::<ShareRow>("share", prefix.as_bytes()).map_err(storage)
+    });
 
     let ctx1 = ctx.clone();
     let view1 = view.clone();

@@ -107,12 +107,11 @@ async fn compose_wave(
             .await
             .map_err(|e| ServiceError::internal("composing a wave", e))??
     };
-    let wave = tokio::task::spawn_blocking(move || (compose(&demands, &offers, body.date), demands))
+    let (wave, demands) = tokio::task::spawn_blocking(move || (compose(&demands, &offers, body.date), demands))
         .await
-        .map_err(|e| ServiceError::internal("composing a wave", e))?
-        .0;
+        .map_err(|e| ServiceError::internal("composing a wave", e))?;
     let mut replies = Vec::new();
-    for (parcel, row) in wave.parcels.into_iter().zip(&rows) {
+    for ((parcel, row), demand) in wave.parcels.into_iter().zip(&rows).zip(&demands) {
         // Reserve in stock what the composer chose, lot by lot; stock grants what it still has.
         let mut by_product: BTreeMap<&str, (u32, Vec<&str>)> = BTreeMap::new();
         for line in &parcel.lines {
@@ -176,7 +175,9 @@ async fn compose_wave(
         let id = parse_id(&row.parcel_id, "parcel")?;
         let meta =
             eventcore::CommandMeta { command_id: format!("wave/{}", row.parcel_id), ..crate::common::meta(&request) };
-        replies.push(parcels.execute(id, ParcelCommand::Compose { lines, short }, meta).await?);
+        let compose =
+            ParcelCommand::Compose { lines, short, needs: demand.needs.clone(), commune: demand.commune.clone() };
+        replies.push(parcels.execute(id, compose, meta).await?);
     }
     Ok(CommandReply {
         aggregate_id: format!("wave-{}-{site_id}", body.date),
