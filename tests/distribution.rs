@@ -6,12 +6,8 @@ mod support;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{run, token, Api, Foodaid};
+use support::{in_days, min_seq, run, token, wait_for, Api, Foodaid};
 use testkit::TestNats;
-
-fn min_seq(reply: &Value) -> String {
-    format!("{}:{}", reply["stream"].as_str().unwrap(), reply["seq"])
-}
 
 /// Every message of the distribution stream, as text.
 async fn stream_texts(nats: &TestNats) -> Vec<String> {
@@ -246,17 +242,12 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
         let body = json!({"product_id": id, "name": id, "food_group": group, "storage": "ambient", "date_kind": "ddm", "traits": traits});
         assert_eq!(wh.post("/api/products", id, body).await.0, StatusCode::CREATED);
     }
-    let in_days = |d: i64| (chrono::Utc::now() + chrono::Duration::days(d)).date_naive().to_string();
     let donation = json!({"donation_id": "d1", "donor_id": "lidl", "site_id": "gerland", "lines": [
         {"product_id": "pasta", "quantity": 40, "weight_g": 20000, "date": in_days(200), "lot_number": "P1"},
         {"product_id": "ham", "quantity": 10, "weight_g": 2000, "date": in_days(100)},
         {"product_id": "tuna", "quantity": 10, "weight_g": 1400, "date": in_days(300)}]});
     assert_eq!(wh.post("/api/donations", "d1", donation).await.0, StatusCode::CREATED);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while wh.get("/api/lots").await.1.as_array().map_or(0, Vec::len) < 3 {
-        assert!(std::time::Instant::now() < deadline, "lots never arrived");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for(&wh, "/api/lots", |v| v.as_array().is_some_and(|a| a.len() == 3)).await;
 
     let body = json!({"association_id": "asso-a", "name": "Asso A", "commune": "Lyon"});
     assert_eq!(admin.post("/api/associations", "asso-a", body).await.0, StatusCode::CREATED);
@@ -344,14 +335,6 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
     let (status, cancelled) =
         a.post(&format!("/api/parcels/hh-2-{day}/cancel"), "c2", json!({"reason": "absent"})).await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (_, reservation) = wh.get(&format!("/api/reservations/hh-2-{day}")).await;
-        if reservation["status"] == "released" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the reservation was not released: {reservation}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for(&wh, &format!("/api/reservations/hh-2-{day}"), |r| r["status"] == "released").await;
     assert!(foodaid.terminate().success());
 }

@@ -6,17 +6,8 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{token, Api, Foodaid};
+use support::{in_days, min_seq, token, wait_for, Api, Foodaid};
 use testkit::TestNats;
-
-/// A date `days` from today: what a volunteer receives today carries dates ahead of it.
-fn in_days(days: i64) -> String {
-    (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
-}
-
-fn min_seq(reply: &Value) -> String {
-    format!("{}:{}", reply["stream"].as_str().unwrap(), reply["seq"])
-}
 
 fn line(product: &str, quantity: u32, weight_g: u64, date: Option<&str>, temperature: Option<f64>) -> Value {
     let mut l = json!({"quantity": quantity, "weight_g": weight_g, "lot_number": "L-0042"});
@@ -201,19 +192,6 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     let (status, err) = wh.get("/api/donors/carrefour-venissieux/statements/year-one").await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_payload")));
     assert!(foodaid.terminate().success());
-}
-
-/// Polls `path` until `done` holds for its answer (reactors and projections are asynchronous).
-async fn wait_for(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (status, value) = api.get(path).await;
-        if status == StatusCode::OK && done(&value) {
-            return value;
-        }
-        assert!(std::time::Instant::now() < deadline, "{path} never got there: {status} {value}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

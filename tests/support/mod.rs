@@ -172,3 +172,27 @@ impl Api {
         (status, content_type, res.text().await.unwrap())
     }
 }
+
+/// Polls `path` until `done` holds for its answer: reactors and projections are asynchronous,
+/// and some steps have no sequence to wait on.
+pub async fn wait_for(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, value) = api.get(path).await;
+        if status == StatusCode::OK && done(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{path} never got there: {status} {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `min_seq=<stream>:<seq>` from a command's answer: read your own write.
+pub fn min_seq(reply: &Value) -> String {
+    format!("{}:{}", reply["stream"].as_str().unwrap(), reply["seq"])
+}
+
+/// A date `days` from today: what a volunteer receives today carries dates ahead of it.
+pub fn in_days(days: i64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
+}

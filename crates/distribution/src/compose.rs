@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use values::{Allergen, DateKind, FoodGroup, StorageClass};
+use values::{Allergen, DateKind, FoodGroup, StorageClass, Traits};
 
 use crate::Diet;
 
@@ -35,18 +35,6 @@ pub struct Demand {
     pub needs: BTreeMap<FoodGroup, u64>,
 }
 
-/// What a product is, for diets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Traits {
-    /// Meat or fish of any kind.
-    pub meat: bool,
-    pub pork: bool,
-    pub halal: bool,
-    /// Edible without cooking or a kitchen.
-    pub ready_to_eat: bool,
-    pub allergens: BTreeSet<Allergen>,
-}
-
 /// Units of a lot on offer for the wave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Offer {
@@ -59,9 +47,10 @@ pub struct Offer {
     pub units: u32,
     pub unit_grams: u32,
     pub traits: Traits,
+    pub allergens: BTreeSet<Allergen>,
 }
 
-/// A line of a parcel, with why it is there.
+/// A line of a parcel, with why it is there (also what a composed parcel records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {
     pub lot_id: String,
@@ -102,9 +91,14 @@ pub fn fits(diet: &Diet, cold_storage: bool, offer: &Offer, day: NaiveDate) -> b
         || diet.halal && t.meat && !t.halal
         || diet.vegetarian && t.meat
         || diet.no_kitchen && !t.ready_to_eat
-        || !diet.allergies.is_disjoint(&t.allergens)
+        || !diet.allergies.is_disjoint(&offer.allergens)
         || offer.storage != StorageClass::Ambient && !cold_storage
-        || offer.date_kind == DateKind::Dlc && offer.date.is_some_and(|d| d < day))
+        || expired(offer, day))
+}
+
+/// Past its use-by date on `day`: for no one.
+fn expired(offer: &Offer, day: NaiveDate) -> bool {
+    offer.date_kind == DateKind::Dlc && offer.date.is_some_and(|d| d < day)
 }
 
 /// Earliest use-by first, then earliest best-before, then undated; lot id on a tie.
@@ -138,14 +132,12 @@ pub fn compose(demands: &[Demand], offers: &[Offer], day: NaiveDate) -> Wave {
     let mut lines: Vec<Vec<Line>> = vec![Vec::new(); demands.len()];
     let mut left: BTreeMap<String, u32> = BTreeMap::new();
     // Households that share a diet and cold storage are alike for every lot.
-    let mut classes: BTreeMap<(String, bool), Vec<usize>> = BTreeMap::new();
+    let mut classes: BTreeMap<(&Diet, bool), Vec<usize>> = BTreeMap::new();
     for (i, d) in demands.iter().enumerate() {
-        classes.entry((format!("{:?}", d.diet), d.cold_storage)).or_default().push(i);
+        classes.entry((&d.diet, d.cold_storage)).or_default().push(i);
     }
-    let classes: Vec<(Diet, bool, Vec<usize>)> = classes
-        .into_values()
-        .map(|members| (demands[members[0]].diet.clone(), demands[members[0]].cold_storage, members))
-        .collect();
+    let classes: Vec<(Diet, bool, Vec<usize>)> =
+        classes.into_iter().map(|((diet, cold), members)| (diet.clone(), cold, members)).collect();
     let order = fefo(offers);
     for group in FoodGroup::ALL {
         let group_offers: Vec<usize> = order.iter().copied().filter(|&o| offers[o].food_group == group).collect();
@@ -158,7 +150,8 @@ pub fn compose(demands: &[Demand], offers: &[Offer], day: NaiveDate) -> Wave {
             let alike = |p: &&Offer| {
                 p.storage == offer.storage
                     && p.traits == offer.traits
-                    && fits(&Diet::default(), true, p, day) == fits(&Diet::default(), true, offer, day)
+                    && p.allergens == offer.allergens
+                    && expired(p, day) == expired(offer, day)
             };
             let index = match profiles.iter().position(alike) {
                 Some(i) => i,
@@ -388,6 +381,7 @@ mod tests {
             units,
             unit_grams: 500,
             traits: Traits::default(),
+            allergens: BTreeSet::new(),
         }
     }
 
@@ -433,7 +427,8 @@ mod tests {
         let mut halal = offer("halal", FoodGroup::MeatFishEggs, 10, None);
         halal.traits = Traits { meat: true, halal: true, ready_to_eat: true, ..Default::default() };
         let mut nuts = offer("nuts", FoodGroup::MeatFishEggs, 10, None);
-        nuts.traits = Traits { ready_to_eat: true, allergens: [Allergen::Nuts].into(), ..Default::default() };
+        nuts.traits = Traits { ready_to_eat: true, ..Default::default() };
+        nuts.allergens = [Allergen::Nuts].into();
         let mut chilled = offer("chilled", FoodGroup::MeatFishEggs, 10, None);
         chilled.storage = StorageClass::Chilled;
         let d = Diet::default();
@@ -455,6 +450,17 @@ mod tests {
         muslim.needs = [(FoodGroup::MeatFishEggs, 2000)].into();
         let wave = compose(&[muslim], &[ham, halal], day());
         assert!(wave.parcels[0].lines.iter().all(|l| l.lot_id == "halal"), "{:?}", wave.parcels[0].lines);
+
+        // Two lots alike but for an allergen: an allergic household gets only the safe one.
+        let mut allergic = demand("h2", "a", 0);
+        allergic.diet = Diet { allergies: [Allergen::Nuts].into(), ..Default::default() };
+        allergic.needs = [(FoodGroup::MeatFishEggs, 5000)].into();
+        let mut safe = nuts.clone();
+        safe.lot_id = "safe".into();
+        safe.allergens.clear();
+        let wave = compose(&[allergic], &[nuts, safe], day());
+        let lots: Vec<&str> = wave.parcels[0].lines.iter().map(|l| l.lot_id.as_str()).collect();
+        assert_eq!(lots, ["safe"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl Composition {
 }
 
 /// What the household can and cannot eat: applied strictly by the parcel composer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Diet {
     #[serde(default)]
     pub no_pork: bool,

@@ -14,4 +14,4 @@ mod parcel;
 pub use association::{Association, AssociationCommand, AssociationEvent, EligibilityRule, RelayPoint};
 pub use household::{Assessment, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed};
 pub use needs::NeedsReference;
-pub use parcel::{ComposedLine, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
+pub use parcel::{Parcel, ParcelCommand, ParcelEvent, ParcelStatus};

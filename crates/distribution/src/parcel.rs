@@ -5,6 +5,8 @@ use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use values::FoodGroup;
 
+use crate::compose::Line;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParcelCommand {
     /// Asks for a parcel for a household on a distribution day (`today` is the service's clock).
@@ -21,7 +23,7 @@ pub enum ParcelCommand {
     },
     /// Records what the wave put in it (and what stock reserved for it).
     Compose {
-        lines: Vec<ComposedLine>,
+        lines: Vec<Line>,
         short: Vec<FoodGroup>,
         /// The household's needs per food group, grams (what the fair-share ledger weighs).
         needs: BTreeMap<FoodGroup, u64>,
@@ -29,20 +31,6 @@ pub enum ParcelCommand {
     },
     /// The next step of its life: picked, shipped, at the relay point, collected or not.
     Advance(ParcelStatus),
-}
-
-/// A line of a composed parcel, and why it is there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ComposedLine {
-    pub lot_id: String,
-    pub product_id: String,
-    pub food_group: FoodGroup,
-    pub units: u32,
-    pub grams: u64,
-    /// The household's need in this group, grams.
-    pub need_g: u64,
-    /// The lot's date (earliest first).
-    pub date: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +47,7 @@ pub enum ParcelEvent {
         reason: String,
     },
     ParcelComposed {
-        lines: Vec<ComposedLine>,
+        lines: Vec<Line>,
         short: Vec<FoodGroup>,
         #[serde(default)]
         needs: BTreeMap<FoodGroup, u64>,
@@ -251,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_requested_parcel_is_composed_once() {
-        let line = ComposedLine {
+        let line = Line {
             lot_id: "lot-1".into(),
             product_id: "pasta".into(),
             food_group: FoodGroup::Starches,
@@ -259,6 +247,7 @@ mod tests {
             grams: 1500,
             need_g: 2000,
             date: Some(day(30)),
+            date_kind: values::DateKind::Ddm,
         };
         let needs: BTreeMap<FoodGroup, u64> = [(FoodGroup::Starches, 2000)].into();
         let compose = ParcelCommand::Compose {

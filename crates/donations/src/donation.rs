@@ -1,24 +1,9 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
-use values::{Allergen, DateKind, FoodGroup, Gtin, StorageClass, Traits};
-
-/// A value per food group, with a default for the groups not listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerGroup<T> {
-    pub default: T,
-    #[serde(default)]
-    pub groups: BTreeMap<FoodGroup, T>,
-}
-
-impl<T: Copy> PerGroup<T> {
-    pub fn get(&self, group: FoodGroup) -> T {
-        self.groups.get(&group).copied().unwrap_or(self.default)
-    }
-}
+use values::{DateKind, FoodGroup, PerGroup, ProductFacts, StorageClass};
 
 /// The collective's reception rules (configured, then carried by each command so that the
 /// decision stays pure and a replay decides nothing again).
@@ -62,25 +47,10 @@ impl Default for ReceptionRules {
     }
 }
 
-/// The facts of a product a line is judged on, as the catalogue knew them at reception.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LineProduct {
-    pub product_id: String,
-    pub name: String,
-    pub gtin: Option<Gtin>,
-    pub food_group: FoodGroup,
-    pub storage: StorageClass,
-    pub date_kind: DateKind,
-    #[serde(default)]
-    pub allergens: BTreeSet<Allergen>,
-    #[serde(default)]
-    pub traits: Traits,
-}
-
 /// One line of a donation as the volunteer entered it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LineInput {
-    pub product: LineProduct,
+    pub product: ProductFacts,
     pub quantity: u32,
     pub weight_g: u64,
     pub lot_number: Option<String>,
@@ -146,13 +116,9 @@ impl Refusal {
 pub struct RecordedLine {
     /// 1-based position in the donation.
     pub line: u32,
-    pub product: LineProduct,
-    pub quantity: u32,
-    pub weight_g: u64,
-    pub lot_number: Option<String>,
-    pub date: Option<NaiveDate>,
-    pub temperature_c: Option<f64>,
-    pub declared_value_cents: Option<u64>,
+    /// As entered, the lot number trimmed.
+    #[serde(flatten)]
+    pub input: LineInput,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,16 +185,8 @@ impl Aggregate for Donation {
             lines: lines.len() as u32,
         }];
         for (i, input) in lines.iter().enumerate() {
-            let line = RecordedLine {
-                line: i as u32 + 1,
-                product: input.product.clone(),
-                quantity: input.quantity,
-                weight_g: input.weight_g,
-                lot_number: input.lot_number.as_deref().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned),
-                date: input.date,
-                temperature_c: input.temperature_c,
-                declared_value_cents: input.declared_value_cents,
-            };
+            let lot_number = input.lot_number.as_deref().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned);
+            let line = RecordedLine { line: i as u32 + 1, input: LineInput { lot_number, ..input.clone() } };
             events.push(match judge(input, *received_at, dlc_min_hours, rules) {
                 Ok(past_best_before) => DonationEvent::LineAccepted { line, past_best_before },
                 Err(reason) => DonationEvent::LineRefused { line, reason },
@@ -327,16 +285,16 @@ mod tests {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
     }
 
-    fn product(group: FoodGroup, storage: StorageClass, date_kind: DateKind) -> LineProduct {
-        LineProduct {
+    fn product(group: FoodGroup, storage: StorageClass, date_kind: DateKind) -> ProductFacts {
+        ProductFacts {
             product_id: format!("p-{group}"),
             name: format!("a {group} product"),
             gtin: None,
             food_group: group,
             storage,
             date_kind,
-            allergens: BTreeSet::new(),
-            traits: Traits::default(),
+            allergens: Default::default(),
+            traits: Default::default(),
         }
     }
 
@@ -385,16 +343,8 @@ mod tests {
     }
 
     fn as_recorded(n: u32, input: &LineInput) -> RecordedLine {
-        RecordedLine {
-            line: n,
-            product: input.product.clone(),
-            quantity: input.quantity,
-            weight_g: input.weight_g,
-            lot_number: input.lot_number.as_ref().map(|l| l.trim().to_owned()),
-            date: input.date,
-            temperature_c: input.temperature_c,
-            declared_value_cents: input.declared_value_cents,
-        }
+        let lot_number = input.lot_number.as_ref().map(|l| l.trim().to_owned());
+        RecordedLine { line: n, input: LineInput { lot_number, ..input.clone() } }
     }
 
     fn accepted(n: u32, input: &LineInput, past_best_before: bool) -> DonationEvent {

@@ -1,16 +1,16 @@
 //! `foodaid bench compose`: the parcel composer on a synthetic wave, against a first-come
 //! baseline on the same data, with quality figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDate};
-use distribution::compose::{compose, compose_first_come, quality, Demand, Offer, Traits};
+use distribution::compose::{compose, compose_first_come, quality, Demand, Offer};
 use distribution::{Composition, Diet, NeedsReference};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use values::{Allergen, DateKind, FoodGroup, StorageClass};
+use values::{Allergen, DateKind, FoodGroup, StorageClass, Traits};
 
 #[derive(Serialize)]
 struct ComposeFigures {
@@ -36,19 +36,16 @@ struct Kind {
     storage: StorageClass,
     date_kind: DateKind,
     unit_grams: u32,
-    traits: Traits,
+    /// What diets check, and allergens.
+    traits: (Traits, BTreeSet<Allergen>),
     /// Share of its group's stock.
     share: f64,
 }
 
 fn kinds() -> Vec<Kind> {
     use FoodGroup::*;
-    let t = |meat, pork, halal, ready, allergens: &[Allergen]| Traits {
-        meat,
-        pork,
-        halal,
-        ready_to_eat: ready,
-        allergens: allergens.iter().copied().collect(),
+    let t = |meat, pork, halal, ready_to_eat, allergens: &[Allergen]| {
+        (Traits { meat, pork, halal, ready_to_eat }, allergens.iter().copied().collect())
     };
     let k = |group, storage, date_kind, unit_grams, traits, share| Kind {
         group,
@@ -166,7 +163,8 @@ fn offers(demands: &[Demand], lots: usize, scarcity: f64, day: NaiveDate, rng: &
                 date,
                 units,
                 unit_grams: kind.unit_grams,
-                traits: kind.traits.clone(),
+                traits: kind.traits.0,
+                allergens: kind.traits.1.clone(),
             });
         }
     }

@@ -38,7 +38,7 @@ pub struct Policies {
     /// Grams of food counted as one meal in statements and reports.
     pub meal_grams: u32,
     /// Available stock per food group below which `low_stock` warns, kg.
-    pub stock_minimum_kg: donations::PerGroup<f64>,
+    pub stock_minimum_kg: values::PerGroup<f64>,
     /// Eligibility of households for associations that set no rule of their own.
     pub eligibility: distribution::EligibilityRule,
     /// What a person needs per food group and week, by age band (source in the type's docs).
@@ -51,7 +51,7 @@ impl Default for Policies {
         Policies {
             reception: donations::ReceptionRules::default(),
             meal_grams: 500,
-            stock_minimum_kg: donations::PerGroup {
+            stock_minimum_kg: values::PerGroup {
                 default: 100.0,
                 groups: [
                     (Starches, 500.0),
@@ -182,6 +182,22 @@ pub fn projection_query<P, T, F>(
     T: Serialize + Send + 'static,
     F: Fn(&View, P) -> Result<T, ServiceError> + Send + Sync + 'static,
 {
+    scoped_query(host, name, ctx, projection, roles, move |view, _: &Actor, params| answer(view, params));
+}
+
+/// Like [`projection_query`], for answers that depend on who asks (an association sees its own).
+pub fn scoped_query<P, T, F>(
+    host: &mut ServiceHost,
+    name: &str,
+    ctx: &ServiceContext,
+    projection: &ProjectionHandle,
+    roles: Option<&'static [Role]>,
+    answer: F,
+) where
+    P: DeserializeOwned + Send + 'static,
+    T: Serialize + Send + 'static,
+    F: Fn(&View, &Actor, P) -> Result<T, ServiceError> + Send + Sync + 'static,
+{
     let (ctx, projection, answer) = (ctx.clone(), projection.clone(), Arc::new(answer));
     host.query(name, move |request| {
         let (ctx, projection, answer) = (ctx.clone(), projection.clone(), answer.clone());
@@ -189,13 +205,20 @@ pub fn projection_query<P, T, F>(
             if let Some(roles) = roles {
                 require(&request.actor, roles)?;
             }
-            let params: P = match &request.params {
-                serde_json::Value::Null => parse_payload(&serde_json::json!({}))?,
-                given => parse_payload(given)?,
-            };
-            read(&ctx, &projection, &request, move |view| answer(view, params)).await
+            let params: P = query_params(&request)?;
+            wait_for_min_seq(&ctx, &projection, &request).await?;
+            let actor = request.actor.clone();
+            with_view(&ctx.projections, projection.name(), move |view| answer(view, &actor, params)).await
         }
     });
+}
+
+/// A query's parameters as `P`; none given reads as `{}`.
+pub fn query_params<P: DeserializeOwned>(request: &QueryRequest) -> Result<P, ServiceError> {
+    match &request.params {
+        serde_json::Value::Null => parse_payload(&serde_json::json!({})),
+        given => parse_payload(given),
+    }
 }
 
 /// Waits (bounded) until `projection` has recorded the request's `min_seq` on its streams.
@@ -216,17 +239,29 @@ pub async fn wait_for_min_seq(
     Ok(())
 }
 
-/// Answers a query from a projection once it has caught up with the request's `min_seq`.
-async fn read<T: Send + 'static>(
-    ctx: &ServiceContext,
-    projection: &ProjectionHandle,
-    request: &QueryRequest,
+/// Runs `f` on a projection's rows off the async executor (sled reads block).
+pub async fn with_view<T: Send + 'static>(
+    store: &ProjectionStore,
+    projection: &str,
     f: impl FnOnce(&View) -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ServiceError> {
-    wait_for_min_seq(ctx, projection, request).await?;
-    let view =
-        ctx.projections.view(projection.name()).map_err(|e| ServiceError::internal("opening a projection", e))?;
-    tokio::task::spawn_blocking(move || f(&view)).await.map_err(|e| ServiceError::internal("running a query", e))?
+    let view = store.view(projection).map_err(|e| ServiceError::internal("opening a projection", e))?;
+    tokio::task::spawn_blocking(move || f(&view))
+        .await
+        .map_err(|e| ServiceError::internal("reading a projection", e))?
+}
+
+/// One answer for a command that changed several aggregates of `stream`: every event, and the
+/// last sequence (which covers the others, as they share the stream).
+pub fn combine(id: String, stream: &str, replies: Vec<runtime::CommandReply>) -> runtime::CommandReply {
+    runtime::CommandReply {
+        aggregate_id: id,
+        stream: stream.to_owned(),
+        seq: replies.iter().map(|r| r.seq).max().unwrap_or(0),
+        version: 0,
+        duplicate: !replies.is_empty() && replies.iter().all(|r| r.duplicate),
+        events: replies.into_iter().flat_map(|r| r.events).collect(),
+    }
 }
 
 pub fn storage(e: projections::StoreError) -> ServiceError {

@@ -7,18 +7,18 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use donations::{
     Agreement, Donation, DonationCommand, DonationEvent, Donor, DonorCommand, DonorEvent, DonorKind, LineInput,
-    LineProduct, Product, ProductCommand, ProductDetails, ProductEvent, RecordedLine, Refusal,
+    Product, ProductCommand, ProductDetails, ProductEvent, RecordedLine, Refusal,
 };
 use eventcore::AggregateId;
 use projections::{ApplyError, Engine, Projection, ProjectionStore, RecordedEvent, Tx, View};
-use runtime::{parse_payload, Role, ServiceError, ServiceHost};
+use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use values::{Allergen, DateKind, FoodGroup, GeoPoint, Gtin, Name, StorageClass, Traits};
+use values::{Allergen, DateKind, FoodGroup, GeoPoint, Gtin, Name, ProductFacts, StorageClass, Traits};
 
 use crate::common::{
-    aggregate_command, enum_schema, meta, new_id, number, parse_id, projection_query, require, storage, Position,
-    ServiceContext,
+    aggregate_command, enum_schema, meta, new_id, number, parse_id, process_command, projection_query, storage,
+    Position, ServiceContext,
 };
 
 pub const SERVICE: &str = "donations";
@@ -413,6 +413,7 @@ pub struct GetDonation {
 /// Per donor, year and food group: what was accepted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct StatementCell {
+    food_group: Option<FoodGroup>,
     lines: u64,
     weight_g: u64,
     declared_value_cents: u64,
@@ -460,11 +461,13 @@ impl Projection for DonationsProjection {
             .get_json("donation", id.as_bytes())?
             .ok_or_else(|| ApplyError(format!("line of unknown donation {id}")))?;
         if outcome.is_ok() {
-            let key = statement_key(&donation.donor_id, donation.received_at.year(), Some(line.product.food_group));
+            let key =
+                statement_key(&donation.donor_id, donation.received_at.year(), Some(line.input.product.food_group));
             let mut cell: StatementCell = tx.get_json("statement", key.as_bytes())?.unwrap_or_default();
+            cell.food_group = Some(line.input.product.food_group);
             cell.lines += 1;
-            cell.weight_g += line.weight_g;
-            cell.declared_value_cents += line.declared_value_cents.unwrap_or(0);
+            cell.weight_g += line.input.weight_g;
+            cell.declared_value_cents += line.input.declared_value_cents.unwrap_or(0);
             tx.put_json("statement", key.as_bytes(), &cell);
         }
         donation.lines.push(line_row(line, outcome));
@@ -476,15 +479,15 @@ impl Projection for DonationsProjection {
 fn line_row(line: RecordedLine, outcome: Result<bool, Refusal>) -> DonationLineRow {
     DonationLineRow {
         line: line.line,
-        product_id: line.product.product_id,
-        product_name: line.product.name,
-        food_group: line.product.food_group,
-        quantity: line.quantity,
-        weight_g: line.weight_g,
-        lot_number: line.lot_number,
-        date: line.date,
-        temperature_c: line.temperature_c,
-        declared_value_cents: line.declared_value_cents,
+        product_id: line.input.product.product_id,
+        product_name: line.input.product.name,
+        food_group: line.input.product.food_group,
+        quantity: line.input.quantity,
+        weight_g: line.input.weight_g,
+        lot_number: line.input.lot_number,
+        date: line.input.date,
+        temperature_c: line.input.temperature_c,
+        declared_value_cents: line.input.declared_value_cents,
         accepted: outcome.is_ok(),
         past_best_before: outcome.as_ref().is_ok_and(|p| *p),
         refusal: outcome.err().map(|r| RefusalRow { code: r.code().to_owned(), message: r.message() }),
@@ -555,17 +558,12 @@ fn statement(
         return Err(ServiceError::validation("invalid_year", "year must be between 2000 and 9999"));
     }
     let prefix = format!("{}\0", statement_key(&donor.donor_id, params.year, None));
-    let mut lines = Vec::new();
-    for item in view.scan("statement", prefix.as_bytes()) {
-        let (key, value) = item.map_err(storage)?;
-        let group: FoodGroup = serde_json::from_value(serde_json::Value::String(
-            String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
-        ))
-        .map_err(|e| ServiceError::internal("reading a statement", e))?;
-        let cell: StatementCell =
-            serde_json::from_slice(&value).map_err(|e| ServiceError::internal("reading a statement", e))?;
-        lines.push((group, cell));
-    }
+    let mut lines: Vec<(FoodGroup, StatementCell)> = view
+        .scan_json::<StatementCell>("statement", prefix.as_bytes())
+        .map_err(storage)?
+        .into_iter()
+        .filter_map(|cell| Some((cell.food_group?, cell)))
+        .collect();
     lines.sort_by_key(|(g, _)| *g);
     let total_g: u64 = lines.iter().map(|(_, c)| c.weight_g).sum();
     let donations: u64 = view
@@ -757,85 +755,84 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         Ok((parse_id(&body.product_id, "product")?, ProductCommand::Update(body.details.into())))
     });
 
-    {
-        let sites = ctx.runner::<stock::Site>(crate::stock::SERVICE);
-        let (donors, products, donations) = (donors.clone(), products.clone(), donations.clone());
-        let rules = Arc::new(ctx.policies.reception.clone());
-        host.command("record_donation", move |request| {
-            let (sites, donors, products, donations, rules) =
-                (sites.clone(), donors.clone(), products.clone(), donations.clone(), rules.clone());
-            async move {
-                require(&request.actor, &[Role::Warehouse])?;
-                let body: RecordDonation = parse_payload(&request.payload)?;
-                let id = new_id(body.donation_id, &request, "donation")?;
-                let received_at = body.received_at.or(request.occurred_at).unwrap_or_else(Utc::now);
-                if received_at > Utc::now() + chrono::Duration::minutes(10) {
-                    return Err(ServiceError::validation("received_in_future", "received_at is in the future"));
-                }
-                let donor_id = parse_id(&body.donor_id, "donor")?;
-                let (donor, _) = donors.load(&donor_id).await?;
-                if donor.registered.is_none() {
-                    return Err(ServiceError::not_found("donor_not_found", format!("no donor {donor_id}")));
-                }
-                let site_id = parse_id(&body.site_id, "site")?;
-                if sites.load(&site_id).await?.0.name.is_none() {
-                    return Err(ServiceError::not_found("site_not_found", format!("no site {site_id}")));
-                }
-                let mut known: BTreeMap<AggregateId, ProductDetails> = BTreeMap::new();
-                let mut lines = Vec::with_capacity(body.lines.len());
-                for (i, line) in body.lines.into_iter().enumerate() {
-                    let n = i + 1;
-                    let product_id = match (&line.product_id, &line.gtin) {
-                        (Some(id), None) => parse_id(id, "product")?,
-                        (None, Some(gtin)) => parse_id(&Product::id_for_gtin(gtin), "product")?,
-                        _ => {
-                            return Err(ServiceError::validation(
-                                "product_required",
-                                format!("line {n}: give either product_id or gtin"),
-                            ))
-                        }
-                    };
-                    if !known.contains_key(&product_id) {
-                        let details = products.load(&product_id).await?.0.details.ok_or_else(|| {
-                            ServiceError::not_found(
-                                "product_not_found",
-                                format!("line {n}: no product {product_id}; define it first"),
-                            )
-                        })?;
-                        known.insert(product_id.clone(), details);
-                    }
-                    let details = &known[&product_id];
-                    lines.push(LineInput {
-                        product: LineProduct {
-                            product_id: product_id.to_string(),
-                            name: details.name.to_string(),
-                            gtin: details.gtin.clone(),
-                            food_group: details.food_group,
-                            storage: details.storage,
-                            date_kind: details.date_kind,
-                            allergens: details.allergens.clone(),
-                            traits: details.traits,
-                        },
-                        quantity: line.quantity,
-                        weight_g: line.weight_g,
-                        lot_number: line.lot_number,
-                        date: line.date,
-                        temperature_c: line.temperature_c,
-                        declared_value_cents: line.declared_value_cents,
-                    });
-                }
-                let command = DonationCommand::Record {
-                    donor_id: donor_id.to_string(),
-                    site_id: site_id.to_string(),
-                    received_at,
-                    agreement_dlc_min_hours: donor.agreement.map(|a| a.dlc_min_hours),
-                    rules: (*rules).clone(),
-                    lines,
-                };
-                donations.execute(id, command, meta(&request)).await
+    let sites = ctx.runner::<stock::Site>(crate::stock::SERVICE);
+    let rules = Arc::new(ctx.policies.reception.clone());
+    let state = (sites, donors.clone(), products.clone(), donations.clone(), rules);
+    process_command(
+        &mut host,
+        "record_donation",
+        warehouse,
+        state,
+        |(sites, donors, products, donations, rules), request, body: RecordDonation| async move {
+            let id = new_id(body.donation_id, &request, "donation")?;
+            let received_at = body.received_at.or(request.occurred_at).unwrap_or_else(Utc::now);
+            if received_at > Utc::now() + chrono::Duration::minutes(10) {
+                return Err(ServiceError::validation("received_in_future", "received_at is in the future"));
             }
-        });
-    }
+            let donor_id = parse_id(&body.donor_id, "donor")?;
+            let (donor, _) = donors.load(&donor_id).await?;
+            if donor.registered.is_none() {
+                return Err(ServiceError::not_found("donor_not_found", format!("no donor {donor_id}")));
+            }
+            let site_id = parse_id(&body.site_id, "site")?;
+            // Sites are never removed: a cached one is as good as a fresh one.
+            if sites.load_cached(&site_id).await?.name.is_none() {
+                return Err(ServiceError::not_found("site_not_found", format!("no site {site_id}")));
+            }
+            let mut known: BTreeMap<AggregateId, ProductDetails> = BTreeMap::new();
+            let mut lines = Vec::with_capacity(body.lines.len());
+            for (i, line) in body.lines.into_iter().enumerate() {
+                let n = i + 1;
+                let product_id = match (&line.product_id, &line.gtin) {
+                    (Some(id), None) => parse_id(id, "product")?,
+                    (None, Some(gtin)) => parse_id(&Product::id_for_gtin(gtin), "product")?,
+                    _ => {
+                        return Err(ServiceError::validation(
+                            "product_required",
+                            format!("line {n}: give either product_id or gtin"),
+                        ))
+                    }
+                };
+                if !known.contains_key(&product_id) {
+                    let details = products.load(&product_id).await?.0.details.ok_or_else(|| {
+                        ServiceError::not_found(
+                            "product_not_found",
+                            format!("line {n}: no product {product_id}; define it first"),
+                        )
+                    })?;
+                    known.insert(product_id.clone(), details);
+                }
+                let details = &known[&product_id];
+                lines.push(LineInput {
+                    product: ProductFacts {
+                        product_id: product_id.to_string(),
+                        name: details.name.to_string(),
+                        gtin: details.gtin.clone(),
+                        food_group: details.food_group,
+                        storage: details.storage,
+                        date_kind: details.date_kind,
+                        allergens: details.allergens.clone(),
+                        traits: details.traits,
+                    },
+                    quantity: line.quantity,
+                    weight_g: line.weight_g,
+                    lot_number: line.lot_number,
+                    date: line.date,
+                    temperature_c: line.temperature_c,
+                    declared_value_cents: line.declared_value_cents,
+                });
+            }
+            let command = DonationCommand::Record {
+                donor_id: donor_id.to_string(),
+                site_id: site_id.to_string(),
+                received_at,
+                agreement_dlc_min_hours: donor.agreement.map(|a| a.dlc_min_hours),
+                rules: (*rules).clone(),
+                lines,
+            };
+            donations.execute(id, command, meta(&request)).await
+        },
+    );
 
     projection_query(&mut host, "list_donors", ctx, &donors_view, Some(warehouse), |view, params: ListDonors| {
         let needle = params.q.as_deref().map(str::to_lowercase);

@@ -10,7 +10,7 @@ mod recall;
 mod reservation;
 mod site;
 
-pub use lot::{AdjustReason, Destination, Lot, LotCommand, LotEvent, LotProduct, LotStatus, Origin, Receipt};
+pub use lot::{AdjustReason, Destination, Lot, LotCommand, LotEvent, LotStatus, Origin, Receipt};
 pub use recall::{Recall, RecallCommand, RecallCriteria, RecallEvent};
 pub use reservation::{
     Allocation, PlanLine, Purpose, Reservation, ReservationCommand, ReservationEvent, ReservationStatus, Shortfall,

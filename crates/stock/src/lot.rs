@@ -1,26 +1,11 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
-use values::{Allergen, DateKind, FoodGroup, Gtin, StorageClass, Traits};
+use values::{DateKind, ProductFacts, StorageClass};
 
 use crate::ZoneCode;
-
-/// The product a lot holds, as the catalogue described it when the lot came in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LotProduct {
-    pub product_id: String,
-    pub name: String,
-    pub gtin: Option<Gtin>,
-    pub food_group: FoodGroup,
-    pub storage: StorageClass,
-    pub date_kind: DateKind,
-    #[serde(default)]
-    pub allergens: BTreeSet<Allergen>,
-    #[serde(default)]
-    pub traits: Traits,
-}
 
 /// Where a lot's units came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +29,7 @@ impl Origin {
 /// A lot coming into stock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
-    pub product: LotProduct,
+    pub product: ProductFacts,
     pub site_id: String,
     pub quantity: u32,
     pub weight_g: u64,
@@ -550,6 +535,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use values::{FoodGroup, Traits};
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
@@ -557,14 +543,14 @@ mod tests {
 
     pub(crate) fn receipt(quantity: u32, date_kind: DateKind, date: Option<NaiveDate>) -> Receipt {
         Receipt {
-            product: LotProduct {
+            product: ProductFacts {
                 product_id: "gtin-03033490004743".into(),
                 name: "Yaourt nature x4".into(),
                 gtin: None,
                 food_group: FoodGroup::Dairy,
                 storage: StorageClass::Chilled,
                 date_kind,
-                allergens: BTreeSet::new(),
+                allergens: Default::default(),
                 traits: Traits::default(),
             },
             site_id: "gerland".into(),

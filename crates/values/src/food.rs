@@ -1,5 +1,6 @@
 //! What the collective knows about a food product, shared by donations, stock and distribution.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,37 @@ pub struct Traits {
     /// Edible without cooking or a kitchen.
     #[serde(default)]
     pub ready_to_eat: bool,
+}
+
+/// A value per food group, with a default for the groups not listed (configured rules).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerGroup<T> {
+    pub default: T,
+    #[serde(default)]
+    pub groups: BTreeMap<FoodGroup, T>,
+}
+
+impl<T: Copy> PerGroup<T> {
+    pub fn get(&self, group: FoodGroup) -> T {
+        self.groups.get(&group).copied().unwrap_or(self.default)
+    }
+}
+
+/// What the catalogue said of a product when goods of it came in: a donation line judged on it,
+/// and the lot it became, carry this snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductFacts {
+    pub product_id: String,
+    pub name: String,
+    pub gtin: Option<Gtin>,
+    pub food_group: FoodGroup,
+    pub storage: StorageClass,
+    pub date_kind: DateKind,
+    #[serde(default)]
+    pub allergens: BTreeSet<Allergen>,
+    #[serde(default)]
+    pub traits: Traits,
 }
 
 /// A GS1 trade item number (EAN-8, UPC-A, EAN-13 or GTIN-14) with a valid check digit, held in

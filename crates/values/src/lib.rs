@@ -6,7 +6,7 @@ use std::fmt;
 
 mod food;
 
-pub use food::{Allergen, DateKind, FoodGroup, Gtin, StorageClass, Traits};
+pub use food::{Allergen, DateKind, FoodGroup, Gtin, PerGroup, ProductFacts, StorageClass, Traits};
 
 use serde::{Deserialize, Serialize};
 

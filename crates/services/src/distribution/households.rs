@@ -2,19 +2,23 @@
 //! (names, birth date, phone, address) is sealed with the household's key from the vault before
 //! it enters any event; erasure destroys the key.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use distribution::{Assessment, Association, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed};
 use eventcore::AggregateId;
-use projections::{ApplyError, Engine, Projection, ProjectionHandle, RecordedEvent, Tx};
-use runtime::{parse_payload, Actor, CommandRunner, Role, ServiceError, ServiceHost};
+use projections::{ApplyError, Engine, Projection, ProjectionHandle, ProjectionStore, RecordedEvent, Tx, View};
+use runtime::{Actor, CommandRunner, QueryRequest, Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vault::Vault;
 
 use super::SERVICE;
-use crate::common::{meta, new_id, parse_id, require, require_scope, storage, ServiceContext};
+use crate::common::{
+    meta, new_id, parse_id, process_command, query_params, require, require_scope, storage, wait_for_min_seq,
+    with_view, ServiceContext,
+};
 
 /// Who the household is: sealed, never in an event in clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -130,7 +134,8 @@ pub struct ListHouseholds {
     pub association_id: Option<String>,
 }
 
-/// A household as the read model keeps it: pseudonymous, personal data still sealed.
+/// A household as the read model keeps it: pseudonymous. Its sealed personal data is kept in a
+/// table of its own (`sealed`), dropped on erasure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HouseholdRow {
     pub household_id: String,
@@ -144,9 +149,6 @@ pub struct HouseholdRow {
     #[schema(value_type = Option<Object>)]
     pub assessment: Option<Assessment>,
     pub erased: bool,
-    #[serde(skip_serializing)]
-    #[schema(ignore)]
-    pub sealed: Option<(String, String)>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -180,6 +182,7 @@ impl Projection for HouseholdsProjection {
         }
         let id = event.envelope.aggregate_id.as_ref();
         let at = event.envelope.occurred_at;
+        let event = event.decode::<HouseholdEvent>()?;
         if let HouseholdEvent::HouseholdRegistered {
             association_id,
             relay_point_id,
@@ -187,9 +190,10 @@ impl Projection for HouseholdsProjection {
             diet,
             consent,
             personal,
-        } = event.decode::<HouseholdEvent>()?
+        } = event
         {
             tx.put("by_association", format!("{association_id}\0{id}").as_bytes(), id.as_bytes().to_vec());
+            tx.put_json("sealed", id.as_bytes(), &personal);
             let row = HouseholdRow {
                 household_id: id.to_owned(),
                 association_id,
@@ -199,15 +203,13 @@ impl Projection for HouseholdsProjection {
                 consent,
                 assessment: None,
                 erased: false,
-                sealed: Some((personal.nonce, personal.ciphertext)),
                 registered_at: at,
                 updated_at: at,
             };
-            tx.put_json("household", id.as_bytes(), &SealedRow(row));
+            tx.put_json("household", id.as_bytes(), &row);
             return Ok(());
         }
-        let event = event.decode::<HouseholdEvent>()?;
-        let SealedRow(mut row) = tx
+        let mut row: HouseholdRow = tx
             .get_json("household", id.as_bytes())?
             .ok_or_else(|| ApplyError(format!("event of unknown household {id}")))?;
         row.updated_at = at;
@@ -217,47 +219,18 @@ impl Projection for HouseholdsProjection {
                 row.relay_point_id = relay_point_id;
                 row.composition = composition;
                 row.diet = diet;
-                row.sealed = Some((personal.nonce, personal.ciphertext));
+                tx.put_json("sealed", id.as_bytes(), &personal);
             }
             HouseholdEvent::EligibilityAssessed(a) => row.assessment = Some(a),
             HouseholdEvent::ConsentGiven {} => row.consent = true,
             HouseholdEvent::ConsentWithdrawn {} => row.consent = false,
             HouseholdEvent::HouseholdErased {} => {
                 row.erased = true;
-                row.sealed = None;
+                tx.delete("sealed", id.as_bytes());
             }
         }
-        tx.put_json("household", id.as_bytes(), &SealedRow(row));
+        tx.put_json("household", id.as_bytes(), &row);
         Ok(())
-    }
-}
-
-/// The row as stored, sealed data included (the API's row leaves it out).
-struct SealedRow(HouseholdRow);
-
-impl Serialize for SealedRow {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Stored<'a> {
-            #[serde(flatten)]
-            row: &'a HouseholdRow,
-            sealed: &'a Option<(String, String)>,
-        }
-        Stored { row: &self.0, sealed: &self.0.sealed }.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for SealedRow {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Stored {
-            #[serde(flatten)]
-            row: HouseholdRow,
-            sealed: Option<(String, String)>,
-        }
-        let Stored { mut row, sealed } = Stored::deserialize(d)?;
-        row.sealed = sealed;
-        Ok(SealedRow(row))
     }
 }
 
@@ -292,6 +265,37 @@ async fn owned(
     Ok(household)
 }
 
+/// The association whose records a query is about: the one named, or the caller's own.
+pub(super) fn own_association(actor: &Actor, given: Option<String>) -> Result<String, ServiceError> {
+    let association = match (&actor.scope, given) {
+        (_, Some(a)) => a,
+        (Some(scope), None) if actor.role == Role::Association => scope.clone(),
+        _ => return Err(ServiceError::validation("association_required", "say which association")),
+    };
+    require_scope(actor, Role::Association, &association)?;
+    Ok(association)
+}
+
+/// Checks that `relay` is one of `association`'s relay points.
+async fn check_relay(
+    associations: &CommandRunner<Association>,
+    association_id: &AggregateId,
+    relay: &str,
+) -> Result<AggregateId, ServiceError> {
+    let (association, _) = associations.load(association_id).await?;
+    if association.name.is_none() {
+        return Err(ServiceError::not_found("association_not_found", format!("no association {association_id}")));
+    }
+    let relay = parse_id(relay, "relay")?;
+    if !association.relay_points.contains_key(&relay) {
+        return Err(ServiceError::not_found(
+            "relay_point_not_found",
+            format!("{association_id} has no relay point {relay}"),
+        ));
+    }
+    Ok(relay)
+}
+
 pub(super) fn register(
     host: &mut ServiceHost,
     ctx: &ServiceContext,
@@ -300,241 +304,196 @@ pub(super) fn register(
 ) -> ProjectionHandle {
     let households = ctx.runner::<Household>(SERVICE);
     let view = engine.register(HouseholdsProjection);
-    let vault = ctx.vault.clone();
     let default_rule = ctx.policies.eligibility;
+    let association: &'static [Role] = &[Role::Association];
+    let state = (households.clone(), associations.clone(), ctx.vault.clone());
 
-    {
-        let (households, associations, vault) = (households.clone(), associations.clone(), vault.clone());
-        host.command("register_household", move |request| {
-            let (households, associations, vault) = (households.clone(), associations.clone(), vault.clone());
-            async move {
-                require(&request.actor, &[Role::Association])?;
-                let body: RegisterHousehold = parse_payload(&request.payload)?;
-                let association_id = parse_id(&body.association_id, "association")?;
-                require_scope(&request.actor, Role::Association, association_id.as_str())?;
-                let (association, _) = associations.load(&association_id).await?;
-                if association.name.is_none() {
-                    return Err(ServiceError::not_found(
-                        "association_not_found",
-                        format!("no association {association_id}"),
-                    ));
-                }
-                let relay = parse_id(&body.relay_point_id, "relay")?;
-                if !association.relay_points.contains_key(&relay) {
-                    return Err(ServiceError::not_found(
-                        "relay_point_not_found",
-                        format!("{association_id} has no relay point {relay}"),
-                    ));
-                }
-                let id = new_id(body.household_id, &request, "household")?;
-                let personal = seal(&vault, &id, &body.personal).await?;
-                let command = HouseholdCommand::Register {
-                    association_id: association_id.to_string(),
-                    relay_point_id: relay.to_string(),
-                    composition: body.composition,
-                    diet: body.diet,
-                    consent: body.consent,
-                    personal,
-                };
-                households.execute(id, command, meta(&request)).await
-            }
-        });
-    }
-    {
-        let (households, associations, vault) = (households.clone(), associations.clone(), vault.clone());
-        host.command("update_household", move |request| {
-            let (households, associations, vault) = (households.clone(), associations.clone(), vault.clone());
-            async move {
-                require(&request.actor, &[Role::Association])?;
-                let body: UpdateHousehold = parse_payload(&request.payload)?;
-                let id = parse_id(&body.household_id, "household")?;
-                let household = owned(&households, &request.actor, &id).await?;
-                if let Some(relay) = &body.relay_point_id {
-                    let association_id =
-                        parse_id(household.association_id.as_deref().unwrap_or_default(), "association")?;
-                    let (association, _) = associations.load(&association_id).await?;
-                    if !association.relay_points.contains_key(&parse_id(relay, "relay")?) {
-                        return Err(ServiceError::not_found(
-                            "relay_point_not_found",
-                            format!("no relay point {relay}"),
-                        ));
-                    }
-                }
-                let personal = match &body.personal {
-                    Some(p) => Some(seal(&vault, &id, p).await?),
-                    None => None,
-                };
-                let command = HouseholdCommand::Update {
-                    relay_point_id: body.relay_point_id,
-                    composition: body.composition,
-                    diet: body.diet,
-                    personal,
-                };
-                households.execute(id, command, meta(&request)).await
-            }
-        });
-    }
-    {
-        let (households, associations) = (households.clone(), associations.clone());
-        host.command("assess_household", move |request| {
-            let (households, associations) = (households.clone(), associations.clone());
-            async move {
-                require(&request.actor, &[Role::Association])?;
-                let body: AssessHousehold = parse_payload(&request.payload)?;
-                let id = parse_id(&body.household_id, "household")?;
-                let household = owned(&households, &request.actor, &id).await?;
+    process_command(
+        host,
+        "register_household",
+        association,
+        state.clone(),
+        |(households, associations, vault), request, body: RegisterHousehold| async move {
+            let association_id = parse_id(&body.association_id, "association")?;
+            require_scope(&request.actor, Role::Association, association_id.as_str())?;
+            let relay = check_relay(&associations, &association_id, &body.relay_point_id).await?;
+            let id = new_id(body.household_id, &request, "household")?;
+            let personal = seal(&vault, &id, &body.personal).await?;
+            let command = HouseholdCommand::Register {
+                association_id: association_id.to_string(),
+                relay_point_id: relay.to_string(),
+                composition: body.composition,
+                diet: body.diet,
+                consent: body.consent,
+                personal,
+            };
+            households.execute(id, command, meta(&request)).await
+        },
+    );
+    process_command(
+        host,
+        "update_household",
+        association,
+        state.clone(),
+        |(households, associations, vault), request, body: UpdateHousehold| async move {
+            let id = parse_id(&body.household_id, "household")?;
+            let household = owned(&households, &request.actor, &id).await?;
+            if let Some(relay) = &body.relay_point_id {
                 let association_id = parse_id(household.association_id.as_deref().unwrap_or_default(), "association")?;
-                let rule = associations.load(&association_id).await?.0.eligibility.unwrap_or(default_rule);
-                let command = HouseholdCommand::Assess {
-                    assessed_on: body.assessed_on.unwrap_or_else(|| Utc::now().date_naive()),
-                    resources_cents: body.resources_cents,
-                    charges_cents: body.charges_cents,
-                    threshold_cents: rule.threshold_cents,
-                    validity_days: rule.validity_days,
-                };
-                households.execute(id, command, meta(&request)).await
+                check_relay(&associations, &association_id, relay).await?;
             }
-        });
-    }
-    {
-        let households = households.clone();
-        host.command("change_consent", move |request| {
-            let households = households.clone();
-            async move {
-                require(&request.actor, &[Role::Association])?;
-                let body: ConsentChange = parse_payload(&request.payload)?;
-                let id = parse_id(&body.household_id, "household")?;
-                owned(&households, &request.actor, &id).await?;
-                let command =
-                    if body.consent { HouseholdCommand::GiveConsent } else { HouseholdCommand::WithdrawConsent };
-                households.execute(id, command, meta(&request)).await
+            let personal = match &body.personal {
+                Some(p) => Some(seal(&vault, &id, p).await?),
+                None => None,
+            };
+            let command = HouseholdCommand::Update {
+                relay_point_id: body.relay_point_id,
+                composition: body.composition,
+                diet: body.diet,
+                personal,
+            };
+            households.execute(id, command, meta(&request)).await
+        },
+    );
+    process_command(
+        host,
+        "assess_household",
+        association,
+        state.clone(),
+        move |(households, associations, _), request, body: AssessHousehold| async move {
+            let id = parse_id(&body.household_id, "household")?;
+            let household = owned(&households, &request.actor, &id).await?;
+            let association_id = parse_id(household.association_id.as_deref().unwrap_or_default(), "association")?;
+            let rule = associations.load(&association_id).await?.0.eligibility.unwrap_or(default_rule);
+            let command = HouseholdCommand::Assess {
+                assessed_on: body.assessed_on.unwrap_or_else(|| Utc::now().date_naive()),
+                resources_cents: body.resources_cents,
+                charges_cents: body.charges_cents,
+                threshold_cents: rule.threshold_cents,
+                validity_days: rule.validity_days,
+            };
+            households.execute(id, command, meta(&request)).await
+        },
+    );
+    process_command(
+        host,
+        "change_consent",
+        association,
+        state.clone(),
+        |(households, _, _), request, body: ConsentChange| async move {
+            let id = parse_id(&body.household_id, "household")?;
+            owned(&households, &request.actor, &id).await?;
+            let command = if body.consent { HouseholdCommand::GiveConsent } else { HouseholdCommand::WithdrawConsent };
+            households.execute(id, command, meta(&request)).await
+        },
+    );
+    process_command(
+        host,
+        "erase_household",
+        association,
+        state,
+        |(households, _, vault), request, body: EraseHousehold| async move {
+            let id = parse_id(&body.household_id, "household")?;
+            let household = owned(&households, &request.actor, &id).await?;
+            if household.erased {
+                return Err(ServiceError::conflict("household_erased", "this household's data was erased"));
             }
-        });
-    }
-    {
-        let (households, vault) = (households.clone(), vault.clone());
-        host.command("erase_household", move |request| {
-            let (households, vault) = (households.clone(), vault.clone());
-            async move {
-                require(&request.actor, &[Role::Association])?;
-                let body: EraseHousehold = parse_payload(&request.payload)?;
-                let id = parse_id(&body.household_id, "household")?;
-                let household = owned(&households, &request.actor, &id).await?;
-                if household.erased {
-                    return Err(ServiceError::conflict("household_erased", "this household's data was erased"));
-                }
-                // The key goes first: whatever happens next, the data can no longer be read.
-                vault.destroy(id.as_str()).await.map_err(vault_error)?;
-                households.execute(id, HouseholdCommand::Erase, meta(&request)).await
-            }
-        });
-    }
+            // The key goes first: whatever happens next, the data can no longer be read.
+            vault.destroy(id.as_str()).await.map_err(vault_error)?;
+            households.execute(id, HouseholdCommand::Erase, meta(&request)).await
+        },
+    );
 
-    {
-        let vault = vault.clone();
-        let store = ctx.projections.clone();
-        let wait = (ctx.clone(), view.clone());
-        host.query("get_household", move |request| {
-            let (vault, store, (ctx, view)) = (vault.clone(), store.clone(), wait.clone());
-            async move {
-                require(&request.actor, &[Role::Association])?;
-                let params: GetHousehold = parse_payload(&request.params)?;
-                crate::common::wait_for_min_seq(&ctx, &view, &request).await?;
-                let row = read_row(&store, &params.household_id).await?;
-                require_scope(&request.actor, Role::Association, &row.association_id).map_err(|_| {
-                    ServiceError::not_found("household_not_found", format!("no household {}", params.household_id))
-                })?;
-                open(&vault, &store, row).await
+    // These answers open personal data with the vault (async), so they cannot be plain
+    // projection queries: they read the rows first, then open them.
+    let state = (ctx.clone(), view.clone());
+    host.query("get_household", move |request| {
+        let (ctx, view) = state.clone();
+        async move {
+            let params: GetHousehold = read_params(&ctx, &view, &request).await?;
+            let missing =
+                || ServiceError::not_found("household_not_found", format!("no household {}", params.household_id));
+            let id = params.household_id.clone();
+            let found = with_view(&ctx.projections, HouseholdsProjection.name(), move |v| read_rows(v, [id])).await?;
+            let (row, sealed) = found.into_iter().next().ok_or_else(missing)?;
+            // Another association's household does not exist, as far as this caller knows.
+            require_scope(&request.actor, Role::Association, &row.association_id).map_err(|_| missing())?;
+            open(&ctx.vault, &ctx.projections, row, sealed).await
+        }
+    });
+    let state = (ctx.clone(), view.clone());
+    host.query("list_households", move |request| {
+        let (ctx, view) = state.clone();
+        async move {
+            let params: ListHouseholds = read_params(&ctx, &view, &request).await?;
+            let association = own_association(&request.actor, params.association_id)?;
+            let rows = with_view(&ctx.projections, HouseholdsProjection.name(), move |v| {
+                let ids: Vec<String> = v
+                    .scan("by_association", format!("{association}\0").as_bytes())
+                    .map(|item| item.map(|(_, id)| String::from_utf8_lossy(&id).into_owned()).map_err(storage))
+                    .collect::<Result<_, _>>()?;
+                read_rows(v, ids)
+            })
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (row, sealed) in rows {
+                out.push(open(&ctx.vault, &ctx.projections, row, sealed).await?);
             }
-        });
-    }
-    {
-        let vault = vault.clone();
-        let store = ctx.projections.clone();
-        let wait = (ctx.clone(), view.clone());
-        host.query("list_households", move |request| {
-            let (vault, store, (ctx, view)) = (vault.clone(), store.clone(), wait.clone());
-            async move {
-                require(&request.actor, &[Role::Association])?;
-                let params: ListHouseholds = match &request.params {
-                    serde_json::Value::Null => ListHouseholds::default(),
-                    p => parse_payload(p)?,
-                };
-                let association = match (&request.actor.scope, params.association_id) {
-                    (_, Some(a)) => a,
-                    (Some(scope), None) if request.actor.role == Role::Association => scope.clone(),
-                    _ => return Err(ServiceError::validation("association_required", "say which association")),
-                };
-                require_scope(&request.actor, Role::Association, &association)?;
-                crate::common::wait_for_min_seq(&ctx, &view, &request).await?;
-                let rows = tokio::task::spawn_blocking(move || -> Result<Vec<HouseholdRow>, ServiceError> {
-                    let v = store.view(HouseholdsProjection.name()).map_err(storage)?;
-                    let mut rows = Vec::new();
-                    for item in v.scan("by_association", format!("{association}\0").as_bytes()) {
-                        let (_, id) = item.map_err(storage)?;
-                        if let Some(SealedRow(row)) = v.get_json("household", &id).map_err(storage)? {
-                            rows.push(row);
-                        }
-                    }
-                    Ok(rows)
-                })
-                .await
-                .map_err(|e| ServiceError::internal("listing households", e))??;
-                let mut out = Vec::with_capacity(rows.len());
-                let store = ctx.projections.clone();
-                for row in rows {
-                    out.push(open(&vault, &store, row).await?);
-                }
-                Ok(out)
-            }
-        });
-    }
+            Ok(out)
+        }
+    });
     view
 }
 
-async fn read_row(store: &projections::ProjectionStore, id: &str) -> Result<HouseholdRow, ServiceError> {
-    let (store, id) = (store.clone(), id.to_owned());
-    tokio::task::spawn_blocking(move || {
-        store
-            .view(HouseholdsProjection.name())
-            .map_err(storage)?
-            .get_json::<SealedRow>("household", id.as_bytes())
-            .map_err(storage)?
-            .map(|SealedRow(row)| row)
-            .ok_or_else(|| ServiceError::not_found("household_not_found", format!("no household {id}")))
-    })
-    .await
-    .map_err(|e| ServiceError::internal("reading a household", e))?
+/// The role check, parameters and `min_seq` wait every household query starts with.
+async fn read_params<P: serde::de::DeserializeOwned>(
+    ctx: &ServiceContext,
+    view: &ProjectionHandle,
+    request: &QueryRequest,
+) -> Result<P, ServiceError> {
+    require(&request.actor, &[Role::Association])?;
+    let params = query_params(request)?;
+    wait_for_min_seq(ctx, view, request).await?;
+    Ok(params)
+}
+
+/// The rows of the households that exist among `ids`, with their sealed data if not erased.
+fn read_rows(
+    view: &View,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<Vec<(HouseholdRow, Option<Sealed>)>, ServiceError> {
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(row) = view.get_json::<HouseholdRow>("household", id.as_bytes()).map_err(storage)? {
+            let sealed = view.get_json::<Sealed>("sealed", id.as_bytes()).map_err(storage)?;
+            out.push((row, sealed));
+        }
+    }
+    Ok(out)
 }
 
 /// Opens a row's personal data (if its key still exists) and looks for possible duplicates.
 async fn open(
     vault: &Vault,
-    store: &projections::ProjectionStore,
+    store: &ProjectionStore,
     row: HouseholdRow,
+    sealed: Option<Sealed>,
 ) -> Result<HouseholdView, ServiceError> {
-    let personal = match &row.sealed {
-        Some((nonce, ciphertext)) if !row.erased => {
-            let sealed = vault::Sealed { nonce: nonce.clone(), ciphertext: ciphertext.clone() };
-            match vault.unseal(&row.household_id, &sealed).await.map_err(vault_error)? {
+    let personal = match sealed {
+        Some(Sealed { nonce, ciphertext }) => {
+            match vault.unseal(&row.household_id, &vault::Sealed { nonce, ciphertext }).await.map_err(vault_error)? {
                 Some(bytes) => Some(
                     serde_json::from_slice(&bytes).map_err(|e| ServiceError::internal("opening personal data", e))?,
                 ),
                 None => None,
             }
         }
-        _ => None,
+        None => None,
     };
+    // Households the vault knows but the read model not yet (or no more) are left out.
     let others = vault.others_with_identity_of(&row.household_id).await.map_err(vault_error)?;
-    let mut possible_duplicates = Vec::new();
-    for other in others {
-        if let Ok(r) = read_row(store, &other).await {
-            if !r.erased {
-                possible_duplicates.push(r.association_id);
-            }
-        }
-    }
-    possible_duplicates.sort();
-    possible_duplicates.dedup();
-    Ok(HouseholdView { row, personal, possible_duplicates })
+    let others = with_view(store, HouseholdsProjection.name(), move |v| read_rows(v, others)).await?;
+    let possible_duplicates: BTreeSet<String> =
+        others.into_iter().filter(|(r, _)| !r.erased).map(|(r, _)| r.association_id).collect();
+    Ok(HouseholdView { row, personal, possible_duplicates: possible_duplicates.into_iter().collect() })
 }

@@ -2,14 +2,17 @@
 //! distribution day; the wave that composes them comes next.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use distribution::{ComposedLine, Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
+use distribution::compose::Line;
+use distribution::{Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
 use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::SERVICE;
-use crate::common::{meta, parse_id, process_command, require_scope, storage, ServiceContext};
+use crate::common::{
+    meta, parse_id, process_command, projection_query, require_scope, scoped_query, storage, ServiceContext,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +92,7 @@ pub struct ParcelRow {
     /// What the wave put in it; each line says why (need, date).
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
-    pub lines: Vec<ComposedLine>,
+    pub lines: Vec<Line>,
     /// Food groups the stock could not fill.
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
@@ -329,71 +332,32 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
     }
 
     // Visible to every member: pooling is built on that transparency.
-    crate::common::projection_query(host, "fair_share", ctx, &view, None, |view, p: FairShare| {
+    projection_query(host, "fair_share", ctx, &view, None, |view, p: FairShare| {
         let prefix = p.month.map(|m| format!("{m}\0")).unwrap_or_default();
         view.scan_json::<ShareRow>("share", prefix.as_bytes()).map_err(storage)
     });
 
-    let ctx1 = ctx.clone();
-    let view1 = view.clone();
-    host.query("get_parcel", move |request| {
-        let (ctx, view) = (ctx1.clone(), view1.clone());
-        async move {
-            crate::common::require(&request.actor, &[Role::Association])?;
-            let p: GetParcel = runtime::parse_payload(&request.params)?;
-            crate::common::wait_for_min_seq(&ctx, &view, &request).await?;
-            let store = ctx.projections.clone();
-            let id = p.parcel_id.clone();
-            let row = tokio::task::spawn_blocking(move || {
-                store
-                    .view(ParcelsProjection.name())
-                    .map_err(storage)?
-                    .get_json::<ParcelRow>("parcel", id.as_bytes())
-                    .map_err(storage)
-            })
-            .await
-            .map_err(|e| ServiceError::internal("reading a parcel", e))??;
-            let missing = || ServiceError::not_found("parcel_not_found", format!("no parcel {}", p.parcel_id));
-            let row = row.ok_or_else(missing)?;
-            // Another association's parcel does not exist, as far as this caller knows.
-            require_scope(&request.actor, Role::Association, &row.association_id).map_err(|_| missing())?;
-            Ok(row)
-        }
+    let association: Option<&'static [Role]> = Some(&[Role::Association]);
+    scoped_query(host, "get_parcel", ctx, &view, association, |view, actor, p: GetParcel| {
+        let missing = || ServiceError::not_found("parcel_not_found", format!("no parcel {}", p.parcel_id));
+        let row = view.get_json::<ParcelRow>("parcel", p.parcel_id.as_bytes()).map_err(storage)?.ok_or_else(missing)?;
+        // Another association's parcel does not exist, as far as this caller knows.
+        require_scope(actor, Role::Association, &row.association_id).map_err(|_| missing())?;
+        Ok(row)
     });
-    let ctx2 = ctx.clone();
-    host.query("list_parcels", move |request| {
-        let (ctx, view) = (ctx2.clone(), view.clone());
-        async move {
-            crate::common::require(&request.actor, &[Role::Association])?;
-            let params: ListParcels = match &request.params {
-                serde_json::Value::Null => ListParcels::default(),
-                p => runtime::parse_payload(p)?,
-            };
-            let association = match (&request.actor.scope, params.association_id) {
-                (_, Some(a)) => a,
-                (Some(scope), None) if request.actor.role == Role::Association => scope.clone(),
-                _ => return Err(ServiceError::validation("association_required", "say which association")),
-            };
-            require_scope(&request.actor, Role::Association, &association)?;
-            crate::common::wait_for_min_seq(&ctx, &view, &request).await?;
-            let store = ctx.projections.clone();
-            tokio::task::spawn_blocking(move || -> Result<Vec<ParcelRow>, ServiceError> {
-                let v = store.view(ParcelsProjection.name()).map_err(storage)?;
-                let prefix = match params.date {
-                    Some(d) => format!("{association}\0{d}\0"),
-                    None => format!("{association}\0"),
-                };
-                let mut rows = Vec::new();
-                for item in v.scan("by_association", prefix.as_bytes()) {
-                    let (_, id) = item.map_err(storage)?;
-                    if let Some(row) = v.get_json::<ParcelRow>("parcel", &id).map_err(storage)? {
-                        rows.push(row);
-                    }
-                }
-                Ok(rows)
-            })
-            .await
-            .map_err(|e| ServiceError::internal("listing parcels", e))?
+    scoped_query(host, "list_parcels", ctx, &view, association, |view, actor, p: ListParcels| {
+        let association = super::households::own_association(actor, p.association_id)?;
+        let prefix = match p.date {
+            Some(d) => format!("{association}\0{d}\0"),
+            None => format!("{association}\0"),
+        };
+        let mut rows = Vec::new();
+        for item in view.scan("by_association", prefix.as_bytes()) {
+            let (_, id) = item.map_err(storage)?;
+            if let Some(row) = view.get_json::<ParcelRow>("parcel", &id).map_err(storage)? {
+                rows.push(row);
+            }
         }
+        Ok(rows)
     });
 }

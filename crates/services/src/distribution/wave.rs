@@ -6,17 +6,17 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use distribution::compose::{compose, Demand, Offer, Traits};
-use distribution::{ComposedLine, Parcel, ParcelCommand, ParcelStatus};
+use distribution::compose::{compose, Demand, Line, Offer};
+use distribution::{Parcel, ParcelCommand, ParcelStatus};
 use runtime::{Actor, CommandReply, CommandRequest, QueryRequest, Role, ServiceError, ServiceHost};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::households::HouseholdsProjection;
+use super::households::{HouseholdRow, HouseholdsProjection};
 use super::parcels::{ParcelRow, ParcelsProjection};
 use super::{AssociationRow, AssociationsProjection, SERVICE};
-use crate::common::{parse_id, process_command, storage, ServiceContext};
+use crate::common::{combine, parse_id, process_command, storage, ServiceContext};
 use crate::stock::LotRow;
 use projections::Projection;
 
@@ -45,14 +45,10 @@ fn demands(ctx: &ServiceContext, date: NaiveDate) -> Result<(Vec<Demand>, Vec<Pa
     }
     let mut demands = Vec::with_capacity(rows.len());
     for row in &rows {
-        let household: serde_json::Value =
+        let household: HouseholdRow =
             households.get_json("household", row.household_id.as_bytes()).map_err(storage)?.ok_or_else(|| {
                 ServiceError::internal("composing a wave", format!("household {} unknown", row.household_id))
             })?;
-        let composition = serde_json::from_value(household["composition"].clone())
-            .map_err(|e| ServiceError::internal("composing a wave", e))?;
-        let diet = serde_json::from_value(household["diet"].clone())
-            .map_err(|e| ServiceError::internal("composing a wave", e))?;
         let association: Option<AssociationRow> =
             associations.get_json("association", row.association_id.as_bytes()).map_err(storage)?;
         let relay = association.as_ref().and_then(|a| a.relay_points.iter().find(|r| r.relay_id == row.relay_point_id));
@@ -62,8 +58,8 @@ fn demands(ctx: &ServiceContext, date: NaiveDate) -> Result<(Vec<Demand>, Vec<Pa
             commune: relay.map(|r| r.commune.clone()).unwrap_or_default(),
             emergency: row.emergency,
             cold_storage: relay.is_some_and(|r| r.cold_storage),
-            diet,
-            needs: ctx.policies.needs.parcel_needs(&composition),
+            diet: household.diet,
+            needs: ctx.policies.needs.parcel_needs(&household.composition),
         });
     }
     Ok((demands, rows))
@@ -79,13 +75,8 @@ fn offer(lot: &LotRow) -> Offer {
         date: lot.date,
         units: lot.available,
         unit_grams: (lot.weight_g / u64::from(lot.received.max(1))).max(1) as u32,
-        traits: Traits {
-            meat: lot.traits.meat,
-            pork: lot.traits.pork,
-            halal: lot.traits.halal,
-            ready_to_eat: lot.traits.ready_to_eat,
-            allergens: lot.allergens.clone(),
-        },
+        traits: lot.traits,
+        allergens: lot.allergens.clone(),
     }
 }
 
@@ -101,15 +92,15 @@ async fn compose_wave(
     let query = QueryRequest::new(system.clone(), json!({"site_id": site_id.as_str(), "status": "available"}));
     let lots: Vec<LotRow> = ctx.client.query("stock", "list_lots", &query).await?;
     let offers: Vec<Offer> = lots.iter().filter(|l| l.available > 0).map(offer).collect();
-    let (demands, rows) = {
+    // Reading the requests and composing both block: off the executor, together.
+    let (wave, demands, rows) = {
         let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || demands(&ctx, body.date))
-            .await
-            .map_err(|e| ServiceError::internal("composing a wave", e))??
-    };
-    let (wave, demands) = tokio::task::spawn_blocking(move || (compose(&demands, &offers, body.date), demands))
+        tokio::task::spawn_blocking(move || {
+            demands(&ctx, body.date).map(|(demands, rows)| (compose(&demands, &offers, body.date), demands, rows))
+        })
         .await
-        .map_err(|e| ServiceError::internal("composing a wave", e))?;
+        .map_err(|e| ServiceError::internal("composing a wave", e))??
+    };
     let mut replies = Vec::new();
     for ((parcel, row), demand) in wave.parcels.into_iter().zip(&rows).zip(&demands) {
         // Reserve in stock what the composer chose, lot by lot; stock grants what it still has.
@@ -147,7 +138,7 @@ async fn compose_wave(
         // The parcel records what stock granted; a group it lacks is short.
         let mut lines = Vec::new();
         let mut given: BTreeMap<values::FoodGroup, u64> = BTreeMap::new();
-        for line in &parcel.lines {
+        for line in parcel.lines {
             let left = granted.entry(line.lot_id.clone()).or_default();
             let units = line.units.min(*left);
             *left -= units;
@@ -156,15 +147,7 @@ async fn compose_wave(
             }
             let grams = line.grams / u64::from(line.units.max(1)) * u64::from(units);
             *given.entry(line.food_group).or_default() += grams;
-            lines.push(ComposedLine {
-                lot_id: line.lot_id.clone(),
-                product_id: line.product_id.clone(),
-                food_group: line.food_group,
-                units,
-                grams,
-                need_g: line.need_g,
-                date: line.date,
-            });
+            lines.push(Line { units, grams, ..line });
         }
         let short = parcel
             .coverage
@@ -179,14 +162,7 @@ async fn compose_wave(
             ParcelCommand::Compose { lines, short, needs: demand.needs.clone(), commune: demand.commune.clone() };
         replies.push(parcels.execute(id, compose, meta).await?);
     }
-    Ok(CommandReply {
-        aggregate_id: format!("wave-{}-{site_id}", body.date),
-        stream: SERVICE.to_owned(),
-        seq: replies.iter().map(|r| r.seq).max().unwrap_or(0),
-        version: 0,
-        duplicate: !replies.is_empty() && replies.iter().all(|r| r.duplicate),
-        events: replies.into_iter().flat_map(|r| r.events).collect(),
-    })
+    Ok(combine(format!("wave-{}-{site_id}", body.date), SERVICE, replies))
 }
 
 pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext) {

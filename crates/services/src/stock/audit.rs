@@ -142,8 +142,8 @@ impl Auditor {
 mod tests {
     use chrono::{NaiveDate, Utc};
     use eventcore::{encode_event, CommandMeta};
-    use stock::{LotProduct, Receipt};
-    use values::{DateKind, FoodGroup, StorageClass};
+    use stock::Receipt;
+    use values::{DateKind, FoodGroup, ProductFacts, StorageClass};
 
     use super::*;
 
@@ -153,7 +153,7 @@ mod tests {
 
     fn receipt(quantity: u32) -> Receipt {
         Receipt {
-            product: LotProduct {
+            product: ProductFacts {
                 product_id: "pasta".into(),
                 name: "Pâtes".into(),
                 gtin: None,

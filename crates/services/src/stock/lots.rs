@@ -260,10 +260,10 @@ fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Resul
         value.extend_from_slice(id.as_bytes());
         tx.put("fefo", fefo_key(&row).as_bytes(), value);
     }
-    if let Some(n) = &row.lot_number {
-        tx.put("by_lot_number", format!("{}\0{n}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
+    if before.is_none() {
+        // A lot's product never changes: indexed once, when it comes in.
+        tx.put("by_product", format!("{}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
     }
-    tx.put("by_product", format!("{}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
     // Units on hand at the end of each day something happened: stock as it was on a past date.
     tx.put("daily", format!("{id}\0{}", at.date_naive()).as_bytes(), row.on_hand.to_be_bytes().to_vec());
     tx.put_json("lot", id.as_bytes(), &row);

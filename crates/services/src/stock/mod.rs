@@ -9,7 +9,7 @@ mod sites;
 use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveDate, Utc};
-use runtime::{parse_payload, CommandReply, Reactor, Role, ServiceError, ServiceHost};
+use runtime::{Reactor, Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use stock::{AdjustReason, Lot, LotCommand, LotStatus, Reservation, ZoneCode};
 use utoipa::ToSchema;
@@ -24,7 +24,8 @@ pub use process::{lot_id_for_line, IssueRecall, ReservationAction, ReserveLine, 
 pub use sites::{AddZone, CreateSite, GetSite, SiteRow, SitesProjection, ZoneBody};
 
 use crate::common::{
-    aggregate_command, meta, number, parse_id, process_command, projection_query, require, storage, ServiceContext,
+    aggregate_command, combine, meta, number, parse_id, process_command, projection_query, storage, with_view,
+    ServiceContext,
 };
 use crate::donations::{food_group_schema, storage_schema};
 use projections::{Engine, Projection};
@@ -267,68 +268,63 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         (st, recalls),
         |(s, recalls), request, body: IssueRecall| async move { s.recall(request, body, &recalls).await },
     );
-    {
-        let (lots, store) = (lots.clone(), ctx.projections.clone());
-        host.command("count_zone", move |request| {
-            let (lots, store) = (lots.clone(), store.clone());
-            async move {
-                require(&request.actor, warehouse)?;
-                let body: ZoneCount = parse_payload(&request.payload)?;
-                let rows = zone_lots(&store, &body.site_id, &body.zone).await?;
-                let counted: BTreeMap<&str, u32> = body.counts.iter().map(|c| (c.lot_id.as_str(), c.counted)).collect();
-                if counted.len() != body.counts.len() {
-                    return Err(ServiceError::validation("duplicate_lot", "a lot is counted twice"));
-                }
-                if let Some(stray) = counted.keys().find(|id| !rows.iter().any(|r| r.lot_id == **id)) {
-                    return Err(ServiceError::validation(
-                        "lot_not_in_zone",
-                        format!("lot {stray} is not in zone {} of {}", body.zone, body.site_id),
-                    ));
-                }
-                let missing: Vec<&str> =
-                    rows.iter().map(|r| r.lot_id.as_str()).filter(|id| !counted.contains_key(id)).collect();
-                if !missing.is_empty() {
-                    return Err(ServiceError::validation(
-                        "count_incomplete",
-                        format!("count every lot of the zone; missing: {}", missing.join(", ")),
-                    ));
-                }
-                let mut replies = Vec::new();
-                for (lot_id, counted) in counted {
-                    let command = LotCommand::Count { counted, note: body.note.clone() };
-                    replies.push(lots.execute(parse_id(lot_id, "lot")?, command, meta(&request)).await?);
-                }
-                Ok(combine(format!("count-{}-{}", body.site_id, body.zone), replies))
+    let state = (lots.clone(), ctx.projections.clone());
+    process_command(
+        &mut host,
+        "count_zone",
+        warehouse,
+        state.clone(),
+        |(lots, store), request, body: ZoneCount| async move {
+            let (site, zone) = (body.site_id.clone(), body.zone.to_string());
+            let rows: Vec<LotRow> = with_view(&store, LotsProjection.name(), move |view| {
+                let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|r| r.site_id == site && r.zone.as_deref() == Some(&zone) && r.on_hand > 0)
+                    .collect())
+            })
+            .await?;
+            let counted: BTreeMap<&str, u32> = body.counts.iter().map(|c| (c.lot_id.as_str(), c.counted)).collect();
+            if counted.len() != body.counts.len() {
+                return Err(ServiceError::validation("duplicate_lot", "a lot is counted twice"));
             }
-        });
-    }
-    {
-        let (lots, store) = (lots.clone(), ctx.projections.clone());
-        host.command("run_expiry", move |request| {
-            let (lots, store) = (lots.clone(), store.clone());
-            async move {
-                require(&request.actor, &[])?;
-                let body: RunExpiry = parse_payload(&request.payload)?;
-                let today = body.today.unwrap_or_else(|| Utc::now().date_naive());
-                let candidates: Vec<LotRow> =
-                    tokio::task::spawn_blocking(move || -> Result<Vec<LotRow>, ServiceError> {
-                        let v = store.view(LotsProjection.name()).map_err(storage)?;
-                        let rows: Vec<LotRow> = v.scan_json("lot", b"").map_err(storage)?;
-                        Ok(rows.into_iter().filter(|r| r.on_hand > 0 && r.date.is_some_and(|d| d < today)).collect())
-                    })
-                    .await
-                    .map_err(|e| ServiceError::internal("running the expiry", e))??;
-                let mut replies = Vec::new();
-                for row in candidates {
-                    let id = parse_id(&row.lot_id, "lot")?;
-                    let command_meta =
-                        eventcore::CommandMeta { command_id: format!("expire/{today}"), ..meta(&request) };
-                    replies.push(lots.execute(id, LotCommand::Expire { today }, command_meta).await?);
-                }
-                Ok(combine(format!("expiry-{today}"), replies))
+            if let Some(stray) = counted.keys().find(|id| !rows.iter().any(|r| r.lot_id == **id)) {
+                return Err(ServiceError::validation(
+                    "lot_not_in_zone",
+                    format!("lot {stray} is not in zone {} of {}", body.zone, body.site_id),
+                ));
             }
-        });
-    }
+            let missing: Vec<&str> =
+                rows.iter().map(|r| r.lot_id.as_str()).filter(|id| !counted.contains_key(id)).collect();
+            if !missing.is_empty() {
+                return Err(ServiceError::validation(
+                    "count_incomplete",
+                    format!("count every lot of the zone; missing: {}", missing.join(", ")),
+                ));
+            }
+            let mut replies = Vec::new();
+            for (lot_id, counted) in counted {
+                let command = LotCommand::Count { counted, note: body.note.clone() };
+                replies.push(lots.execute(parse_id(lot_id, "lot")?, command, meta(&request)).await?);
+            }
+            Ok(combine(format!("count-{}-{}", body.site_id, body.zone), SERVICE, replies))
+        },
+    );
+    process_command(&mut host, "run_expiry", &[], state, |(lots, store), request, body: RunExpiry| async move {
+        let today = body.today.unwrap_or_else(|| Utc::now().date_naive());
+        let candidates: Vec<LotRow> = with_view(&store, LotsProjection.name(), move |view| {
+            let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
+            Ok(rows.into_iter().filter(|r| r.on_hand > 0 && r.date.is_some_and(|d| d < today)).collect())
+        })
+        .await?;
+        let mut replies = Vec::new();
+        for row in candidates {
+            let id = parse_id(&row.lot_id, "lot")?;
+            let command_meta = eventcore::CommandMeta { command_id: format!("expire/{today}"), ..meta(&request) };
+            replies.push(lots.execute(id, LotCommand::Expire { today }, command_meta).await?);
+        }
+        Ok(combine(format!("expiry-{today}"), SERVICE, replies))
+    });
     projection_query(&mut host, "stock_summary", ctx, &view, Some(warehouse), |view, p: StockQuery| {
         stock_lines(view, &p)
     });
@@ -366,26 +362,24 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     aggregate_command(&mut host, "lift_hold", &lots, warehouse, |body: LiftHold, _| {
         Ok((parse_id(&body.lot_id, "lot")?, LotCommand::LiftHold))
     });
-    {
-        let (lots, sites) = (lots.clone(), sites.clone());
-        host.command("move_lot", move |request| {
-            let (lots, sites) = (lots.clone(), sites.clone());
-            async move {
-                require(&request.actor, warehouse)?;
-                let body: MoveLot = parse_payload(&request.payload)?;
-                let id = parse_id(&body.lot_id, "lot")?;
-                let (lot, _) = lots.load(&id).await?;
-                let receipt =
-                    lot.receipt.ok_or_else(|| ServiceError::not_found("lot_not_found", format!("no lot {id}")))?;
-                let site_id = parse_id(&receipt.site_id, "site")?;
-                let (site, _) = sites.load(&site_id).await?;
-                let zone_storage = *site.zones.get(&body.zone).ok_or_else(|| {
-                    ServiceError::not_found("zone_not_found", format!("site {site_id} has no zone {}", body.zone))
-                })?;
-                lots.execute(id, LotCommand::Move { zone: body.zone, zone_storage }, meta(&request)).await
-            }
-        });
-    }
+    process_command(
+        &mut host,
+        "move_lot",
+        warehouse,
+        (lots.clone(), sites.clone()),
+        |(lots, sites), request, body: MoveLot| async move {
+            let id = parse_id(&body.lot_id, "lot")?;
+            let (lot, _) = lots.load(&id).await?;
+            let receipt =
+                lot.receipt.ok_or_else(|| ServiceError::not_found("lot_not_found", format!("no lot {id}")))?;
+            let site_id = parse_id(&receipt.site_id, "site")?;
+            let (site, _) = sites.load(&site_id).await?;
+            let zone_storage = *site.zones.get(&body.zone).ok_or_else(|| {
+                ServiceError::not_found("zone_not_found", format!("site {site_id} has no zone {}", body.zone))
+            })?;
+            lots.execute(id, LotCommand::Move { zone: body.zone, zone_storage }, meta(&request)).await
+        },
+    );
 
     projection_query(&mut host, "list_lots", ctx, &view, Some(warehouse), |view, p: ListLots| {
         let mut rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
@@ -428,38 +422,6 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         Ok(rows)
     });
     host
-}
-
-/// One answer for a command that changed several aggregates: every event, and the last
-/// sequence (which covers the others: they share the stream).
-fn combine(id: String, replies: Vec<CommandReply>) -> CommandReply {
-    CommandReply {
-        aggregate_id: id,
-        stream: SERVICE.to_owned(),
-        seq: replies.iter().map(|r| r.seq).max().unwrap_or(0),
-        version: 0,
-        duplicate: !replies.is_empty() && replies.iter().all(|r| r.duplicate),
-        events: replies.into_iter().flat_map(|r| r.events).collect(),
-    }
-}
-
-/// The lots with units on hand in a zone of a site.
-async fn zone_lots(
-    store: &projections::ProjectionStore,
-    site_id: &str,
-    zone: &ZoneCode,
-) -> Result<Vec<LotRow>, ServiceError> {
-    let (store, site, zone) = (store.clone(), site_id.to_owned(), zone.to_string());
-    tokio::task::spawn_blocking(move || -> Result<Vec<LotRow>, ServiceError> {
-        let view = store.view(LotsProjection.name()).map_err(storage)?;
-        let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.site_id == site && r.zone.as_deref() == Some(&zone) && r.on_hand > 0)
-            .collect())
-    })
-    .await
-    .map_err(|e| ServiceError::internal("reading a zone", e))?
 }
 
 /// Stock by site and product, filtered; at the end of `as_of` if given.

@@ -10,14 +10,14 @@ use projections::ProjectionStore;
 use runtime::{CommandReply, CommandRequest, CommandRunner, ErrorKind, Reaction, ServiceError};
 use serde::Deserialize;
 use stock::{
-    Allocation, Destination, Lot, LotCommand, LotProduct, Origin, PlanLine, Purpose, Receipt, Reservation,
-    ReservationCommand, ReservationStatus, Site,
+    Allocation, Destination, Lot, LotCommand, Origin, PlanLine, Purpose, Receipt, Reservation, ReservationCommand,
+    ReservationStatus, Site,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::lots::{fefo_candidates, LotsProjection};
-use crate::common::{meta, new_id, parse_id, storage};
+use crate::common::{meta, new_id, parse_id, storage, with_view};
 use projections::Projection;
 
 /// The id of the lot an accepted donation line becomes: readable when it fits.
@@ -56,21 +56,12 @@ pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reacti
                 })?;
                 let donation_id = &reaction.commit.aggregate_id;
                 let receipt = Receipt {
-                    product: LotProduct {
-                        product_id: line.product.product_id,
-                        name: line.product.name,
-                        gtin: line.product.gtin,
-                        food_group: line.product.food_group,
-                        storage: line.product.storage,
-                        date_kind: line.product.date_kind,
-                        allergens: line.product.allergens,
-                        traits: line.product.traits,
-                    },
+                    product: line.input.product,
                     site_id,
-                    quantity: line.quantity,
-                    weight_g: line.weight_g,
-                    date: line.date,
-                    lot_number: line.lot_number,
+                    quantity: line.input.quantity,
+                    weight_g: line.input.weight_g,
+                    date: line.input.date,
+                    lot_number: line.input.lot_number,
                     past_best_before,
                     origin: Origin::Donation { donation_id: donation_id.clone(), line: line.line, donor_id },
                 };
@@ -167,22 +158,20 @@ impl Stock {
                     return Err(ServiceError::not_found("site_not_found", format!("no site {to}")));
                 }
             }
-            let (store, site, asked) = (self.projections.clone(), site_id.to_string(), body.lines);
-            let lines = tokio::task::spawn_blocking(move || -> Result<Vec<PlanLine>, ServiceError> {
-                let view = store.view(LotsProjection.name()).map_err(storage)?;
+            let (site, asked) = (site_id.to_string(), body.lines);
+            let lines = with_view(&self.projections, LotsProjection.name(), move |view| {
                 asked
                     .into_iter()
                     .map(|line| {
                         let candidates = match line.lots {
-                            Some(lots) => chosen_lots(&view, &site, &line.product_id, lots)?,
-                            None => fefo_candidates(&view, &site, &line.product_id, line.quantity)?,
+                            Some(lots) => chosen_lots(view, &site, &line.product_id, lots)?,
+                            None => fefo_candidates(view, &site, &line.product_id, line.quantity)?,
                         };
                         Ok(PlanLine { product_id: line.product_id, quantity: line.quantity, candidates })
                     })
                     .collect()
             })
-            .await
-            .map_err(|e| ServiceError::internal("planning a reservation", e))??;
+            .await?;
             let plan = ReservationCommand::Plan { site_id: site_id.to_string(), purpose, lines, partial: body.partial };
             reservation = self.reservations.execute_with_state(id.clone(), plan, meta(&request)).await?.1;
         }
@@ -500,12 +489,15 @@ impl Stock {
         let check =
             stock::RecallCommand::Issue { criteria: criteria.clone(), reason: body.reason.clone(), lots: vec![] };
         eventcore::Aggregate::decide(&stock::Recall::default(), &check)?;
-        let view = self.projections.view(LotsProjection.name()).map_err(storage)?;
-        let lots: Vec<String> = super::lots::lots_of_product(&view, &criteria.product_id)?
-            .into_iter()
-            .filter(|l| criteria.covers(&l.product_id, l.lot_number.as_deref(), l.date))
-            .map(|l| l.lot_id)
-            .collect();
+        let covers = criteria.clone();
+        let lots: Vec<String> = with_view(&self.projections, LotsProjection.name(), move |view| {
+            Ok(super::lots::lots_of_product(view, &covers.product_id)?
+                .into_iter()
+                .filter(|l| covers.covers(&l.product_id, l.lot_number.as_deref(), l.date))
+                .map(|l| l.lot_id)
+                .collect())
+        })
+        .await?;
         for lot in &lots {
             let recall = LotCommand::Recall { recall_id: id.to_string(), reason: body.reason.clone() };
             self.lots.execute(parse_id(lot, "lot")?, recall, step_meta(&request, "recall", &id)).await?;
