@@ -338,3 +338,197 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
     wait_for(&wh, &format!("/api/reservations/hh-2-{day}"), |r| r["status"] == "released").await;
     assert!(foodaid.terminate().success());
 }
+
+/// What the test computes from a parcel's lines: grams per food group and fresh grams.
+fn tally(parcel: &Value, grams: &mut std::collections::BTreeMap<String, u64>, fresh: &mut u64) {
+    for l in parcel["lines"].as_array().unwrap() {
+        let g = l["grams"].as_u64().unwrap();
+        *grams.entry(l["food_group"].as_str().unwrap().to_owned()).or_default() += g;
+        if l["food_group"] == "fruit_vegetables" || l["date_kind"] == "dlc" {
+            *fresh += g;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parcels_nobody_collected_come_back_or_go_to_another_household_and_reports_count_what_was_handed_over() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    let site = json!({"site_id": "gerland", "name": "Gerland",
+        "zones": [{"code": "A1", "storage": "ambient"}, {"code": "F1", "storage": "chilled"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    let donor = json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl"});
+    assert_eq!(wh.post("/api/donors", "donor", donor).await.0, StatusCode::CREATED);
+    for (id, group, storage, kind) in [
+        ("pasta", "starches", "ambient", "ddm"),
+        ("yoghurt", "dairy", "chilled", "dlc"),
+        ("apples", "fruit_vegetables", "ambient", "none"),
+    ] {
+        let body = json!({"product_id": id, "name": id, "food_group": group, "storage": storage, "date_kind": kind});
+        assert_eq!(wh.post("/api/products", id, body).await.0, StatusCode::CREATED);
+    }
+    let donation = json!({"donation_id": "d1", "donor_id": "lidl", "site_id": "gerland", "lines": [
+        {"product_id": "pasta", "quantity": 40, "weight_g": 20000, "date": in_days(200), "lot_number": "P1"},
+        {"product_id": "yoghurt", "quantity": 20, "weight_g": 10000, "date": in_days(10), "lot_number": "Y1",
+         "temperature_c": 3.0},
+        {"product_id": "apples", "quantity": 30, "weight_g": 30000}]});
+    let (status, reply) = wh.post("/api/donations", "d1", donation).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    wait_for(&wh, "/api/lots", |v| v.as_array().is_some_and(|a| a.len() == 3)).await;
+
+    let body = json!({"association_id": "asso-a", "name": "Asso A", "commune": "Vaulx-en-Velin"});
+    assert_eq!(admin.post("/api/associations", "asso-a", body).await.0, StatusCode::CREATED);
+    assert_eq!(
+        admin
+            .post("/api/associations", "asso-b", json!({"association_id": "asso-b", "name": "B", "commune": "Bron"}))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let relay = json!({"relay_id": "rp-a", "name": "Local", "commune": "Vaulx-en-Velin", "cold_storage": true});
+    assert_eq!(admin.post("/api/associations/asso-a/relay-points", "rp-a", relay).await.0, StatusCode::CREATED);
+    let a = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-a"]));
+    let b = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-b"]));
+    // The relay point opens on the distribution day's weekday only.
+    let day = in_days(2);
+    let weekday = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").unwrap().format("%a").to_string();
+    let opening = json!({"opening": [{"day": weekday, "opens": "14:00:00", "closes": "17:30:00"}]});
+    let (status, reply) = a.put("/api/associations/asso-a/relay-points/rp-a/opening", "open", opening).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (_, association) = a.get(&format!("/api/associations/asso-a?min_seq={}", min_seq(&reply))).await;
+    assert_eq!(association["relay_points"][0]["opening"][0]["closes"], "17:30:00", "{association}");
+
+    let people = [
+        ("hh-1", json!({"adults": 2, "teens": 0, "children": 1, "infants": 0})),
+        ("hh-2", json!({"adults": 1, "teens": 0, "children": 0, "infants": 1})),
+        ("hh-3", json!({"adults": 1, "teens": 1, "children": 0, "infants": 0})),
+        ("hh-4", json!({"adults": 1, "teens": 0, "children": 2, "infants": 0})),
+    ];
+    for (id, composition) in &people {
+        let body = json!({"household_id": id, "association_id": "asso-a", "relay_point_id": "rp-a",
+            "composition": composition, "consent": true,
+            "personal": {"first_name": id, "last_name": "Famille", "birth_date": "1980-05-05"}});
+        assert_eq!(a.post("/api/households", id, body).await.0, StatusCode::CREATED);
+        let assess = json!({"resources_cents": 90000, "charges_cents": 70000});
+        let path = format!("/api/households/{id}/assessments");
+        assert_eq!(a.post(&path, &format!("as-{id}"), assess).await.0, StatusCode::OK);
+    }
+    let (status, err) = a.post("/api/parcels", "closed", json!({"household_id": "hh-1", "date": in_days(3)})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("relay_point_closed")), "{err}");
+    for id in ["hh-1", "hh-2", "hh-3"] {
+        let (status, reply) =
+            a.post("/api/parcels", &format!("p-{id}"), json!({"household_id": id, "date": day})).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+    }
+    let (status, wave) = admin.post("/api/waves", "w1", json!({"site_id": "gerland", "date": day})).await;
+    assert_eq!(status, StatusCode::OK, "{wave}");
+    let parcel = |id: &str| format!("{id}-{day}");
+    let mut rows = std::collections::BTreeMap::new();
+    for id in ["hh-1", "hh-2", "hh-3"] {
+        let (_, row) = a.get(&format!("/api/parcels/{}?min_seq={}", parcel(id), min_seq(&wave))).await;
+        assert_eq!(row["reservations"], json!([parcel(id)]), "{row}");
+        assert!(row["lines"].as_array().unwrap().iter().any(|l| l["product_id"] == "yoghurt"), "{row}");
+        rows.insert(id, row);
+    }
+    let units = |id: &str, product: &str| -> u64 {
+        rows[id]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["product_id"] == product)
+            .map(|l| l["units"].as_u64().unwrap())
+            .sum()
+    };
+    // hh-1 collects; hh-2 and hh-3 do not come.
+    for (id, steps) in [
+        ("hh-1", ["pick", "ship", "at-relay", "collected"]),
+        ("hh-2", ["pick", "ship", "at-relay", "not-collected"]),
+        ("hh-3", ["pick", "ship", "at-relay", "not-collected"]),
+    ] {
+        for step in steps {
+            let who = if matches!(step, "pick" | "ship") { &wh } else { &a };
+            let (status, reply) =
+                who.post(&format!("/api/parcels/{}/{step}", parcel(id)), &format!("{step}-{id}"), json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{id} {step}: {reply}");
+        }
+    }
+    // hh-2's parcel comes back: pasta and apples go back on the shelf, yoghurts are thrown away.
+    let (status, err) = a.post(&format!("/api/parcels/{}/return", parcel("hh-2")), "r0", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the warehouse takes it back: {err}");
+    let (status, returned) = wh.post(&format!("/api/parcels/{}/return", parcel("hh-2")), "r1", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{returned}");
+    let (status, err) = wh.post(&format!("/api/parcels/{}/return", parcel("hh-1")), "r2", json!({})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("parcel_state")), "{err}");
+    // hh-3's parcel goes to hh-4 instead, by its own association only.
+    let (status, err) =
+        b.post(&format!("/api/parcels/{}/redistribute", parcel("hh-3")), "x", json!({"household_id": "hh-4"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (status, redistributed) =
+        a.post(&format!("/api/parcels/{}/redistribute", parcel("hh-3")), "rd", json!({"household_id": "hh-4"})).await;
+    assert_eq!(status, StatusCode::OK, "{redistributed}");
+
+    let (_, pasta) = wh.get(&format!("/api/lots/d1-l1?min_seq={}", min_seq(&returned))).await;
+    let gone = units("hh-1", "pasta") + units("hh-3", "pasta");
+    assert_eq!((pasta["on_hand"].as_u64(), pasta["shipped"].as_u64()), (Some(40 - gone), Some(gone)), "{pasta}");
+    assert_eq!(pasta["available"].as_u64(), Some(40 - gone));
+    let (_, yoghurt) = wh.get("/api/lots/d1-l2").await;
+    assert_eq!(yoghurt["written_off"].as_u64(), Some(units("hh-2", "yoghurt")), "{yoghurt}");
+    // A recall of the yoghurts finds who ate them: hh-1, and hh-4 rather than hh-3.
+    let recall = json!({"recall_id": "rc-y", "product_id": "yoghurt", "lot_numbers": ["Y1"], "reason": "Listeria"});
+    let (status, reply) = admin.post("/api/recalls", "rc-y", recall).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (_, trace) = admin.get(&format!("/api/recalls/rc-y/trace?min_seq={}", min_seq(&redistributed))).await;
+    let by_reference = |id: &str| {
+        trace["shipments"].as_array().unwrap().iter().find(|s| s["reference"] == parcel(id)).cloned().unwrap()
+    };
+    assert_eq!(by_reference("hh-1")["household"], "hh-1");
+    assert!(by_reference("hh-2")["returned_at"].is_string(), "{trace}");
+    let hh3 = by_reference("hh-3");
+    assert_eq!((hh3["household"].as_str(), hh3["redirected_from"].as_str()), (Some("hh-4"), Some("hh-3")), "{trace}");
+    assert_eq!(trace["units_shipped"].as_u64(), Some(units("hh-1", "yoghurt") + units("hh-3", "yoghurt")));
+
+    // The month's report: what reached households (hh-1, and hh-3's parcel through hh-4).
+    let month = &day[..7];
+    let (status, report) = a.get(&format!("/api/reports?month={month}&min_seq={}", min_seq(&redistributed))).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let rows_out = report.as_array().unwrap();
+    assert_eq!(rows_out.len(), 1, "{report}");
+    let r = &rows_out[0];
+    assert_eq!(
+        (r["association_id"].as_str(), r["commune"].as_str(), r["parcels"].as_u64(), r["not_collected"].as_u64()),
+        (Some("asso-a"), Some("Vaulx-en-Velin"), Some(2), Some(2))
+    );
+    assert_eq!(r["households"].as_u64(), Some(2));
+    assert_eq!(r["people"], json!({"adults": 3, "teens": 0, "children": 3, "infants": 0, "total": 6}), "{r}");
+    let (mut grams, mut fresh) = (std::collections::BTreeMap::new(), 0);
+    tally(&rows["hh-1"], &mut grams, &mut fresh);
+    tally(&rows["hh-3"], &mut grams, &mut fresh);
+    let total: u64 = grams.values().sum();
+    for (group, g) in &grams {
+        assert_eq!(r["kg_by_group"][group].as_f64(), Some(*g as f64 / 1000.0), "{group}: {r}");
+    }
+    assert_eq!(r["kg_total"].as_f64(), Some(total as f64 / 1000.0));
+    assert_eq!(r["meals"].as_u64(), Some(total / 500), "500 g a meal (config)");
+    assert_eq!(r["fresh_pct"].as_f64(), Some((1000.0 * fresh as f64 / total as f64).round() / 10.0));
+    let coverage = r["need_coverage_pct"].as_f64().unwrap();
+    assert!(coverage > 0.0 && coverage < 100.0, "baby food and more were short: {r}");
+    // As CSV, for the funder's spreadsheet.
+    let (status, content_type, csv) = a.get_text(&format!("/api/reports/csv?month={month}")).await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "text/csv; charset=utf-8"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("month,association_id,commune,parcels,not_collected,households,adults,teens,children,infants,people,kg_starches,"), "{csv}");
+    assert!(lines[1].starts_with(&format!("{month},asso-a,Vaulx-en-Velin,2,2,2,3,0,3,0,6,")), "{csv}");
+    assert!(!csv.contains("hh-"), "no household in a report");
+    // Another association sees nothing of it; the coordinator sees everything.
+    let (_, theirs) = b.get(&format!("/api/reports?month={month}")).await;
+    assert_eq!(theirs, json!([]));
+    let (status, _) = b.get(&format!("/api/reports?month={month}&association_id=asso-a")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, all) = admin.get(&format!("/api/reports?month={month}")).await;
+    assert_eq!(all, report);
+    assert!(foodaid.terminate().success());
+}

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use chrono::{Datelike, NaiveDate, NaiveTime, Weekday};
 use eventcore::{Aggregate, AggregateId, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use values::{GeoPoint, Name};
@@ -14,6 +15,45 @@ pub struct RelayPoint {
     pub position: Option<GeoPoint>,
     /// Whether chilled and frozen lines may be delivered there.
     pub cold_storage: bool,
+    /// When it is open (households collect, drivers deliver); none recorded means any day.
+    #[serde(default)]
+    pub opening: Vec<OpeningSlot>,
+}
+
+/// A weekly opening slot of a relay point, local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningSlot {
+    /// `Mon` … `Sun` (full English names are accepted too).
+    pub day: Weekday,
+    pub opens: NaiveTime,
+    pub closes: NaiveTime,
+}
+
+/// Most slots a relay point records: two a day.
+const MAX_SLOTS: usize = 14;
+
+fn check_opening(slots: &[OpeningSlot]) -> Result<(), Rejection> {
+    if slots.len() > MAX_SLOTS {
+        return Err(Rejection::validation("invalid_opening", format!("at most {MAX_SLOTS} opening slots")));
+    }
+    for (i, slot) in slots.iter().enumerate() {
+        if slot.opens >= slot.closes {
+            return Err(Rejection::validation("invalid_opening", format!("slot {}: it opens before it closes", i + 1)));
+        }
+        let overlaps = slots[..i].iter().any(|o| o.day == slot.day && o.opens < slot.closes && slot.opens < o.closes);
+        if overlaps {
+            return Err(Rejection::validation("invalid_opening", format!("slot {} overlaps another", i + 1)));
+        }
+    }
+    Ok(())
+}
+
+impl RelayPoint {
+    /// Whether it opens on `date` (always, when no slot is recorded).
+    pub fn open_on(&self, date: NaiveDate) -> bool {
+        self.opening.is_empty() || self.opening.iter().any(|s| s.day == date.weekday())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +63,11 @@ pub enum AssociationCommand {
         commune: Name,
     },
     AddRelayPoint(RelayPoint),
+    /// Replaces a relay point's opening slots.
+    SetOpening {
+        relay_id: AggregateId,
+        opening: Vec<OpeningSlot>,
+    },
     /// The association's own eligibility rule ("reste à vivre" threshold and how long an
     /// assessment stays valid), replacing the collective's default for its households.
     SetEligibilityRule(EligibilityRule),
@@ -41,6 +86,7 @@ pub struct EligibilityRule {
 pub enum AssociationEvent {
     AssociationRegistered { name: Name, commune: Name },
     RelayPointAdded { relay: RelayPoint },
+    OpeningSet { relay_id: AggregateId, opening: Vec<OpeningSlot> },
     EligibilityRuleSet(EligibilityRule),
 }
 
@@ -74,7 +120,18 @@ impl Aggregate for Association {
                 Err(Rejection::conflict("relay_point_exists", format!("relay point {} already exists", relay.relay_id)))
             }
             AssociationCommand::AddRelayPoint(relay) => {
+                check_opening(&relay.opening)?;
                 Ok(vec![AssociationEvent::RelayPointAdded { relay: relay.clone() }])
+            }
+            AssociationCommand::SetOpening { relay_id, opening } => {
+                let relay = self.relay_points.get(relay_id).ok_or_else(|| {
+                    Rejection::not_found("relay_point_not_found", format!("no relay point {relay_id} here"))
+                })?;
+                check_opening(opening)?;
+                if relay.opening == *opening {
+                    return Ok(vec![]);
+                }
+                Ok(vec![AssociationEvent::OpeningSet { relay_id: relay_id.clone(), opening: opening.clone() }])
             }
             AssociationCommand::SetEligibilityRule(_) if self.name.is_none() => {
                 Err(Rejection::not_found("association_not_found", "no such association"))
@@ -102,6 +159,11 @@ impl Aggregate for Association {
                 self.relay_points.insert(relay.relay_id.clone(), relay.clone());
             }
             AssociationEvent::EligibilityRuleSet(rule) => self.eligibility = Some(*rule),
+            AssociationEvent::OpeningSet { relay_id, opening } => {
+                if let Some(relay) = self.relay_points.get_mut(relay_id) {
+                    relay.opening = opening.clone();
+                }
+            }
         }
     }
 }
@@ -128,7 +190,45 @@ mod tests {
             commune: n("Vaulx-en-Velin"),
             position: None,
             cold_storage: true,
+            opening: vec![slot(Weekday::Wed, 14, 17)],
         }
+    }
+
+    fn slot(day: Weekday, opens: u32, closes: u32) -> OpeningSlot {
+        OpeningSlot {
+            day,
+            opens: NaiveTime::from_hms_opt(opens, 0, 0).unwrap(),
+            closes: NaiveTime::from_hms_opt(closes, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_relay_point_opens_on_its_days_and_its_slots_are_checked() {
+        let added = [registered(), AssociationEvent::RelayPointAdded { relay: relay() }];
+        let wednesday = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        assert!(relay().open_on(wednesday));
+        assert!(!relay().open_on(wednesday.succ_opt().unwrap()));
+        assert!(RelayPoint { opening: vec![], ..relay() }.open_on(wednesday.succ_opt().unwrap()), "no slots: any day");
+        let id: AggregateId = "rp-vaulx-centre".parse().unwrap();
+        let opening = vec![slot(Weekday::Wed, 9, 12), slot(Weekday::Wed, 14, 17), slot(Weekday::Sat, 9, 12)];
+        let state = given::<Association>(added.clone())
+            .when(AssociationCommand::SetOpening { relay_id: id.clone(), opening: opening.clone() })
+            .then([AssociationEvent::OpeningSet { relay_id: id.clone(), opening: opening.clone() }]);
+        assert_eq!(state.relay_points[&id].opening, opening);
+        given::<Association>(added.clone())
+            .when(AssociationCommand::SetOpening { relay_id: id.clone(), opening: vec![slot(Weekday::Wed, 14, 17)] })
+            .then([]);
+        for bad in [vec![slot(Weekday::Mon, 12, 9)], vec![slot(Weekday::Mon, 9, 12), slot(Weekday::Mon, 11, 13)]] {
+            given::<Association>(added.clone())
+                .when(AssociationCommand::SetOpening { relay_id: id.clone(), opening: bad.clone() })
+                .then_rejected("invalid_opening");
+            given::<Association>([registered()])
+                .when(AssociationCommand::AddRelayPoint(RelayPoint { opening: bad, ..relay() }))
+                .then_rejected("invalid_opening");
+        }
+        given::<Association>([registered()])
+            .when(AssociationCommand::SetOpening { relay_id: id, opening })
+            .then_rejected("relay_point_not_found");
     }
 
     #[test]

@@ -241,6 +241,22 @@ fn parcel(d: &Demand, given: &BTreeMap<FoodGroup, u64>, lines: Vec<Line>) -> Par
     Parcel { household_id: d.household_id.clone(), association_id: d.association_id.clone(), lines, coverage, short }
 }
 
+/// What a composed parcel lost when stock granted only `granted` grams per group of what the
+/// composer chose (its lots were taken meanwhile): the demand to compose again from what is
+/// left, up to the share the composer gave it (never more, so that the others' fair share is
+/// not taken). `None` when nothing was lost.
+pub fn shortfall(demand: &Demand, planned: &Parcel, granted: &BTreeMap<FoodGroup, u64>) -> Option<Demand> {
+    let needs: BTreeMap<FoodGroup, u64> = planned
+        .coverage
+        .iter()
+        .filter_map(|(g, (need, given))| {
+            let lost = (*given).min(*need).saturating_sub(granted.get(g).copied().unwrap_or(0));
+            (lost > 0).then_some((*g, lost))
+        })
+        .collect();
+    (!needs.is_empty()).then(|| Demand { needs, ..demand.clone() })
+}
+
 /// The first-come baseline: each household in request order takes what it needs, FEFO, from
 /// what fits it. What a naive "whoever asks first" distribution does.
 pub fn compose_first_come(demands: &[Demand], offers: &[Offer], day: NaiveDate) -> Wave {
@@ -461,6 +477,24 @@ mod tests {
         let wave = compose(&[allergic], &[nuts, safe], day());
         let lots: Vec<&str> = wave.parcels[0].lines.iter().map(|l| l.lot_id.as_str()).collect();
         assert_eq!(lots, ["safe"]);
+    }
+
+    #[test]
+    fn a_parcel_whose_lot_was_taken_is_composed_again_up_to_its_share() {
+        let demands = vec![demand("h1", "a", 2000), demand("h2", "b", 2000)];
+        let offers = [offer("l1", FoodGroup::Starches, 4, Some("2027-01-01"))];
+        let wave = compose(&demands, &offers, day());
+        assert_eq!(wave.parcels[0].coverage[&FoodGroup::Starches], (2000, 1000));
+        // Someone took lot l1 before h1's reservation: stock granted nothing.
+        let lost = shortfall(&demands[0], &wave.parcels[0], &BTreeMap::new()).expect("it lost its share");
+        assert_eq!(lost.needs, [(FoodGroup::Starches, 1000)].into(), "its share, not its whole need");
+        let fresh = [offer("l2", FoodGroup::Starches, 10, Some("2027-02-01"))];
+        let again = compose(std::slice::from_ref(&lost), &fresh, day());
+        assert_eq!(again.parcels[0].lines[0].lot_id, "l2");
+        assert_eq!(again.parcels[0].coverage[&FoodGroup::Starches], (1000, 1000));
+        // A parcel that got everything lost nothing.
+        let granted: BTreeMap<FoodGroup, u64> = [(FoodGroup::Starches, 1000)].into();
+        assert_eq!(shortfall(&demands[1], &wave.parcels[1], &granted), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod household;
 mod needs;
 mod parcel;
 
-pub use association::{Association, AssociationCommand, AssociationEvent, EligibilityRule, RelayPoint};
+pub use association::{Association, AssociationCommand, AssociationEvent, EligibilityRule, OpeningSlot, RelayPoint};
 pub use household::{Assessment, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed};
 pub use needs::NeedsReference;
 pub use parcel::{Parcel, ParcelCommand, ParcelEvent, ParcelStatus};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use values::FoodGroup;
 
 use crate::compose::Line;
+use crate::Composition;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParcelCommand {
@@ -16,6 +17,8 @@ pub enum ParcelCommand {
         relay_point_id: String,
         date: NaiveDate,
         emergency: bool,
+        /// Who it is for, by age band (what reports count).
+        people: Composition,
         today: NaiveDate,
     },
     Cancel {
@@ -28,9 +31,20 @@ pub enum ParcelCommand {
         /// The household's needs per food group, grams (what the fair-share ledger weighs).
         needs: BTreeMap<FoodGroup, u64>,
         commune: String,
+        /// The stock reservations holding its lines.
+        reservations: Vec<String>,
+        /// Some of its lots were taken between composing and reserving, and it was composed
+        /// again from what was left.
+        recomposed: bool,
     },
-    /// The next step of its life: picked, shipped, at the relay point, collected or not.
+    /// The next step of its life: picked, shipped, at the relay point, collected or not,
+    /// returned to the warehouse when nobody collected it.
     Advance(ParcelStatus),
+    /// Not collected: the association gave it to another of its households instead.
+    Redistribute {
+        household_id: String,
+        people: Composition,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +56,8 @@ pub enum ParcelEvent {
         relay_point_id: String,
         date: NaiveDate,
         emergency: bool,
+        #[serde(default)]
+        people: Option<Composition>,
     },
     ParcelCancelled {
         reason: String,
@@ -53,6 +69,11 @@ pub enum ParcelEvent {
         needs: BTreeMap<FoodGroup, u64>,
         #[serde(default)]
         commune: String,
+        /// Absent in the first version of the event: one reservation, named after the parcel.
+        #[serde(default)]
+        reservations: Option<Vec<String>>,
+        #[serde(default)]
+        recomposed: bool,
     },
     ParcelPicked {},
     ParcelShipped {},
@@ -60,6 +81,14 @@ pub enum ParcelEvent {
     ParcelCollected {},
     /// Not collected by the deadline.
     ParcelNotCollected {},
+    /// Not collected, and taken back to the warehouse.
+    ParcelReturned {},
+    /// Not collected, and given to another household of the association.
+    ParcelRedistributed {
+        household_id: String,
+        #[serde(default)]
+        people: Option<Composition>,
+    },
 }
 
 impl DomainEvent for ParcelEvent {}
@@ -74,6 +103,8 @@ pub enum ParcelStatus {
     AtRelay,
     Collected,
     NotCollected,
+    Returned,
+    Redistributed,
     Cancelled,
 }
 
@@ -87,11 +118,24 @@ pub struct Parcel {
     pub relay_point_id: String,
     pub date: Option<NaiveDate>,
     pub emergency: bool,
+    pub redistributed_to: Option<String>,
+    reservations: Option<Vec<String>>,
 }
 
 impl Parcel {
     pub fn id_for(household_id: &str, date: NaiveDate) -> String {
         format!("{household_id}-{date}")
+    }
+
+    /// The stock reservations that hold (or held) its lines, once composed.
+    pub fn reservations(&self) -> Vec<String> {
+        match (&self.reservations, self.date) {
+            (Some(ids), _) => ids.clone(),
+            (None, Some(date)) if self.status.is_some_and(|s| s != ParcelStatus::Requested) => {
+                vec![Parcel::id_for(&self.household_id, date)]
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -105,7 +149,10 @@ impl Aggregate for Parcel {
             (ParcelCommand::Request { .. }, Some(s)) if s != ParcelStatus::Cancelled => {
                 Err(Rejection::conflict("parcel_already_requested", "this household already has a parcel that day"))
             }
-            (ParcelCommand::Request { household_id, association_id, relay_point_id, date, emergency, today }, _) => {
+            (
+                ParcelCommand::Request { household_id, association_id, relay_point_id, date, emergency, people, today },
+                _,
+            ) => {
                 if date < today {
                     return Err(Rejection::validation("date_in_past", "a parcel is requested for today or later"));
                 }
@@ -115,6 +162,7 @@ impl Aggregate for Parcel {
                     relay_point_id: relay_point_id.clone(),
                     date: *date,
                     emergency: *emergency,
+                    people: Some(*people),
                 }])
             }
             (ParcelCommand::Cancel { .. }, None) => Err(Rejection::not_found("parcel_not_found", "no such parcel")),
@@ -123,14 +171,17 @@ impl Aggregate for Parcel {
             (ParcelCommand::Compose { .. }, Some(ParcelStatus::Cancelled)) => {
                 Err(Rejection::conflict("parcel_cancelled", "this parcel was cancelled"))
             }
-            (ParcelCommand::Compose { lines, short, needs, commune }, Some(ParcelStatus::Requested)) => {
-                Ok(vec![ParcelEvent::ParcelComposed {
-                    lines: lines.clone(),
-                    short: short.clone(),
-                    needs: needs.clone(),
-                    commune: commune.clone(),
-                }])
-            }
+            (
+                ParcelCommand::Compose { lines, short, needs, commune, reservations, recomposed },
+                Some(ParcelStatus::Requested),
+            ) => Ok(vec![ParcelEvent::ParcelComposed {
+                lines: lines.clone(),
+                short: short.clone(),
+                needs: needs.clone(),
+                commune: commune.clone(),
+                reservations: Some(reservations.clone()),
+                recomposed: *recomposed,
+            }]),
             // Composed already (a repeated wave): nothing new.
             (ParcelCommand::Compose { .. }, Some(_)) => Ok(vec![]),
             (ParcelCommand::Advance(_), None) => Err(Rejection::not_found("parcel_not_found", "no such parcel")),
@@ -145,6 +196,7 @@ impl Aggregate for Parcel {
                     (Shipped, AtRelay) => ParcelEvent::ParcelAtRelay {},
                     (Shipped | AtRelay, Collected) => ParcelEvent::ParcelCollected {},
                     (Shipped | AtRelay, NotCollected) => ParcelEvent::ParcelNotCollected {},
+                    (NotCollected, Returned) => ParcelEvent::ParcelReturned {},
                     _ => {
                         return Err(Rejection::conflict(
                             "parcel_state",
@@ -153,6 +205,26 @@ impl Aggregate for Parcel {
                     }
                 };
                 Ok(vec![event])
+            }
+            (ParcelCommand::Redistribute { household_id, people }, Some(ParcelStatus::NotCollected)) => {
+                if *household_id == self.household_id {
+                    return Err(Rejection::validation(
+                        "same_household",
+                        "a parcel is redistributed to another household",
+                    ));
+                }
+                Ok(vec![ParcelEvent::ParcelRedistributed { household_id: household_id.clone(), people: Some(*people) }])
+            }
+            (ParcelCommand::Redistribute { .. }, None) => {
+                Err(Rejection::not_found("parcel_not_found", "no such parcel"))
+            }
+            (ParcelCommand::Redistribute { household_id, .. }, Some(ParcelStatus::Redistributed))
+                if self.redistributed_to.as_deref() == Some(household_id.as_str()) =>
+            {
+                Ok(vec![])
+            }
+            (ParcelCommand::Redistribute { .. }, Some(_)) => {
+                Err(Rejection::conflict("parcel_state", "only a parcel nobody collected is redistributed"))
             }
             (ParcelCommand::Cancel { reason }, Some(ParcelStatus::Requested | ParcelStatus::Composed)) => {
                 if reason.chars().count() > 500 {
@@ -168,7 +240,7 @@ impl Aggregate for Parcel {
 
     fn apply(&mut self, event: &ParcelEvent) {
         match event {
-            ParcelEvent::ParcelRequested { household_id, association_id, relay_point_id, date, emergency } => {
+            ParcelEvent::ParcelRequested { household_id, association_id, relay_point_id, date, emergency, .. } => {
                 self.status = Some(ParcelStatus::Requested);
                 self.household_id = household_id.clone();
                 self.association_id = association_id.clone();
@@ -177,12 +249,20 @@ impl Aggregate for Parcel {
                 self.emergency = *emergency;
             }
             ParcelEvent::ParcelCancelled { .. } => self.status = Some(ParcelStatus::Cancelled),
-            ParcelEvent::ParcelComposed { .. } => self.status = Some(ParcelStatus::Composed),
+            ParcelEvent::ParcelComposed { reservations, .. } => {
+                self.status = Some(ParcelStatus::Composed);
+                self.reservations = reservations.clone();
+            }
             ParcelEvent::ParcelPicked {} => self.status = Some(ParcelStatus::Picked),
             ParcelEvent::ParcelShipped {} => self.status = Some(ParcelStatus::Shipped),
             ParcelEvent::ParcelAtRelay {} => self.status = Some(ParcelStatus::AtRelay),
             ParcelEvent::ParcelCollected {} => self.status = Some(ParcelStatus::Collected),
             ParcelEvent::ParcelNotCollected {} => self.status = Some(ParcelStatus::NotCollected),
+            ParcelEvent::ParcelReturned {} => self.status = Some(ParcelStatus::Returned),
+            ParcelEvent::ParcelRedistributed { household_id, .. } => {
+                self.status = Some(ParcelStatus::Redistributed);
+                self.redistributed_to = Some(household_id.clone());
+            }
         }
     }
 }
@@ -204,6 +284,7 @@ mod tests {
             relay_point_id: "rp-a".into(),
             date,
             emergency: false,
+            people: family(),
             today: day(23),
         }
     }
@@ -215,7 +296,12 @@ mod tests {
             relay_point_id: "rp-a".into(),
             date: day(25),
             emergency: false,
+            people: Some(family()),
         }
+    }
+
+    fn family() -> Composition {
+        Composition { adults: 2, teens: 0, children: 1, infants: 1 }
     }
 
     #[test]
@@ -255,14 +341,28 @@ mod tests {
             short: vec![FoodGroup::Starches],
             needs: needs.clone(),
             commune: "Lyon".into(),
+            reservations: vec!["hh-1-2026-11-25".into(), "hh-1-2026-11-25_2".into()],
+            recomposed: true,
         };
         let composed = ParcelEvent::ParcelComposed {
             lines: vec![line],
             short: vec![FoodGroup::Starches],
             needs,
             commune: "Lyon".into(),
+            reservations: Some(vec!["hh-1-2026-11-25".into(), "hh-1-2026-11-25_2".into()]),
+            recomposed: true,
         };
-        given::<Parcel>([requested()]).when(compose.clone()).then([composed.clone()]);
+        let state = given::<Parcel>([requested()]).when(compose.clone()).then([composed.clone()]);
+        assert_eq!(state.reservations(), ["hh-1-2026-11-25", "hh-1-2026-11-25_2"]);
+        // The first version of the event named no reservation: the parcel's own id.
+        let legacy: ParcelEvent = serde_json::from_value(serde_json::json!({"type": "parcel_composed",
+            "data": {"lines": [], "short": []}}))
+        .unwrap();
+        let mut state = Parcel::default();
+        for e in [requested(), legacy] {
+            state.apply(&e);
+        }
+        assert_eq!(state.reservations(), ["hh-1-2026-11-25"]);
         given::<Parcel>([requested(), composed]).when(compose.clone()).then([]);
         given::<Parcel>([requested(), ParcelEvent::ParcelCancelled { reason: String::new() }])
             .when(compose)
@@ -276,6 +376,8 @@ mod tests {
             short: vec![],
             needs: BTreeMap::new(),
             commune: String::new(),
+            reservations: None,
+            recomposed: false,
         };
         let advance = |s| ParcelCommand::Advance(s);
         given::<Parcel>([requested(), composed.clone()])
@@ -293,5 +395,38 @@ mod tests {
         given::<Parcel>(shipped.clone()).when(advance(ParcelStatus::Shipped)).then([]);
         given::<Parcel>(shipped).when(ParcelCommand::Cancel { reason: String::new() }).then_rejected("parcel_state");
         given::<Parcel>([requested()]).when(advance(ParcelStatus::Shipped)).then_rejected("parcel_state");
+    }
+
+    #[test]
+    fn a_parcel_nobody_collected_goes_back_to_the_warehouse_or_to_another_household() {
+        let composed = ParcelEvent::ParcelComposed {
+            lines: vec![],
+            short: vec![],
+            needs: BTreeMap::new(),
+            commune: String::new(),
+            reservations: None,
+            recomposed: false,
+        };
+        let shipped = [requested(), composed, ParcelEvent::ParcelShipped {}];
+        let mut missed = shipped.to_vec();
+        missed.push(ParcelEvent::ParcelNotCollected {});
+        let redistribute = |h: &str| ParcelCommand::Redistribute { household_id: h.into(), people: family() };
+        given::<Parcel>(missed.clone())
+            .when(ParcelCommand::Advance(ParcelStatus::Returned))
+            .then([ParcelEvent::ParcelReturned {}]);
+        given::<Parcel>(shipped.clone())
+            .when(ParcelCommand::Advance(ParcelStatus::Returned))
+            .then_rejected("parcel_state");
+        let state = given::<Parcel>(missed.clone())
+            .when(redistribute("hh-2"))
+            .then([ParcelEvent::ParcelRedistributed { household_id: "hh-2".into(), people: Some(family()) }]);
+        assert_eq!(state.redistributed_to.as_deref(), Some("hh-2"));
+        given::<Parcel>(missed.clone()).when(redistribute("hh-1")).then_rejected("same_household");
+        given::<Parcel>(shipped).when(redistribute("hh-2")).then_rejected("parcel_state");
+        let mut given_away = missed.clone();
+        given_away.push(ParcelEvent::ParcelRedistributed { household_id: "hh-2".into(), people: Some(family()) });
+        given::<Parcel>(given_away.clone()).when(redistribute("hh-2")).then([]);
+        given::<Parcel>(given_away.clone()).when(redistribute("hh-3")).then_rejected("parcel_state");
+        given::<Parcel>(given_away).when(ParcelCommand::Advance(ParcelStatus::Returned)).then_rejected("parcel_state");
     }
 }

@@ -306,6 +306,25 @@ pub fn operations() -> Vec<Op> {
         .doc("Hand a reservation's units over, recording where they go", "admin, warehouse"),
         Op::command(
             post.clone(),
+            "/api/reservations/{reservation_id}/return",
+            "stock",
+            "return_shipment",
+            schema::<st::ReservationAction>,
+        )
+        .doc(
+            "Take back what a reservation shipped: ambient units within date go back on the shelf, chilled and frozen ones are written off",
+            "admin, warehouse",
+        ),
+        Op::command(
+            post.clone(),
+            "/api/reservations/{reservation_id}/redirect",
+            "stock",
+            "redirect_shipment",
+            schema::<st::ShipReservation>,
+        )
+        .doc("Record that shipped units went to another destination (the recall trace follows them)", "admin, warehouse"),
+        Op::command(
+            post.clone(),
             "/api/reservations/{reservation_id}/dispatch",
             "stock",
             "dispatch_transfer",
@@ -341,8 +360,16 @@ pub fn operations() -> Vec<Op> {
             "add_relay_point",
             schema::<dist::AddRelayPoint>,
         )
-        .doc("Add a relay point", "admin, the association itself")
+        .doc("Add a relay point (address, commune, position, cold storage, weekly opening slots)", "admin, the association itself")
         .creates(),
+        Op::command(
+            Method::PUT,
+            "/api/associations/{association_id}/relay-points/{relay_id}/opening",
+            "distribution",
+            "set_relay_opening",
+            schema::<dist::SetRelayOpening>,
+        )
+        .doc("Replace a relay point's weekly opening slots", "admin, the association itself"),
         Op::query("/api/associations", "distribution", "list_associations", array::<dist::AssociationRow>)
             .doc("List member associations and their relay points", "any role"),
         Op::query(
@@ -462,6 +489,32 @@ pub fn operations() -> Vec<Op> {
             schema::<dist::ParcelStep>,
         )
         .doc("Record a parcel not collected by the deadline", "admin, the household's association"),
+        Op::command(post.clone(), "/api/parcels/{parcel_id}/return", "distribution", "return_parcel", schema::<dist::ParcelStep>)
+            .doc(
+                "Take a parcel nobody collected back to the warehouse: ambient food within date goes back on the shelf, chilled and frozen food is written off",
+                "admin, warehouse",
+            ),
+        Op::command(
+            post.clone(),
+            "/api/parcels/{parcel_id}/redistribute",
+            "distribution",
+            "redistribute_parcel",
+            schema::<dist::RedistributeParcel>,
+        )
+        .doc(
+            "Give a parcel nobody collected to another eligible household of the association (the recall trace follows it)",
+            "admin, the household's association",
+        ),
+        Op::query("/api/reports", "distribution", "distribution_report", array::<dist::ReportRow>)
+            .doc(
+                "Monthly report per association and commune: parcels, households, people by age band, kg per food group, meals, fresh share, need coverage (aggregates only)",
+                "admin; an association sees its own",
+            )
+            .params(&[("month", "YYYY-MM"), ("association_id", "one association")]),
+        Op::query("/api/reports/csv", "distribution", "distribution_report", array::<dist::ReportRow>)
+            .doc("The monthly report as CSV (text/csv)", "admin; an association sees its own")
+            .params(&[("month", "YYYY-MM"), ("association_id", "one association")])
+            .rendered("text/csv; charset=utf-8", |v| document(v, dist::report_csv)),
         Op::query("/api/fair-share", "distribution", "fair_share", array::<dist::ShareRow>)
             .doc("The fair-share ledger: need vs given per association, commune, month and food group", "any role")
             .params(&[("month", "YYYY-MM")]),

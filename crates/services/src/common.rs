@@ -315,3 +315,12 @@ where
         Given::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
     }
 }
+
+/// A CSV field, quoted when it must be (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}

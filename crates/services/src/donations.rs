@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 use values::{Allergen, DateKind, FoodGroup, GeoPoint, Gtin, Name, ProductFacts, StorageClass, Traits};
 
 use crate::common::{
-    aggregate_command, enum_schema, meta, new_id, number, parse_id, process_command, projection_query, storage,
-    Position, ServiceContext,
+    aggregate_command, csv_field, enum_schema, meta, new_id, number, parse_id, process_command, projection_query,
+    storage, Position, ServiceContext,
 };
 
 pub const SERVICE: &str = "donations";
@@ -625,14 +625,6 @@ pub fn statement_csv(s: &DonorStatement) -> String {
         euros(s.total_declared_value_cents)
     ));
     out
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 fn html_escape(s: &str) -> String {

@@ -88,6 +88,19 @@ pub enum LotCommand {
         destination: Destination,
         today: NaiveDate,
     },
+    /// Takes back what the reservation shipped (a parcel nobody collected). Ambient units that
+    /// are still within their use-by date go back on the shelf; chilled and frozen ones are
+    /// written off, since nobody can vouch for their cold chain.
+    Return {
+        reservation_id: String,
+        today: NaiveDate,
+    },
+    /// What the reservation shipped went to someone else (a parcel redistributed at the relay
+    /// point): the recall trace must follow it.
+    Redirect {
+        reservation_id: String,
+        destination: Destination,
+    },
     /// Sends the reservation's units to another site: they are in transit until received there.
     DispatchTransfer {
         reservation_id: String,
@@ -149,6 +162,16 @@ pub enum LotEvent {
         to_site: String,
         quantity: u32,
     },
+    /// Shipped units came back: `restocked` ones are on hand again, the others written off.
+    LotReturned {
+        reservation_id: String,
+        quantity: u32,
+        restocked: bool,
+    },
+    LotRedirected {
+        reservation_id: String,
+        destination: Destination,
+    },
     LotAdjusted {
         delta: i64,
         reason: AdjustReason,
@@ -201,6 +224,12 @@ pub struct Lot {
     /// Picked (prepared) and not yet shipped, per reservation.
     pub picked: BTreeMap<String, u32>,
     pub shipped: u32,
+    /// Units shipped per reservation, until they come back.
+    #[serde(default)]
+    pub shipments: BTreeMap<String, u32>,
+    /// Reservations whose shipment came back.
+    #[serde(default)]
+    pub returned: std::collections::BTreeSet<String>,
     pub transferred_out: u32,
     /// Net units written off: expiry and adjustments (a count that finds more makes it smaller).
     pub written_off: i64,
@@ -370,6 +399,26 @@ impl Aggregate for Lot {
                 });
                 Ok(events)
             }
+            LotCommand::Return { reservation_id, today } => {
+                let Some(&quantity) = self.shipments.get(reservation_id) else {
+                    return match self.returned.contains(reservation_id) {
+                        true => Ok(vec![]),
+                        false => Err(Rejection::not_found("shipment_not_found", "nothing shipped from here for it")),
+                    };
+                };
+                let restocked = receipt.product.storage == StorageClass::Ambient && !self.use_by_passed(*today);
+                Ok(vec![LotEvent::LotReturned { reservation_id: reservation_id.clone(), quantity, restocked }])
+            }
+            LotCommand::Redirect { reservation_id, destination } => {
+                check_text("destination", &destination.reference)?;
+                if !self.shipments.contains_key(reservation_id) {
+                    return Err(Rejection::not_found("shipment_not_found", "nothing shipped from here for it"));
+                }
+                Ok(vec![LotEvent::LotRedirected {
+                    reservation_id: reservation_id.clone(),
+                    destination: destination.clone(),
+                }])
+            }
             LotCommand::DispatchTransfer { reservation_id, to_site, today } => {
                 if *to_site == receipt.site_id {
                     return Err(Rejection::validation("same_site", "a transfer goes to another site"));
@@ -480,7 +529,19 @@ impl Aggregate for Lot {
                 self.picked.remove(reservation_id);
                 self.on_hand = self.on_hand.saturating_sub(*quantity);
                 self.shipped += quantity;
+                *self.shipments.entry(reservation_id.clone()).or_default() += quantity;
             }
+            LotEvent::LotReturned { reservation_id, quantity, restocked } => {
+                self.shipments.remove(reservation_id);
+                self.returned.insert(reservation_id.clone());
+                self.shipped = self.shipped.saturating_sub(*quantity);
+                if *restocked {
+                    self.on_hand += quantity;
+                } else {
+                    self.written_off += i64::from(*quantity);
+                }
+            }
+            LotEvent::LotRedirected { .. } => {}
             LotEvent::LotTransferredOut { reservation_id, quantity, .. } => {
                 self.picked.remove(reservation_id);
                 self.on_hand = self.on_hand.saturating_sub(*quantity);
@@ -752,6 +813,53 @@ mod tests {
         given::<Lot>([ddm, LotEvent::LotPastBestBefore {}]).when(LotCommand::Expire { today: day(24) }).then([]);
     }
 
+    #[test]
+    fn a_parcel_nobody_collected_comes_back_or_goes_to_someone_else() {
+        let ship = LotCommand::Ship { reservation_id: "p1".into(), destination: parcel("p1"), today: day(23) };
+        let shipped = given::<Lot>([received(10), reserved("p1", 2)]).when(ship).then([
+            LotEvent::LotPicked { reservation_id: "p1".into(), quantity: 2 },
+            LotEvent::LotShipped { reservation_id: "p1".into(), quantity: 2, destination: parcel("p1") },
+        ]);
+        let history = [
+            received(10),
+            reserved("p1", 2),
+            LotEvent::LotPicked { reservation_id: "p1".into(), quantity: 2 },
+            LotEvent::LotShipped { reservation_id: "p1".into(), quantity: 2, destination: parcel("p1") },
+        ];
+        assert_eq!(shipped.shipments["p1"], 2);
+        // Chilled yoghurts that left the warehouse do not go back on the shelf.
+        let back = LotCommand::Return { reservation_id: "p1".into(), today: day(24) };
+        let state = given::<Lot>(history.clone()).when(back.clone()).then([LotEvent::LotReturned {
+            reservation_id: "p1".into(),
+            quantity: 2,
+            restocked: false,
+        }]);
+        assert_eq!((state.on_hand, state.shipped, state.written_off), (8, 0, 2));
+        assert!(state.balanced());
+        let mut returned = history.to_vec();
+        returned.push(LotEvent::LotReturned { reservation_id: "p1".into(), quantity: 2, restocked: false });
+        given::<Lot>(returned).when(back.clone()).then([]);
+        given::<Lot>([received(10)]).when(back).then_rejected("shipment_not_found");
+        // Pasta does.
+        let mut pasta = receipt(10, DateKind::Ddm, Some(day(30)));
+        pasta.product.storage = StorageClass::Ambient;
+        let mut history = history.to_vec();
+        history[0] = LotEvent::LotReceived(pasta);
+        let state = given::<Lot>(history.clone())
+            .when(LotCommand::Return { reservation_id: "p1".into(), today: day(24) })
+            .then([LotEvent::LotReturned { reservation_id: "p1".into(), quantity: 2, restocked: true }]);
+        assert_eq!((state.on_hand, state.available(), state.shipped, state.written_off), (10, 10, 0, 0));
+        // Given at the relay point to another household: the recall trace follows.
+        let mut other = parcel("p1");
+        other.household = Some("hh-9b2c".into());
+        given::<Lot>(history)
+            .when(LotCommand::Redirect { reservation_id: "p1".into(), destination: other.clone() })
+            .then([LotEvent::LotRedirected { reservation_id: "p1".into(), destination: other.clone() }]);
+        given::<Lot>([received(10)])
+            .when(LotCommand::Redirect { reservation_id: "p1".into(), destination: other })
+            .then_rejected("shipment_not_found");
+    }
+
     fn command() -> impl Strategy<Value = LotCommand> {
         let id = prop::sample::select(vec!["p1", "p2", "p3", "t1"]).prop_map(String::from);
         prop_oneof![
@@ -759,6 +867,7 @@ mod tests {
             id.clone().prop_map(|r| LotCommand::Release { reservation_id: r }),
             id.clone().prop_map(|r| LotCommand::Pick { reservation_id: r }),
             id.clone().prop_map(|r| LotCommand::Ship { reservation_id: r, destination: parcel("x"), today: day(23) }),
+            id.clone().prop_map(|r| LotCommand::Return { reservation_id: r, today: day(23) }),
             id.prop_map(|r| LotCommand::DispatchTransfer { reservation_id: r, to_site: "b".into(), today: day(23) }),
             (-5..5i64).prop_map(|delta| LotCommand::Adjust {
                 delta,

@@ -62,6 +62,12 @@ pub enum ReservationCommand {
         destination: Destination,
     },
     MarkDispatched,
+    /// What was shipped came back (see `LotCommand::Return`).
+    MarkReturned,
+    /// What was shipped went to another destination.
+    Redirect {
+        destination: Destination,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +80,8 @@ pub enum ReservationEvent {
     ReservationPicked {},
     ReservationShipped { destination: Destination },
     ReservationDispatched {},
+    ReservationReturned {},
+    ReservationRedirected { destination: Destination },
 }
 
 impl DomainEvent for ReservationEvent {}
@@ -88,6 +96,7 @@ pub enum ReservationStatus {
     Picked,
     Shipped,
     Dispatched,
+    Returned,
 }
 
 /// A set-aside of stock across lots for one purpose: what the warehouse picks, ships or
@@ -220,6 +229,14 @@ impl Aggregate for Reservation {
                     _ => Ok(vec![ReservationEvent::ReservationShipped { destination: destination.clone() }]),
                 }
             }
+            ReservationCommand::MarkReturned => match self.require(&[Shipped, Returned], "return")? {
+                Returned => Ok(vec![]),
+                _ => Ok(vec![ReservationEvent::ReservationReturned {}]),
+            },
+            ReservationCommand::Redirect { destination } => {
+                self.require(&[Shipped], "redirect")?;
+                Ok(vec![ReservationEvent::ReservationRedirected { destination: destination.clone() }])
+            }
             ReservationCommand::MarkDispatched => {
                 if !matches!(self.purpose, Some(Purpose::Transfer { .. })) {
                     return Err(Rejection::validation("not_a_transfer", "only a transfer is dispatched"));
@@ -254,6 +271,8 @@ impl Aggregate for Reservation {
             ReservationEvent::ReservationPicked {} => self.status = Some(ReservationStatus::Picked),
             ReservationEvent::ReservationShipped { .. } => self.status = Some(ReservationStatus::Shipped),
             ReservationEvent::ReservationDispatched {} => self.status = Some(ReservationStatus::Dispatched),
+            ReservationEvent::ReservationReturned {} => self.status = Some(ReservationStatus::Returned),
+            ReservationEvent::ReservationRedirected { .. } => {}
         }
     }
 }
@@ -340,8 +359,27 @@ mod tests {
         given::<Reservation>([planned(false), confirmed.clone()])
             .when(ReservationCommand::Release)
             .then([ReservationEvent::ReservationReleased {}]);
-        given::<Reservation>([planned(false), confirmed, ReservationEvent::ReservationShipped { destination }])
-            .when(ReservationCommand::Release)
+        let shipped = [
+            planned(false),
+            confirmed.clone(),
+            ReservationEvent::ReservationShipped { destination: destination.clone() },
+        ];
+        given::<Reservation>(shipped.clone()).when(ReservationCommand::Release).then_rejected("reservation_state");
+        // Not collected: back to the warehouse once, or to someone else.
+        given::<Reservation>(shipped.clone())
+            .when(ReservationCommand::MarkReturned)
+            .then([ReservationEvent::ReservationReturned {}]);
+        let mut returned = shipped.to_vec();
+        returned.push(ReservationEvent::ReservationReturned {});
+        given::<Reservation>(returned.clone()).when(ReservationCommand::MarkReturned).then([]);
+        given::<Reservation>(shipped)
+            .when(ReservationCommand::Redirect { destination: destination.clone() })
+            .then([ReservationEvent::ReservationRedirected { destination: destination.clone() }]);
+        given::<Reservation>(returned)
+            .when(ReservationCommand::Redirect { destination })
+            .then_rejected("reservation_state");
+        given::<Reservation>([planned(false), confirmed])
+            .when(ReservationCommand::MarkReturned)
             .then_rejected("reservation_state");
         given::<Reservation>([]).when(ReservationCommand::MarkPicked).then_rejected("reservation_not_found");
         given::<Reservation>([planned(false)]).when(ReservationCommand::MarkDispatched).then_rejected("not_a_transfer");

@@ -3,6 +3,7 @@
 
 mod households;
 mod parcels;
+mod reports;
 mod wave;
 
 pub use households::{
@@ -10,12 +11,14 @@ pub use households::{
     ListHouseholds, PersonalData, RegisterHousehold, UpdateHousehold,
 };
 pub use parcels::{
-    CancelParcel, FairShare, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection, RequestParcel, ShareRow,
+    CancelParcel, FairShare, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection, RedistributeParcel,
+    RequestParcel, ShareRow,
 };
+pub use reports::{report_csv, PeopleServed, ReportParams, ReportRow};
 pub use wave::ComposeWave;
 
 use chrono::{DateTime, Utc};
-use distribution::{Association, AssociationCommand, AssociationEvent, EligibilityRule, RelayPoint};
+use distribution::{Association, AssociationCommand, AssociationEvent, EligibilityRule, OpeningSlot, RelayPoint};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
 use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,21 @@ pub struct AddRelayPoint {
     pub position: Option<GeoPoint>,
     #[serde(default)]
     pub cold_storage: bool,
+    /// Weekly opening slots: `[{"day": "Wed", "opens": "14:00:00", "closes": "17:00:00"}]`.
+    /// Parcels are requested only for the days it opens; none means any day.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub opening: Vec<OpeningSlot>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRelayOpening {
+    pub association_id: String,
+    pub relay_id: String,
+    /// The new weekly slots (they replace the old ones).
+    #[schema(value_type = Vec<Object>)]
+    pub opening: Vec<OpeningSlot>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -74,6 +92,9 @@ pub struct RelayPointRow {
     pub commune: String,
     pub position: Option<Position>,
     pub cold_storage: bool,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub opening: Vec<OpeningSlot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -137,7 +158,15 @@ impl Projection for AssociationsProjection {
                         commune: relay.commune.into(),
                         position: relay.position.map(Position::from),
                         cold_storage: relay.cold_storage,
+                        opening: relay.opening,
                     })
+                })?;
+            }
+            AssociationEvent::OpeningSet { relay_id, opening } => {
+                tx.update_json("association", id, |row: &mut AssociationRow| {
+                    if let Some(relay) = row.relay_points.iter_mut().find(|r| r.relay_id == relay_id.as_str()) {
+                        relay.opening = opening;
+                    }
                 })?;
             }
         }
@@ -169,8 +198,21 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                 commune: body.commune,
                 position: body.position,
                 cold_storage: body.cold_storage,
+                opening: body.opening,
             };
             Ok((id, AssociationCommand::AddRelayPoint(relay)))
+        },
+    );
+    aggregate_command(
+        &mut host,
+        "set_relay_opening",
+        &associations,
+        &[Role::Association],
+        |body: SetRelayOpening, request| {
+            let id = parse_id(&body.association_id, "association")?;
+            require_scope(&request.actor, Role::Association, id.as_str())?;
+            let relay_id = parse_id(&body.relay_id, "relay point")?;
+            Ok((id, AssociationCommand::SetOpening { relay_id, opening: body.opening }))
         },
     );
 
@@ -181,7 +223,8 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         Ok((id, AssociationCommand::SetEligibilityRule(rule)))
     });
     households::register(&mut host, ctx, engine, &associations);
-    parcels::register(&mut host, ctx, engine);
+    let parcels = parcels::register(&mut host, ctx, engine);
+    reports::register(&mut host, ctx, &parcels);
     wave::register(&mut host, ctx);
 
     projection_query(&mut host, "list_associations", ctx, &projection, None, |view, _: NoParams| {

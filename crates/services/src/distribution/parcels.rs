@@ -1,11 +1,14 @@
 //! Parcel requests: an association asks for a parcel for one of its eligible households on a
 //! distribution day; the wave that composes them comes next.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use distribution::compose::Line;
-use distribution::{Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
-use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
-use runtime::{Role, ServiceError, ServiceHost};
+use distribution::{Association, Composition, Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
+use eventcore::AggregateId;
+use projections::{ApplyError, Engine, Projection, ProjectionHandle, RecordedEvent, Tx};
+use runtime::{CommandRunner, Role, ServiceClient, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -64,6 +67,14 @@ pub struct ParcelStep {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct RedistributeParcel {
+    pub parcel_id: String,
+    /// Another household of the same association, eligible today.
+    pub household_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GetParcel {
     pub parcel_id: String,
 }
@@ -97,6 +108,26 @@ pub struct ParcelRow {
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub short: Vec<values::FoodGroup>,
+    /// The stock reservations holding its lines.
+    #[serde(default)]
+    pub reservations: Vec<String>,
+    /// Some of its lots were taken while the wave ran, and it was composed again.
+    #[serde(default)]
+    pub recomposed: bool,
+    /// The household it went to instead, when nobody collected it.
+    #[serde(default)]
+    pub redistributed_to: Option<String>,
+    /// Who it is for, by age band.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub people: Option<Composition>,
+    /// The relay point's commune.
+    #[serde(default)]
+    pub commune: String,
+    /// The household's needs per food group, grams.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub needs: BTreeMap<values::FoodGroup, u64>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -118,7 +149,7 @@ impl Projection for ParcelsProjection {
         let id = event.envelope.aggregate_id.as_ref();
         let at = event.envelope.occurred_at;
         match event.decode::<ParcelEvent>()? {
-            ParcelEvent::ParcelRequested { household_id, association_id, relay_point_id, date, emergency } => {
+            ParcelEvent::ParcelRequested { household_id, association_id, relay_point_id, date, emergency, people } => {
                 tx.put("by_association", format!("{association_id}\0{date}\0{id}").as_bytes(), id.as_bytes().to_vec());
                 tx.put("by_date", format!("{date}\0{id}").as_bytes(), id.as_bytes().to_vec());
                 let row = ParcelRow {
@@ -132,11 +163,17 @@ impl Projection for ParcelsProjection {
                     cancel_reason: None,
                     lines: Vec::new(),
                     short: Vec::new(),
+                    reservations: Vec::new(),
+                    recomposed: false,
+                    redistributed_to: None,
+                    people,
+                    commune: String::new(),
+                    needs: BTreeMap::new(),
                     updated_at: at,
                 };
                 tx.put_json("parcel", id.as_bytes(), &row);
             }
-            ParcelEvent::ParcelComposed { lines, short, needs, commune } => {
+            ParcelEvent::ParcelComposed { lines, short, needs, commune, reservations, recomposed } => {
                 // The fair-share ledger: per association, commune, month and food group, what
                 // was needed and what was given.
                 let row: ParcelRow = tx
@@ -164,6 +201,10 @@ impl Projection for ParcelsProjection {
                 }
                 tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
                     row.status = ParcelStatus::Composed;
+                    row.reservations = reservations.unwrap_or_else(|| vec![id.to_owned()]);
+                    row.commune = commune;
+                    row.needs = needs;
+                    row.recomposed = recomposed;
                     row.lines = lines;
                     row.short = short;
                     row.updated_at = at;
@@ -173,18 +214,34 @@ impl Projection for ParcelsProjection {
             | ParcelEvent::ParcelShipped {}
             | ParcelEvent::ParcelAtRelay {}
             | ParcelEvent::ParcelCollected {}
-            | ParcelEvent::ParcelNotCollected {}) => {
+            | ParcelEvent::ParcelNotCollected {}
+            | ParcelEvent::ParcelReturned {}) => {
                 let status = match step {
                     ParcelEvent::ParcelPicked {} => ParcelStatus::Picked,
                     ParcelEvent::ParcelShipped {} => ParcelStatus::Shipped,
                     ParcelEvent::ParcelAtRelay {} => ParcelStatus::AtRelay,
                     ParcelEvent::ParcelCollected {} => ParcelStatus::Collected,
+                    ParcelEvent::ParcelReturned {} => ParcelStatus::Returned,
                     _ => ParcelStatus::NotCollected,
                 };
                 tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
                     row.status = status;
                     row.updated_at = at;
                 })?;
+                if matches!(status, ParcelStatus::Collected | ParcelStatus::NotCollected) {
+                    let row: ParcelRow = tx.get_json("parcel", id.as_bytes())?.expect("just updated");
+                    let household = row.household_id.clone();
+                    super::reports::count(tx, &row, status, &household, row.people)?;
+                }
+            }
+            ParcelEvent::ParcelRedistributed { household_id, people } => {
+                tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
+                    row.status = ParcelStatus::Redistributed;
+                    row.redistributed_to = Some(household_id.clone());
+                    row.updated_at = at;
+                })?;
+                let row: ParcelRow = tx.get_json("parcel", id.as_bytes())?.expect("just updated");
+                super::reports::count(tx, &row, ParcelStatus::Redistributed, &household_id, people)?;
             }
             ParcelEvent::ParcelCancelled { reason } => {
                 tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
@@ -198,7 +255,50 @@ impl Projection for ParcelsProjection {
     }
 }
 
-pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mut Engine) {
+async fn load_parcel(parcels: &CommandRunner<Parcel>, id: &AggregateId) -> Result<Parcel, ServiceError> {
+    let (parcel, _) = parcels.load(id).await?;
+    if parcel.status.is_none() {
+        return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
+    }
+    Ok(parcel)
+}
+
+/// Where a parcel's units went, for the stock lots (and so the recall trace).
+fn destination(parcel_id: &str, parcel: &Parcel, household: &str) -> serde_json::Value {
+    serde_json::json!({ "kind": "parcel", "reference": parcel_id, "association_id": parcel.association_id,
+                        "relay_point_id": parcel.relay_point_id, "household": household })
+}
+
+/// Runs a stock command on each of the parcel's reservations (with `destination` when it takes
+/// one), as step `step`: a retry repeats the same commands, which stock answers once.
+async fn on_reservations(
+    client: &ServiceClient,
+    parcel: &Parcel,
+    step: &str,
+    command: &str,
+    destination: impl Fn(&str) -> Option<serde_json::Value>,
+) -> Result<(), ServiceError> {
+    for reservation in parcel.reservations() {
+        let mut payload = serde_json::json!({ "reservation_id": reservation });
+        if let Some(to) = destination(&reservation) {
+            payload["destination"] = to;
+        }
+        let request = runtime::CommandRequest::new(
+            format!("{step}/{reservation}"),
+            runtime::Actor::system("distribution"),
+            payload,
+        );
+        match client.command("stock", command, &request).await {
+            Ok(_) => {}
+            // Released or never reserved (a parcel with nothing in it): nothing to give back.
+            Err(e) if command == "release_reservation" && e.code == "reservation_not_found" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mut Engine) -> ProjectionHandle {
     let parcels = ctx.runner::<Parcel>(SERVICE);
     let households = ctx.runner::<Household>(SERVICE);
     let view = engine.register(ParcelsProjection);
@@ -208,8 +308,8 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
         host,
         "request_parcel",
         association,
-        (parcels.clone(), households),
-        |(parcels, households), request, body: RequestParcel| async move {
+        (parcels.clone(), households, ctx.runner::<Association>(SERVICE)),
+        |(parcels, households, associations), request, body: RequestParcel| async move {
             let household_id = parse_id(&body.household_id, "household")?;
             let (household, _) = households.load(&household_id).await?;
             let association_id = household.association_id.clone().ok_or_else(|| {
@@ -231,6 +331,14 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
                     format!("household {household_id}: {why}"),
                 ));
             }
+            let (association, _) = associations.load(&parse_id(&association_id, "association")?).await?;
+            let relay = association.relay_points.values().find(|r| r.relay_id.as_str() == household.relay_point_id);
+            if let Some(relay) = relay.filter(|r| !r.open_on(body.date)) {
+                return Err(ServiceError::validation(
+                    "relay_point_closed",
+                    format!("relay point {} is closed on {}", relay.relay_id, body.date.format("%A %d %B %Y")),
+                ));
+            }
             let id = parse_id(&Parcel::id_for(household_id.as_str(), body.date), "parcel")?;
             let command = ParcelCommand::Request {
                 household_id: household_id.to_string(),
@@ -238,6 +346,7 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
                 relay_point_id: household.relay_point_id.clone(),
                 date: body.date,
                 emergency: body.emergency,
+                people: household.composition,
                 today: Utc::now().date_naive(),
             };
             parcels.execute(id, command, meta(&request)).await
@@ -251,23 +360,11 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
         (parcels, client),
         |(parcels, client), request, body: CancelParcel| async move {
             let id = parse_id(&body.parcel_id, "parcel")?;
-            let (parcel, _) = parcels.load(&id).await?;
-            if parcel.status.is_none() {
-                return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
-            }
+            let parcel = load_parcel(&parcels, &id).await?;
             require_scope(&request.actor, Role::Association, &parcel.association_id)?;
             if parcel.status == Some(ParcelStatus::Composed) {
                 // What stock set aside for it goes back first.
-                let release = runtime::CommandRequest::new(
-                    format!("cancel/{id}"),
-                    runtime::Actor::system("distribution"),
-                    serde_json::json!({ "reservation_id": id.as_str() }),
-                );
-                match client.command("stock", "release_reservation", &release).await {
-                    Ok(_) => {}
-                    Err(e) if e.code == "reservation_not_found" => {}
-                    Err(e) => return Err(e),
-                }
+                on_reservations(&client, &parcel, "cancel", "release_reservation", |_| None).await?;
             }
             parcels.execute(id, ParcelCommand::Cancel { reason: body.reason }, meta(&request)).await
         },
@@ -286,23 +383,11 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             state,
             move |(parcels, client), request, body: ParcelStep| async move {
                 let id = parse_id(&body.parcel_id, "parcel")?;
-                let (parcel, _) = parcels.load(&id).await?;
-                if parcel.status.is_none() {
-                    return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
-                }
-                let payload = match step {
-                    "pick" => serde_json::json!({ "reservation_id": id.as_str() }),
-                    _ => serde_json::json!({ "reservation_id": id.as_str(), "destination": {
-                    "kind": "parcel", "reference": id.as_str(), "association_id": parcel.association_id,
-                    "relay_point_id": parcel.relay_point_id, "household": parcel.household_id } }),
-                };
+                let parcel = load_parcel(&parcels, &id).await?;
                 if matches!(parcel.status, Some(ParcelStatus::Composed | ParcelStatus::Picked)) {
-                    let stock = runtime::CommandRequest::new(
-                        format!("{step}/{id}"),
-                        runtime::Actor::system("distribution"),
-                        payload,
-                    );
-                    client.command("stock", &format!("{step}_reservation"), &stock).await?;
+                    let destination = (step == "ship").then(|| destination(id.as_str(), &parcel, &parcel.household_id));
+                    on_reservations(&client, &parcel, step, &format!("{step}_reservation"), |_| destination.clone())
+                        .await?;
                 }
                 parcels.execute(id, ParcelCommand::Advance(status), meta(&request)).await
             },
@@ -321,15 +406,60 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             ctx.runner::<Parcel>(SERVICE),
             move |parcels, request, body: ParcelStep| async move {
                 let id = parse_id(&body.parcel_id, "parcel")?;
-                let (parcel, _) = parcels.load(&id).await?;
-                if parcel.status.is_none() {
-                    return Err(ServiceError::not_found("parcel_not_found", format!("no parcel {id}")));
-                }
+                let parcel = load_parcel(&parcels, &id).await?;
                 require_scope(&request.actor, Role::Association, &parcel.association_id)?;
                 parcels.execute(id, ParcelCommand::Advance(status), meta(&request)).await
             },
         );
     }
+    // Nobody collected it: back to the warehouse (what keeps goes back on the shelf)...
+    process_command(
+        host,
+        "return_parcel",
+        &[Role::Warehouse],
+        (ctx.runner::<Parcel>(SERVICE), ctx.client.clone()),
+        |(parcels, client), request, body: ParcelStep| async move {
+            let id = parse_id(&body.parcel_id, "parcel")?;
+            let parcel = load_parcel(&parcels, &id).await?;
+            if parcel.status == Some(ParcelStatus::NotCollected) {
+                on_reservations(&client, &parcel, "return", "return_shipment", |_| None).await?;
+            }
+            parcels.execute(id, ParcelCommand::Advance(ParcelStatus::Returned), meta(&request)).await
+        },
+    );
+    // ...or to another household of the association, which the recall trace then names.
+    process_command(
+        host,
+        "redistribute_parcel",
+        association,
+        (ctx.runner::<Parcel>(SERVICE), ctx.runner::<Household>(SERVICE), ctx.client.clone()),
+        |(parcels, households, client), request, body: RedistributeParcel| async move {
+            let id = parse_id(&body.parcel_id, "parcel")?;
+            let parcel = load_parcel(&parcels, &id).await?;
+            require_scope(&request.actor, Role::Association, &parcel.association_id)?;
+            let other = parse_id(&body.household_id, "household")?;
+            let (household, _) = households.load(&other).await?;
+            if household.association_id.as_deref() != Some(parcel.association_id.as_str()) {
+                return Err(ServiceError::not_found("household_not_found", format!("no household {other}")));
+            }
+            if !household.may_receive(Utc::now().date_naive()) {
+                return Err(ServiceError::conflict(
+                    "household_not_eligible",
+                    format!("household {other} may not receive a parcel today"),
+                ));
+            }
+            if parcel.status == Some(ParcelStatus::NotCollected) {
+                let to = destination(id.as_str(), &parcel, other.as_str());
+                on_reservations(&client, &parcel, &format!("redirect-{other}"), "redirect_shipment", |_| {
+                    Some(to.clone())
+                })
+                .await?;
+            }
+            let command =
+                ParcelCommand::Redistribute { household_id: other.to_string(), people: household.composition };
+            parcels.execute(id, command, meta(&request)).await
+        },
+    );
 
     // Visible to every member: pooling is built on that transparency.
     projection_query(host, "fair_share", ctx, &view, None, |view, p: FairShare| {
@@ -360,4 +490,5 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
         }
         Ok(rows)
     });
+    view
 }

@@ -1,17 +1,19 @@
 //! A distribution wave: every parcel requested for a day, composed from a site's stock by the
 //! fair composer, each reserved in the stock service (naming the composer's lots) before the
-//! parcel records its lines. A parcel whose lots changed meanwhile records what stock granted
-//! and says which groups are short.
+//! parcel records its lines. A parcel whose lots were taken meanwhile is composed again, once,
+//! from what is left (a second reservation, `<parcel>_2`), up to the share the composer gave it;
+//! it records what stock granted and says which groups are short.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use distribution::compose::{compose, Demand, Line, Offer};
+use distribution::compose::{compose, shortfall, Demand, Line, Offer};
 use distribution::{Parcel, ParcelCommand, ParcelStatus};
 use runtime::{Actor, CommandReply, CommandRequest, QueryRequest, Role, ServiceError, ServiceHost};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
+use values::FoodGroup;
 
 use super::households::{HouseholdRow, HouseholdsProjection};
 use super::parcels::{ParcelRow, ParcelsProjection};
@@ -80,6 +82,98 @@ fn offer(lot: &LotRow) -> Offer {
     }
 }
 
+/// What stock granted a parcel: its lines, as lots and units.
+#[derive(Default)]
+struct Granted {
+    lines: Vec<Line>,
+    grams: BTreeMap<FoodGroup, u64>,
+    /// The stock stream's sequence of the reservation's answer.
+    seq: u64,
+}
+
+/// Reserves `lines` (the composer's choice) under `reservation_id`, naming the lots; stock grants
+/// what it still has. The parcel's lines are then what was granted.
+async fn reserve(
+    ctx: &ServiceContext,
+    site_id: &str,
+    row: &ParcelRow,
+    reservation_id: &str,
+    lines: &[Line],
+    lots: &BTreeMap<String, LotRow>,
+) -> Result<Granted, ServiceError> {
+    let mut granted = Granted::default();
+    let mut by_product: BTreeMap<&str, (u32, Vec<&str>)> = BTreeMap::new();
+    for line in lines {
+        let entry = by_product.entry(line.product_id.as_str()).or_default();
+        entry.0 += line.units;
+        entry.1.push(line.lot_id.as_str());
+    }
+    if by_product.is_empty() {
+        return Ok(granted);
+    }
+    let asked: Vec<serde_json::Value> = by_product
+        .iter()
+        .map(|(product, (quantity, lots))| json!({"product_id": product, "quantity": quantity, "lots": lots}))
+        .collect();
+    let request = CommandRequest::new(
+        format!("wave/{reservation_id}"),
+        Actor::system("distribution"),
+        json!({"reservation_id": reservation_id, "site_id": site_id, "partial": true,
+               "purpose": {"kind": "parcel", "association_id": row.association_id}, "lines": asked}),
+    );
+    let reply = match ctx.client.command("stock", "reserve_stock", &request).await {
+        Ok(reply) => reply,
+        Err(e) if e.code == "insufficient_stock" => return Ok(granted),
+        Err(e) => return Err(e),
+    };
+    granted.seq = reply.seq;
+    // From the allocations themselves (a retried wave gets the first answer, whatever the
+    // composer chose this time), described by the lot or, failing that, the composer's line.
+    for event in reply.events.iter().filter(|e| e.event_type == "reservation_confirmed") {
+        for a in event.data["allocations"].as_array().into_iter().flatten() {
+            let lot_id = a["lot_id"].as_str().unwrap_or_default();
+            let units = a["quantity"].as_u64().unwrap_or(0) as u32;
+            let planned = lines.iter().find(|l| l.lot_id == lot_id);
+            let line = match (lots.get(lot_id), planned) {
+                (Some(lot), _) => Line {
+                    lot_id: lot_id.to_owned(),
+                    product_id: lot.product_id.clone(),
+                    food_group: lot.food_group,
+                    units,
+                    grams: u64::from(units) * u64::from(offer(lot).unit_grams),
+                    need_g: planned.map_or(0, |l| l.need_g),
+                    date: lot.date,
+                    date_kind: lot.date_kind,
+                },
+                (None, Some(line)) => {
+                    Line { units, grams: line.grams / u64::from(line.units.max(1)) * u64::from(units), ..line.clone() }
+                }
+                (None, None) => {
+                    return Err(ServiceError::internal(
+                        "composing a wave",
+                        format!("stock granted lot {lot_id}, which the wave does not know"),
+                    ))
+                }
+            };
+            if line.units > 0 {
+                *granted.grams.entry(line.food_group).or_default() += line.grams;
+                granted.lines.push(line);
+            }
+        }
+    }
+    Ok(granted)
+}
+
+/// The site's available lots, from the stock service (after `min_seq` on its stream).
+async fn lots_on_offer(ctx: &ServiceContext, site_id: &str, min_seq: u64) -> Result<Vec<LotRow>, ServiceError> {
+    let mut query =
+        QueryRequest::new(Actor::system("distribution"), json!({"site_id": site_id, "status": "available"}));
+    if min_seq > 0 {
+        query.min_seq.insert("stock".to_owned(), min_seq);
+    }
+    ctx.client.query("stock", "list_lots", &query).await
+}
+
 async fn compose_wave(
     ctx: ServiceContext,
     request: CommandRequest,
@@ -87,11 +181,9 @@ async fn compose_wave(
 ) -> Result<CommandReply, ServiceError> {
     let site_id = parse_id(&body.site_id, "site")?;
     let parcels = ctx.runner::<Parcel>(SERVICE);
-    let system = Actor::system("distribution");
-    // The stock on offer: the site's available lots, from the stock service.
-    let query = QueryRequest::new(system.clone(), json!({"site_id": site_id.as_str(), "status": "available"}));
-    let lots: Vec<LotRow> = ctx.client.query("stock", "list_lots", &query).await?;
+    let lots = lots_on_offer(&ctx, site_id.as_str(), 0).await?;
     let offers: Vec<Offer> = lots.iter().filter(|l| l.available > 0).map(offer).collect();
+    let mut known: BTreeMap<String, LotRow> = lots.into_iter().map(|l| (l.lot_id.clone(), l)).collect();
     // Reading the requests and composing both block: off the executor, together.
     let (wave, demands, rows) = {
         let ctx = ctx.clone();
@@ -101,65 +193,73 @@ async fn compose_wave(
         .await
         .map_err(|e| ServiceError::internal("composing a wave", e))??
     };
+    // Each parcel reserves what the composer chose for it.
+    let mut placed = Vec::with_capacity(rows.len());
+    let mut seq = 0;
+    for (planned, row) in wave.parcels.iter().zip(&rows) {
+        let granted = reserve(&ctx, site_id.as_str(), row, &row.parcel_id, &planned.lines, &known).await?;
+        seq = seq.max(granted.seq);
+        placed.push(granted);
+    }
+    // Stock changed meanwhile for some (another reservation took their lots): those are
+    // composed again, once, from what is left now, up to the share the composer gave them.
+    let lost: Vec<(usize, Demand)> = (0..rows.len())
+        .filter_map(|i| shortfall(&demands[i], &wave.parcels[i], &placed[i].grams).map(|d| (i, d)))
+        .collect();
+    let mut recomposed: Vec<Option<(String, Granted)>> = (0..rows.len()).map(|_| None).collect();
+    if !lost.is_empty() {
+        let lots = lots_on_offer(&ctx, site_id.as_str(), seq).await?;
+        let offers: Vec<Offer> = lots.iter().filter(|l| l.available > 0).map(offer).collect();
+        known.extend(lots.into_iter().map(|l| (l.lot_id.clone(), l)));
+        let again: Vec<Demand> = lost.iter().map(|(_, d)| d.clone()).collect();
+        let second = compose(&again, &offers, body.date);
+        for ((i, _), parcel) in lost.iter().zip(second.parcels) {
+            let id = format!("{}_2", rows[*i].parcel_id);
+            let mut lines = parcel.lines;
+            // The line's "why" is the household's whole need, as in the first pass.
+            for line in &mut lines {
+                line.need_g = demands[*i].needs.get(&line.food_group).copied().unwrap_or(0);
+            }
+            let granted = reserve(&ctx, site_id.as_str(), &rows[*i], &id, &lines, &known).await?;
+            recomposed[*i] = Some((id, granted));
+        }
+    }
     let mut replies = Vec::new();
-    for ((parcel, row), demand) in wave.parcels.into_iter().zip(&rows).zip(&demands) {
-        // Reserve in stock what the composer chose, lot by lot; stock grants what it still has.
-        let mut by_product: BTreeMap<&str, (u32, Vec<&str>)> = BTreeMap::new();
-        for line in &parcel.lines {
-            let entry = by_product.entry(line.product_id.as_str()).or_default();
-            entry.0 += line.units;
-            entry.1.push(line.lot_id.as_str());
+    for (i, (row, demand)) in rows.iter().zip(&demands).enumerate() {
+        let mut granted = std::mem::take(&mut placed[i]);
+        let mut reservations = Vec::new();
+        if !granted.lines.is_empty() {
+            reservations.push(row.parcel_id.clone());
         }
-        let mut granted: BTreeMap<String, u32> = BTreeMap::new();
-        if !by_product.is_empty() {
-            let lines: Vec<serde_json::Value> = by_product
-                .iter()
-                .map(|(product, (quantity, lots))| json!({"product_id": product, "quantity": quantity, "lots": lots}))
-                .collect();
-            let reserve = CommandRequest::new(
-                format!("wave/{}", row.parcel_id),
-                system.clone(),
-                json!({"reservation_id": row.parcel_id, "site_id": site_id.as_str(), "partial": true,
-                       "purpose": {"kind": "parcel", "association_id": row.association_id}, "lines": lines}),
-            );
-            match ctx.client.command("stock", "reserve_stock", &reserve).await {
-                Ok(reply) => {
-                    for event in reply.events.iter().filter(|e| e.event_type == "reservation_confirmed") {
-                        for a in event.data["allocations"].as_array().into_iter().flatten() {
-                            let lot = a["lot_id"].as_str().unwrap_or_default().to_owned();
-                            *granted.entry(lot).or_default() += a["quantity"].as_u64().unwrap_or(0) as u32;
-                        }
-                    }
-                }
-                Err(e) if e.code == "insufficient_stock" => {}
-                Err(e) => return Err(e),
+        let again = recomposed[i].take();
+        let was_recomposed = again.is_some();
+        if let Some((id, more)) = again {
+            if !more.lines.is_empty() {
+                reservations.push(id);
             }
-        }
-        // The parcel records what stock granted; a group it lacks is short.
-        let mut lines = Vec::new();
-        let mut given: BTreeMap<values::FoodGroup, u64> = BTreeMap::new();
-        for line in parcel.lines {
-            let left = granted.entry(line.lot_id.clone()).or_default();
-            let units = line.units.min(*left);
-            *left -= units;
-            if units == 0 {
-                continue;
+            for (g, grams) in more.grams {
+                *granted.grams.entry(g).or_default() += grams;
             }
-            let grams = line.grams / u64::from(line.units.max(1)) * u64::from(units);
-            *given.entry(line.food_group).or_default() += grams;
-            lines.push(Line { units, grams, ..line });
+            granted.lines.extend(more.lines);
         }
-        let short = parcel
-            .coverage
+        // A group the household needed and did not get in full is short.
+        let short = demand
+            .needs
             .iter()
-            .filter(|(g, (need, _))| given.get(*g).copied().unwrap_or(0) < *need)
+            .filter(|(g, need)| granted.grams.get(*g).copied().unwrap_or(0) < **need)
             .map(|(g, _)| *g)
             .collect();
         let id = parse_id(&row.parcel_id, "parcel")?;
         let meta =
             eventcore::CommandMeta { command_id: format!("wave/{}", row.parcel_id), ..crate::common::meta(&request) };
-        let compose =
-            ParcelCommand::Compose { lines, short, needs: demand.needs.clone(), commune: demand.commune.clone() };
+        let compose = ParcelCommand::Compose {
+            lines: granted.lines,
+            short,
+            needs: demand.needs.clone(),
+            commune: demand.commune.clone(),
+            reservations,
+            recomposed: was_recomposed,
+        };
         replies.push(parcels.execute(id, compose, meta).await?);
     }
     Ok(combine(format!("wave-{}-{site_id}", body.date), SERVICE, replies))

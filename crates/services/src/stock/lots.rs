@@ -137,6 +137,12 @@ pub struct ShipmentRow {
     #[schema(value_type = Object)]
     pub destination: Destination,
     pub shipped_at: DateTime<Utc>,
+    /// When the units came back (a parcel nobody collected).
+    #[serde(default)]
+    pub returned_at: Option<DateTime<Utc>>,
+    /// The household it was first meant for, if it went to another.
+    #[serde(default)]
+    pub redirected_from: Option<String>,
 }
 
 /// Lots, the FEFO index, reservations and shipments, from the stock stream.
@@ -213,8 +219,21 @@ fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Resul
             grams: row.grams(*quantity),
             destination: destination.clone(),
             shipped_at: at,
+            returned_at: None,
+            redirected_from: None,
         };
         tx.put_json("shipment", format!("{id}\0{reservation_id}").as_bytes(), &shipment);
+    }
+    if let LotEvent::LotReturned { reservation_id, .. } = &event {
+        tx.update_json("shipment", format!("{id}\0{reservation_id}").as_bytes(), |s: &mut ShipmentRow| {
+            s.returned_at = Some(at)
+        })?;
+    }
+    if let LotEvent::LotRedirected { reservation_id, destination } = &event {
+        tx.update_json("shipment", format!("{id}\0{reservation_id}").as_bytes(), |s: &mut ShipmentRow| {
+            s.redirected_from = s.destination.household.take().or(s.redirected_from.take());
+            s.destination = destination.clone();
+        })?;
     }
     eventcore::Aggregate::apply(&mut state, &event);
     let receipt = state.receipt.as_ref().ok_or_else(|| ApplyError(format!("event of unknown lot {id}")))?;
@@ -306,6 +325,8 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
             ReservationEvent::ReservationPicked {} => row.status = ReservationStatus::Picked,
             ReservationEvent::ReservationShipped { .. } => row.status = ReservationStatus::Shipped,
             ReservationEvent::ReservationDispatched {} => row.status = ReservationStatus::Dispatched,
+            ReservationEvent::ReservationReturned {} => row.status = ReservationStatus::Returned,
+            ReservationEvent::ReservationRedirected { .. } => {}
         }
     })
 }
@@ -402,6 +423,10 @@ pub struct TracedShipment {
     /// The household's pseudonymous id.
     pub household: Option<String>,
     pub shipped_at: DateTime<Utc>,
+    /// Set when the units came back to the warehouse: nobody ate them.
+    pub returned_at: Option<DateTime<Utc>>,
+    /// The household first meant, when the parcel went to another (`household`).
+    pub redirected_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -441,6 +466,8 @@ pub(super) fn recall_trace(view: &View, recall_id: &str) -> Result<RecallTrace, 
                 relay_point_id: s.destination.relay_point_id,
                 household: s.destination.household,
                 shipped_at: s.shipped_at,
+                returned_at: s.returned_at,
+                redirected_from: s.redirected_from,
             });
         }
         if let Origin::Transfer { transfer_id, from_lot, from_site, .. } = &lot.origin {
@@ -466,7 +493,7 @@ pub(super) fn recall_trace(view: &View, recall_id: &str) -> Result<RecallTrace, 
             .map(|l| u64::from(l.received))
             .sum(),
         units_held: lots.iter().map(|l| u64::from(l.on_hand)).sum(),
-        units_shipped: shipments.iter().map(|s| u64::from(s.quantity)).sum(),
+        units_shipped: shipments.iter().filter(|s| s.returned_at.is_none()).map(|s| u64::from(s.quantity)).sum(),
         recall,
         lots,
         shipments,

@@ -242,6 +242,23 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     );
     process_command(
         &mut host,
+        "return_shipment",
+        warehouse,
+        st.clone(),
+        |s, request, body: ReservationAction| async move {
+            let id = parse_id(&body.reservation_id, "reservation")?;
+            s.return_shipment(request, id).await
+        },
+    );
+    process_command(
+        &mut host,
+        "redirect_shipment",
+        warehouse,
+        st.clone(),
+        |s, request, body: ShipReservation| async move { s.redirect(request, body).await },
+    );
+    process_command(
+        &mut host,
         "dispatch_transfer",
         warehouse,
         st.clone(),

@@ -350,6 +350,54 @@ impl Stock {
         )
         .await
     }
+
+    /// Takes back what a reservation shipped: ambient units within date go back on the shelf,
+    /// chilled and frozen ones are written off (see `LotCommand::Return`).
+    pub async fn return_shipment(
+        &self,
+        request: CommandRequest,
+        id: AggregateId,
+    ) -> Result<CommandReply, ServiceError> {
+        let today = Utc::now().date_naive();
+        let rid = id.to_string();
+        let command = || LotCommand::Return { reservation_id: rid.clone(), today };
+        self.on_every_lot(
+            &request,
+            &id,
+            "return",
+            &[ReservationStatus::Shipped],
+            command,
+            ReservationCommand::MarkReturned,
+        )
+        .await
+    }
+
+    /// Records that what a reservation shipped went to another destination; every lot's
+    /// shipment then names it, so a recall reaches whoever really has the food.
+    pub async fn redirect(&self, request: CommandRequest, body: ShipReservation) -> Result<CommandReply, ServiceError> {
+        let id = parse_id(&body.reservation_id, "reservation")?;
+        check_destination(&body.destination)?;
+        let (rid, destination) = (id.to_string(), body.destination.clone());
+        let command = || LotCommand::Redirect { reservation_id: rid.clone(), destination: destination.clone() };
+        // The step is named after the destination, so a second redirect is a new step.
+        let step = format!("redirect-{}", body.destination.household.as_deref().unwrap_or(&body.destination.reference));
+        self.on_every_lot(
+            &request,
+            &id,
+            &step,
+            &[ReservationStatus::Shipped],
+            command,
+            ReservationCommand::Redirect { destination: body.destination },
+        )
+        .await
+    }
+}
+
+fn check_destination(destination: &Destination) -> Result<(), ServiceError> {
+    if destination.kind.trim().is_empty() || destination.reference.trim().is_empty() {
+        return Err(ServiceError::validation("invalid_destination", "a destination has a kind and a reference"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
