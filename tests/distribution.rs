@@ -532,3 +532,154 @@ async fn parcels_nobody_collected_come_back_or_go_to_another_household_and_repor
     assert_eq!(all, report);
     assert!(foodaid.terminate().success());
 }
+
+/// A collective ready to distribute: site `gerland` with a donation of `lines` (products
+/// `(id, food group, storage, date kind)`), association `asso-a` with relay point `rp-a` (cold
+/// storage, open every day) and `households` of one adult and one child, all eligible.
+struct Collective {
+    admin: Api,
+    wh: Api,
+    a: Api,
+    foodaid: Foodaid,
+    _dir: tempfile::TempDir,
+    _nats: TestNats,
+}
+
+async fn collective(products: &[(&str, &str, &str, &str)], lines: Value, households: &[String]) -> Collective {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    let a = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-a"]));
+    let site = json!({"site_id": "gerland", "name": "Gerland",
+        "zones": [{"code": "A1", "storage": "ambient"}, {"code": "F1", "storage": "chilled"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    let donor = json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl"});
+    assert_eq!(wh.post("/api/donors", "donor", donor).await.0, StatusCode::CREATED);
+    for (id, group, storage, kind) in products {
+        let body = json!({"product_id": id, "name": id, "food_group": group, "storage": storage, "date_kind": kind});
+        assert_eq!(wh.post("/api/products", id, body).await.0, StatusCode::CREATED);
+    }
+    let count = lines.as_array().unwrap().len();
+    let donation = json!({"donation_id": "d1", "donor_id": "lidl", "site_id": "gerland", "lines": lines});
+    let (status, reply) = wh.post("/api/donations", "d1", donation).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    wait_for(&wh, "/api/lots", |v| v.as_array().is_some_and(|a| a.len() == count)).await;
+    let body = json!({"association_id": "asso-a", "name": "Asso A", "commune": "Lyon"});
+    assert_eq!(admin.post("/api/associations", "asso-a", body).await.0, StatusCode::CREATED);
+    let relay = json!({"relay_id": "rp-a", "name": "Local", "commune": "Lyon", "cold_storage": true});
+    assert_eq!(admin.post("/api/associations/asso-a/relay-points", "rp-a", relay).await.0, StatusCode::CREATED);
+    for id in households {
+        let body = json!({"household_id": id, "association_id": "asso-a", "relay_point_id": "rp-a",
+            "composition": {"adults": 1, "teens": 0, "children": 1, "infants": 0}, "consent": true,
+            "personal": {"first_name": id, "last_name": "Famille", "birth_date": "1980-05-05"}});
+        assert_eq!(a.post("/api/households", id, body).await.0, StatusCode::CREATED);
+        let assess = json!({"resources_cents": 90000, "charges_cents": 70000});
+        let path = format!("/api/households/{id}/assessments");
+        assert_eq!(a.post(&path, &format!("as-{id}"), assess).await.0, StatusCode::OK);
+    }
+    Collective { admin, wh, a, foodaid, _dir: dir, _nats: nats }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_distribution_day_leaves_uncollected_parcels_not_collected() {
+    let lines = json!([{"product_id": "pasta", "quantity": 20, "weight_g": 10000, "date": in_days(200)}]);
+    let households = ["hh-1".to_owned(), "hh-2".to_owned()];
+    let c = collective(&[("pasta", "starches", "ambient", "ddm")], lines, &households).await;
+    let today = in_days(0);
+    for id in &households {
+        let (status, reply) =
+            c.a.post("/api/parcels", &format!("p-{id}"), json!({"household_id": id, "date": today})).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+    }
+    let (status, wave) = c.admin.post("/api/waves", "w", json!({"site_id": "gerland", "date": today})).await;
+    assert_eq!(status, StatusCode::OK, "{wave}");
+    for id in &households {
+        for (step, who) in [("ship", &c.wh), ("at-relay", &c.a)] {
+            let (status, reply) =
+                who.post(&format!("/api/parcels/{id}-{today}/{step}"), &format!("{step}-{id}"), json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
+        }
+    }
+    let (status, reply) = c.a.post(&format!("/api/parcels/hh-1-{today}/collected"), "got", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, err) = c.admin.post(&format!("/api/distribution-days/{}/close", in_days(1)), "early", json!({})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("date_in_future")));
+    let (status, err) = c.a.post(&format!("/api/distribution-days/{today}/close"), "a", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    // The projection may lag behind the last step: close the day once it shows it.
+    wait_for(&c.a, &format!("/api/parcels/hh-1-{today}"), |p| p["status"] == "collected").await;
+    let (status, closed) = c.admin.post(&format!("/api/distribution-days/{today}/close"), "close", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(closed["events"].as_array().unwrap().len(), 1, "only hh-2's parcel: {closed}");
+    let (_, row) = c.a.get(&format!("/api/parcels/hh-2-{today}?min_seq={}", min_seq(&closed))).await;
+    assert_eq!(row["status"], "not_collected");
+    let (_, row) = c.a.get(&format!("/api/parcels/hh-1-{today}")).await;
+    assert_eq!(row["status"], "collected");
+    let (_, again) = c.admin.post(&format!("/api/distribution-days/{today}/close"), "close-2", json!({})).await;
+    assert_eq!(again["events"], json!([]), "closing twice marks nothing more");
+    // Back to the warehouse: the pasta is on the shelf again.
+    let (status, back) = c.wh.post(&format!("/api/parcels/hh-2-{today}/return"), "back", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{back}");
+    let (_, hh1) = c.a.get(&format!("/api/parcels/hh-1-{today}")).await;
+    let kept: u64 = hh1["lines"].as_array().unwrap().iter().map(|l| l["units"].as_u64().unwrap()).sum();
+    let lot = wait_for(&c.wh, "/api/lots/d1-l1", |l| l["shipped"].as_u64() == Some(kept)).await;
+    assert_eq!(lot["available"].as_u64(), Some(20 - kept), "{lot}");
+    assert!(c.foodaid.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_waves_at_once_never_share_a_unit_and_recompose_what_the_other_took() {
+    // Plenty of starches, but the earliest lot (pasta), which both waves want first, is small:
+    // the wave that reserves second finds it gone, and composes those parcels again with rice.
+    let lines = json!([
+        {"product_id": "pasta", "quantity": 100, "weight_g": 50000, "date": in_days(100)},
+        {"product_id": "rice", "quantity": 400, "weight_g": 200000, "date": in_days(300)}]);
+    let households: Vec<String> = (0..40).map(|i| format!("hh-{i}")).collect();
+    let products = [("pasta", "starches", "ambient", "ddm"), ("rice", "starches", "ambient", "ddm")];
+    let c = collective(&products, lines, &households).await;
+    let days = [in_days(1), in_days(2)];
+    for (i, id) in households.iter().enumerate() {
+        let body = json!({"household_id": id, "date": days[i % 2]});
+        assert_eq!(c.a.post("/api/parcels", &format!("p-{id}"), body).await.0, StatusCode::CREATED);
+    }
+    let (one, two) = tokio::join!(
+        c.admin.post("/api/waves", "w1", json!({"site_id": "gerland", "date": days[0]})),
+        c.admin.post("/api/waves", "w2", json!({"site_id": "gerland", "date": days[1]})),
+    );
+    assert_eq!((one.0, two.0), (StatusCode::OK, StatusCode::OK), "{} {}", one.1, two.1);
+    let seq = one.1["seq"].as_u64().unwrap().max(two.1["seq"].as_u64().unwrap());
+    let (mut recomposed, mut from_lot) = (0, std::collections::BTreeMap::<String, u64>::new());
+    for (i, id) in households.iter().enumerate() {
+        let (_, row) = c.a.get(&format!("/api/parcels/{id}-{}?min_seq=distribution:{seq}", days[i % 2])).await;
+        assert_eq!(row["status"], "composed", "{row}");
+        // Stock sufficed: whatever the interleaving, nobody is short of starches.
+        assert!(!row["short"].as_array().unwrap().contains(&json!("starches")), "{row}");
+        recomposed += usize::from(row["recomposed"] == true);
+        let mut units = 0;
+        for l in row["lines"].as_array().unwrap() {
+            *from_lot.entry(l["lot_id"].as_str().unwrap().to_owned()).or_default() += l["units"].as_u64().unwrap();
+            units += l["units"].as_u64().unwrap();
+        }
+        // What the parcel says is what stock holds for it, over its reservations.
+        let mut held = 0;
+        for r in row["reservations"].as_array().unwrap() {
+            let (_, reservation) = c.wh.get(&format!("/api/reservations/{}", r.as_str().unwrap())).await;
+            held += reservation["allocations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["quantity"].as_u64().unwrap())
+                .sum::<u64>();
+        }
+        assert_eq!(units, held, "{row}");
+    }
+    for (lot, units) in &from_lot {
+        let (_, row) = c.wh.get(&format!("/api/lots/{lot}")).await;
+        assert_eq!(row["reserved"].as_u64(), Some(*units), "no unit promised twice: {row}");
+    }
+    eprintln!("parcels recomposed after the other wave took their lots: {recomposed}; units per lot {from_lot:?}");
+    assert!(c.foodaid.terminate().success());
+}

@@ -281,6 +281,7 @@ pub async fn stock(settings: &Settings, lots: usize, json: bool) -> anyhow::Resu
     let mut settings = settings.clone();
     settings.data_dir = dir.path().to_owned();
     settings.jobs.expiry_interval_minutes = 0;
+    settings.jobs.collection_interval_minutes = 0;
     let parts = crate::node::build(&settings, &client, &services::SERVICE_NAMES).await?;
     let store = parts.store.clone();
     let cancel = tokio_util::sync::CancellationToken::new();

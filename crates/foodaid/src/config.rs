@@ -29,6 +29,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct JobSettings {
     pub expiry_interval_minutes: u64,
+    pub collection_interval_minutes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

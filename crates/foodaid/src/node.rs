@@ -133,6 +133,12 @@ pub async fn run(
         tracker.spawn(expiry_job(service_client.clone(), every, shutdown.clone()));
     }
 
+    if names.contains(&"distribution") && settings.jobs.collection_interval_minutes > 0 {
+        let every = Duration::from_secs(60 * settings.jobs.collection_interval_minutes);
+        let days = settings.policies.collection_days;
+        tracker.spawn(collection_job(service_client.clone(), every, days, shutdown.clone()));
+    }
+
     if demo {
         let summary = crate::demo::load(&service_client, &store, &settings).await.context("loading demo data")?;
         println!("{summary}");
@@ -177,6 +183,36 @@ async fn expiry_job(client: ServiceClient, every: Duration, shutdown: Cancellati
         match client.command("stock", "run_expiry", &request).await {
             Ok(reply) => tracing::info!(events = reply.events.len(), %today, "expiry run done"),
             Err(e) => tracing::warn!(error = %e, "expiry run failed; will try again"),
+        }
+    }
+}
+
+/// Closes past distribution days: parcels still shipped or at their relay point
+/// `collection_days` after their day are not collected. The last week is looked at each time, so
+/// a node that was down catches up; each parcel is marked once (its command id says so).
+async fn collection_job(client: ServiceClient, every: Duration, collection_days: u32, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(90).min(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = every;
+        let last = chrono::Utc::now().date_naive() - chrono::Duration::days(i64::from(collection_days));
+        for back in (0..7).rev() {
+            let date = last - chrono::Duration::days(back);
+            let request = runtime::CommandRequest::new(
+                format!("close-day/{date}"),
+                runtime::Actor::system("collection"),
+                serde_json::json!({ "date": date }),
+            );
+            match client.command("distribution", "close_distribution_day", &request).await {
+                Ok(reply) if !reply.events.is_empty() => {
+                    tracing::info!(parcels = reply.events.len(), %date, "not collected by the deadline")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, %date, "closing a distribution day failed; will try again"),
+            }
         }
     }
 }

@@ -505,6 +505,17 @@ pub fn operations() -> Vec<Op> {
             "Give a parcel nobody collected to another eligible household of the association (the recall trace follows it)",
             "admin, the household's association",
         ),
+        Op::command(
+            post.clone(),
+            "/api/distribution-days/{date}/close",
+            "distribution",
+            "close_distribution_day",
+            schema::<dist::CloseDay>,
+        )
+        .doc(
+            "Close a distribution day (today or before): its parcels still shipped or at the relay point are not collected (a job does it `policies.collection_days` after the day)",
+            "admin",
+        ),
         Op::query("/api/reports", "distribution", "distribution_report", array::<dist::ReportRow>)
             .doc(
                 "Monthly report per association and commune: parcels, households, people by age band, kg per food group, meals, fresh share, need coverage (aggregates only)",

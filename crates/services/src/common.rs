@@ -43,6 +43,9 @@ pub struct Policies {
     pub eligibility: distribution::EligibilityRule,
     /// What a person needs per food group and week, by age band (source in the type's docs).
     pub needs: distribution::NeedsReference,
+    /// Days after its distribution day that a parcel still not collected counts as not
+    /// collected (then returned or redistributed).
+    pub collection_days: u32,
 }
 
 impl Default for Policies {
@@ -65,6 +68,7 @@ impl Default for Policies {
             },
             eligibility: distribution::EligibilityRule { threshold_cents: 1_000, validity_days: 183 },
             needs: distribution::NeedsReference::default(),
+            collection_days: 2,
         }
     }
 }

@@ -11,8 +11,8 @@ pub use households::{
     ListHouseholds, PersonalData, RegisterHousehold, UpdateHousehold,
 };
 pub use parcels::{
-    CancelParcel, FairShare, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection, RedistributeParcel,
-    RequestParcel, ShareRow,
+    CancelParcel, CloseDay, FairShare, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection,
+    RedistributeParcel, RequestParcel, ShareRow,
 };
 pub use reports::{report_csv, PeopleServed, ReportParams, ReportRow};
 pub use wave::ComposeWave;

@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use super::SERVICE;
 use crate::common::{
-    meta, parse_id, process_command, projection_query, require_scope, scoped_query, storage, ServiceContext,
+    combine, meta, parse_id, process_command, projection_query, require_scope, scoped_query, storage, with_view,
+    ServiceContext,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -63,6 +64,13 @@ pub struct FairShare {
 #[serde(deny_unknown_fields)]
 pub struct ParcelStep {
     pub parcel_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseDay {
+    /// The distribution day: today or before.
+    pub date: NaiveDate,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -460,6 +468,41 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             parcels.execute(id, command, meta(&request)).await
         },
     );
+
+    // The day is over: what was not collected is not collected (the deadline job, or a
+    // coordinator closing the day by hand).
+    process_command(host, "close_distribution_day", &[], ctx.clone(), |ctx, request, body: CloseDay| async move {
+        if body.date > Utc::now().date_naive() {
+            return Err(ServiceError::validation("date_in_future", "a distribution day is closed once it has come"));
+        }
+        let date = body.date;
+        let ids = with_view(&ctx.projections, "parcels", move |view| {
+            let mut ids = Vec::new();
+            for item in view.scan("by_date", format!("{date}\0").as_bytes()) {
+                let (_, id) = item.map_err(storage)?;
+                if let Some(row) = view.get_json::<ParcelRow>("parcel", &id).map_err(storage)? {
+                    if matches!(row.status, ParcelStatus::Shipped | ParcelStatus::AtRelay) {
+                        ids.push(row.parcel_id);
+                    }
+                }
+            }
+            Ok(ids)
+        })
+        .await?;
+        let parcels = ctx.runner::<Parcel>(SERVICE);
+        let mut replies = Vec::new();
+        for id in ids {
+            let meta = eventcore::CommandMeta { command_id: format!("deadline/{id}"), ..meta(&request) };
+            let command = ParcelCommand::Advance(ParcelStatus::NotCollected);
+            match parcels.execute(parse_id(&id, "parcel")?, command, meta).await {
+                Ok(reply) => replies.push(reply),
+                // Collected meanwhile: nothing to do.
+                Err(e) if e.code == "parcel_state" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(combine(format!("day-{date}"), SERVICE, replies))
+    });
 
     // Visible to every member: pooling is built on that transparency.
     projection_query(host, "fair_share", ctx, &view, None, |view, p: FairShare| {
