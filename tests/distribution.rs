@@ -272,6 +272,12 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
 
     let (status, err) = a.post("/api/waves", "w0", json!({"site_id": "gerland", "date": day})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    // This association distributes every fortnight: its parcels cover 14 days of needs.
+    let (status, reply) = a.put("/api/associations/asso-a/parcel-days", "fortnight", json!({"days": 14})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, err) = a.put("/api/associations/asso-a/parcel-days", "bad", json!({"days": 40})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_parcel_days")));
+    wait_for(&a, "/api/associations/asso-a", |r| r["parcel_days"] == 14).await;
     let (status, wave) = admin.post("/api/waves", "w1", json!({"site_id": "gerland", "date": day})).await;
     assert_eq!(status, StatusCode::OK, "{wave}");
     assert_eq!(wave["events"].as_array().unwrap().len(), 2, "{wave}");
@@ -300,8 +306,9 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
         (starches["association_id"].as_str(), starches["commune"].as_str(), starches["parcels"].as_u64()),
         (Some("asso-a"), Some("Lyon"), Some(2))
     );
-    // Two families of 2 adults and a child need 2 × (2 × 1750 + 1200) g of starches a week.
-    assert_eq!(starches["need_g"].as_u64(), Some(9400));
+    // Two families of 2 adults and a child need 2 × (2 × 1750 + 1200) g of starches a week, and
+    // a parcel here covers two weeks.
+    assert_eq!(starches["need_g"].as_u64(), Some(2 * 9400));
     assert!(
         starches["given_g"].as_u64().unwrap() > 0 && starches["coverage_pct"].as_f64().unwrap() <= 100.0,
         "{starches}"

@@ -71,6 +71,9 @@ pub enum AssociationCommand {
     /// The association's own eligibility rule ("reste à vivre" threshold and how long an
     /// assessment stays valid), replacing the collective's default for its households.
     SetEligibilityRule(EligibilityRule),
+    /// How many days a parcel covers at this association (weekly: 7, fortnightly: 14),
+    /// replacing the collective's default.
+    SetParcelDays(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +91,7 @@ pub enum AssociationEvent {
     RelayPointAdded { relay: RelayPoint },
     OpeningSet { relay_id: AggregateId, opening: Vec<OpeningSlot> },
     EligibilityRuleSet(EligibilityRule),
+    ParcelDaysSet { days: u32 },
 }
 
 impl DomainEvent for AssociationEvent {}
@@ -98,6 +102,7 @@ pub struct Association {
     pub name: Option<Name>,
     pub relay_points: BTreeMap<AggregateId, RelayPoint>,
     pub eligibility: Option<EligibilityRule>,
+    pub parcel_days: Option<u32>,
 }
 
 impl Aggregate for Association {
@@ -133,6 +138,18 @@ impl Aggregate for Association {
                 }
                 Ok(vec![AssociationEvent::OpeningSet { relay_id: relay_id.clone(), opening: opening.clone() }])
             }
+            AssociationCommand::SetParcelDays(_) if self.name.is_none() => {
+                Err(Rejection::not_found("association_not_found", "no such association"))
+            }
+            AssociationCommand::SetParcelDays(days) => {
+                if !(1..=31).contains(days) {
+                    return Err(Rejection::validation("invalid_parcel_days", "a parcel covers 1 to 31 days"));
+                }
+                if self.parcel_days == Some(*days) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![AssociationEvent::ParcelDaysSet { days: *days }])
+            }
             AssociationCommand::SetEligibilityRule(_) if self.name.is_none() => {
                 Err(Rejection::not_found("association_not_found", "no such association"))
             }
@@ -159,6 +176,7 @@ impl Aggregate for Association {
                 self.relay_points.insert(relay.relay_id.clone(), relay.clone());
             }
             AssociationEvent::EligibilityRuleSet(rule) => self.eligibility = Some(*rule),
+            AssociationEvent::ParcelDaysSet { days } => self.parcel_days = Some(*days),
             AssociationEvent::OpeningSet { relay_id, opening } => {
                 if let Some(relay) = self.relay_points.get_mut(relay_id) {
                     relay.opening = opening.clone();
@@ -248,6 +266,22 @@ mod tests {
         given::<Association>([])
             .when(AssociationCommand::AddRelayPoint(relay()))
             .then_rejected("association_not_found");
+    }
+
+    #[test]
+    fn an_association_distributes_at_its_own_rhythm() {
+        given::<Association>([registered()])
+            .when(AssociationCommand::SetParcelDays(14))
+            .then([AssociationEvent::ParcelDaysSet { days: 14 }]);
+        given::<Association>([registered(), AssociationEvent::ParcelDaysSet { days: 14 }])
+            .when(AssociationCommand::SetParcelDays(14))
+            .then([]);
+        for bad in [0, 32] {
+            given::<Association>([registered()])
+                .when(AssociationCommand::SetParcelDays(bad))
+                .then_rejected("invalid_parcel_days");
+        }
+        given::<Association>([]).when(AssociationCommand::SetParcelDays(7)).then_rejected("association_not_found");
     }
 
     #[test]

@@ -82,12 +82,17 @@ impl Default for NeedsReference {
 impl NeedsReference {
     /// Grams of each food group a household's parcel should hold.
     pub fn parcel_needs(&self, c: &Composition) -> BTreeMap<FoodGroup, u64> {
+        self.needs_over(c, self.parcel_days)
+    }
+
+    /// Grams of each food group a household needs over `days` (an association's own rhythm).
+    pub fn needs_over(&self, c: &Composition, days: u32) -> BTreeMap<FoodGroup, u64> {
         let mut out = BTreeMap::new();
         for (table, n) in
             [(&self.adult, c.adults), (&self.teen, c.teens), (&self.child, c.children), (&self.infant, c.infants)]
         {
             for (group, grams) in table {
-                *out.entry(*group).or_default() += u64::from(*grams) * u64::from(n) * u64::from(self.parcel_days) / 7;
+                *out.entry(*group).or_default() += u64::from(*grams) * u64::from(n) * u64::from(days) / 7;
             }
         }
         out.retain(|_, g| *g > 0);
@@ -110,5 +115,8 @@ mod tests {
         assert!(parcel.values().all(|g| *g > 0), "no empty entries: {parcel:?}");
         let adult = needs.parcel_needs(&Composition { adults: 1, ..Default::default() });
         assert!(!adult.contains_key(&FoodGroup::BabyFood), "no baby food without an infant");
+        // An association that distributes every fortnight asks for two weeks whatever the default.
+        let weekly = NeedsReference::default();
+        assert_eq!(weekly.needs_over(&family, 14), parcel);
     }
 }

@@ -364,6 +364,14 @@ pub fn operations() -> Vec<Op> {
         .creates(),
         Op::command(
             Method::PUT,
+            "/api/associations/{association_id}/parcel-days",
+            "distribution",
+            "set_parcel_days",
+            schema::<dist::SetParcelDays>,
+        )
+        .doc("Set how many days a parcel covers at this association (its distribution rhythm)", "admin, the association itself"),
+        Op::command(
+            Method::PUT,
             "/api/associations/{association_id}/relay-points/{relay_id}/opening",
             "distribution",
             "set_relay_opening",

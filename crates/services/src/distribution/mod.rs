@@ -65,6 +65,15 @@ pub struct AddRelayPoint {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct SetParcelDays {
+    pub association_id: String,
+    /// Days a parcel covers (weekly distribution: 7, fortnightly: 14): what the composer
+    /// counts the households' needs over.
+    pub days: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SetRelayOpening {
     pub association_id: String,
     pub relay_id: String,
@@ -107,6 +116,9 @@ pub struct AssociationRow {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub eligibility: Option<EligibilityRule>,
+    /// Days a parcel covers here, if the association set its own rhythm.
+    #[serde(default)]
+    pub parcel_days: Option<u32>,
     pub registered_at: DateTime<Utc>,
 }
 
@@ -142,11 +154,15 @@ impl Projection for AssociationsProjection {
                     commune: commune.into(),
                     relay_points: Vec::new(),
                     eligibility: None,
+                    parcel_days: None,
                     registered_at: event.envelope.occurred_at,
                 },
             ),
             AssociationEvent::EligibilityRuleSet(rule) => {
                 tx.update_json("association", id, |row: &mut AssociationRow| row.eligibility = Some(rule))?;
+            }
+            AssociationEvent::ParcelDaysSet { days } => {
+                tx.update_json("association", id, |row: &mut AssociationRow| row.parcel_days = Some(days))?;
             }
             AssociationEvent::RelayPointAdded { relay } => {
                 tx.update_json("association", id, |row: &mut AssociationRow| {
@@ -201,6 +217,17 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                 opening: body.opening,
             };
             Ok((id, AssociationCommand::AddRelayPoint(relay)))
+        },
+    );
+    aggregate_command(
+        &mut host,
+        "set_parcel_days",
+        &associations,
+        &[Role::Association],
+        |body: SetParcelDays, request| {
+            let id = parse_id(&body.association_id, "association")?;
+            require_scope(&request.actor, Role::Association, id.as_str())?;
+            Ok((id, AssociationCommand::SetParcelDays(body.days)))
         },
     );
     aggregate_command(

@@ -61,7 +61,10 @@ fn demands(ctx: &ServiceContext, date: NaiveDate) -> Result<(Vec<Demand>, Vec<Pa
             emergency: row.emergency,
             cold_storage: relay.is_some_and(|r| r.cold_storage),
             diet: household.diet,
-            needs: ctx.policies.needs.parcel_needs(&household.composition),
+            needs: {
+                let days = association.as_ref().and_then(|a| a.parcel_days).unwrap_or(ctx.policies.needs.parcel_days);
+                ctx.policies.needs.needs_over(&household.composition, days)
+            },
         });
     }
     Ok((demands, rows))
