@@ -212,6 +212,36 @@ async fn parcels_are_requested_for_eligible_households_once_a_day() {
     );
     let (status, _) = b.get(&format!("/api/parcels/{parcel_id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another association's parcel is not shown");
+    // A day's list at once: checked whole first, so one household not eligible stops them all.
+    for (id, assessed) in [("hh-2", true), ("hh-3", false)] {
+        let body = json!({"household_id": id, "association_id": "asso-a", "relay_point_id": "rp-asso-a",
+            "composition": {"adults": 1, "teens": 0, "children": 0, "infants": 0}, "consent": true,
+            "personal": {"first_name": id, "last_name": "Martin", "birth_date": "1971-01-01"}});
+        assert_eq!(a.post("/api/households", id, body).await.0, StatusCode::CREATED);
+        if assessed {
+            let assess = json!({"resources_cents": 90000, "charges_cents": 70000});
+            assert_eq!(
+                a.post(&format!("/api/households/{id}/assessments"), &format!("as-{id}"), assess).await.0,
+                StatusCode::OK
+            );
+        }
+    }
+    let later = (chrono::Utc::now() + chrono::Duration::days(9)).date_naive();
+    let list = json!({"date": later, "household_ids": ["hh-1", "hh-2", "hh-3"]});
+    let (status, err) = a.post("/api/parcel-requests", "list-1", list).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("parcel_requests_rejected")));
+    assert!(err["message"].as_str().unwrap().contains("line 3 (hh-3): household_not_eligible"), "{err}");
+    let (status, _) = a.get(&format!("/api/parcels/hh-1-{later}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing half requested");
+    let list = json!({"date": later, "household_ids": ["hh-1", "hh-2"], "relay_point_id": "rp-asso-b"});
+    let (status, err) = a.post("/api/parcel-requests", "list-2", list).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "another association's relay point: {err}");
+    let list = json!({"date": later, "household_ids": ["hh-1", "hh-2"]});
+    let (status, requested) = a.post("/api/parcel-requests", "list-3", list).await;
+    assert_eq!((status, requested["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(2)), "{requested}");
+    let (_, listed) = a.get(&format!("/api/parcels?date={later}&min_seq={}", min_seq(&requested))).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
     let (status, cancelled) =
         a.post(&format!("/api/parcels/{parcel_id}/cancel"), "c1", json!({"reason": "déménagement"})).await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");

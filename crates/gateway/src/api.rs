@@ -456,6 +456,11 @@ pub fn operations() -> Vec<Op> {
                 "admin, the household's association",
             )
             .creates(),
+        Op::command(post.clone(), "/api/parcel-requests", "distribution", "request_parcels", schema::<dist::RequestParcels>)
+            .doc(
+                "Request parcels for a list of households on a distribution day: all checked first, none requested unless all can be (parcel_requests_rejected lists why, line by line)",
+                "admin, the households' association",
+            ),
         Op::command(
             post.clone(),
             "/api/parcels/{parcel_id}/cancel",

@@ -12,7 +12,7 @@ pub use households::{
 };
 pub use parcels::{
     CancelParcel, CloseDay, FairShare, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection,
-    RedistributeParcel, RequestParcel, ShareRow,
+    RedistributeParcel, RequestParcel, RequestParcels, ShareRow,
 };
 pub use reports::{report_csv, PeopleServed, ReportParams, ReportRow};
 pub use wave::ComposeWave;

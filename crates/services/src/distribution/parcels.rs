@@ -2,13 +2,14 @@
 //! distribution day; the wave that composes them comes next.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use distribution::compose::Line;
 use distribution::{Association, Composition, Household, Parcel, ParcelCommand, ParcelEvent, ParcelStatus};
 use eventcore::AggregateId;
 use projections::{ApplyError, Engine, Projection, ProjectionHandle, RecordedEvent, Tx};
-use runtime::{CommandRunner, Role, ServiceClient, ServiceError, ServiceHost};
+use runtime::{Actor, CommandRunner, ErrorKind, Role, ServiceClient, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -27,6 +28,21 @@ pub struct RequestParcel {
     /// Emergency parcels are composed first.
     #[serde(default)]
     pub emergency: bool,
+    /// Where it is collected, if not at the household's own relay point.
+    pub relay_point_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestParcels {
+    /// The distribution day.
+    pub date: NaiveDate,
+    /// The households (1 to 500), all of the caller's association.
+    pub household_ids: Vec<String>,
+    #[serde(default)]
+    pub emergency: bool,
+    /// Where they collect, if not at each household's own relay point.
+    pub relay_point_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -263,6 +279,78 @@ impl Projection for ParcelsProjection {
     }
 }
 
+/// Most households in one list of parcel requests.
+const MAX_BATCH: usize = 500;
+
+#[derive(Clone)]
+struct Requests {
+    parcels: Arc<CommandRunner<Parcel>>,
+    households: Arc<CommandRunner<Household>>,
+    associations: Arc<CommandRunner<Association>>,
+}
+
+impl Requests {
+    /// Checks that `actor` may ask for a parcel for the household on `date` (its association,
+    /// eligible, the relay point open that day, none yet) and says how.
+    async fn prepare(
+        &self,
+        actor: &Actor,
+        household_id: &str,
+        date: NaiveDate,
+        emergency: bool,
+        relay_point_id: Option<&str>,
+    ) -> Result<(AggregateId, ParcelCommand), ServiceError> {
+        let household_id = parse_id(household_id, "household")?;
+        let (household, _) = self.households.load(&household_id).await?;
+        let association_id = household
+            .association_id
+            .clone()
+            .ok_or_else(|| ServiceError::not_found("household_not_found", format!("no household {household_id}")))?;
+        require_scope(actor, Role::Association, &association_id)?;
+        if !household.may_receive(date) {
+            let why = if household.erased {
+                "its data was erased"
+            } else if !household.consent {
+                "it has not given its consent"
+            } else if household.assessment.is_none() {
+                "it has not been assessed"
+            } else {
+                "its assessment does not make it eligible on that day"
+            };
+            return Err(ServiceError::conflict("household_not_eligible", format!("household {household_id}: {why}")));
+        }
+        let (association, _) = self.associations.load(&parse_id(&association_id, "association")?).await?;
+        let relay_id = relay_point_id.unwrap_or(&household.relay_point_id);
+        let relay = association.relay_points.values().find(|r| r.relay_id.as_str() == relay_id).ok_or_else(|| {
+            ServiceError::not_found("relay_point_not_found", format!("{association_id} has no relay point {relay_id}"))
+        })?;
+        if !relay.open_on(date) {
+            return Err(ServiceError::validation(
+                "relay_point_closed",
+                format!("relay point {relay_id} is closed on {}", date.format("%A %d %B %Y")),
+            ));
+        }
+        let id = parse_id(&Parcel::id_for(household_id.as_str(), date), "parcel")?;
+        let (parcel, _) = self.parcels.load(&id).await?;
+        if parcel.status.is_some_and(|s| s != ParcelStatus::Cancelled) {
+            return Err(ServiceError::conflict(
+                "parcel_already_requested",
+                format!("household {household_id} already has a parcel on {date}"),
+            ));
+        }
+        let command = ParcelCommand::Request {
+            household_id: household_id.to_string(),
+            association_id,
+            relay_point_id: relay_id.to_owned(),
+            date,
+            emergency,
+            people: household.composition,
+            today: Utc::now().date_naive(),
+        };
+        Ok((id, command))
+    }
+}
+
 async fn load_parcel(parcels: &CommandRunner<Parcel>, id: &AggregateId) -> Result<Parcel, ServiceError> {
     let (parcel, _) = parcels.load(id).await?;
     if parcel.status.is_none() {
@@ -312,54 +400,53 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
     let view = engine.register(ParcelsProjection);
     let association: &'static [Role] = &[Role::Association];
 
+    let runners = Requests {
+        parcels: parcels.clone(),
+        households: households.clone(),
+        associations: ctx.runner::<Association>(SERVICE),
+    };
     process_command(
         host,
         "request_parcel",
         association,
-        (parcels.clone(), households, ctx.runner::<Association>(SERVICE)),
-        |(parcels, households, associations), request, body: RequestParcel| async move {
-            let household_id = parse_id(&body.household_id, "household")?;
-            let (household, _) = households.load(&household_id).await?;
-            let association_id = household.association_id.clone().ok_or_else(|| {
-                ServiceError::not_found("household_not_found", format!("no household {household_id}"))
-            })?;
-            require_scope(&request.actor, Role::Association, &association_id)?;
-            if !household.may_receive(body.date) {
-                let why = if household.erased {
-                    "its data was erased"
-                } else if !household.consent {
-                    "it has not given its consent"
-                } else if household.assessment.is_none() {
-                    "it has not been assessed"
-                } else {
-                    "its assessment does not make it eligible on that day"
-                };
-                return Err(ServiceError::conflict(
-                    "household_not_eligible",
-                    format!("household {household_id}: {why}"),
-                ));
-            }
-            let (association, _) = associations.load(&parse_id(&association_id, "association")?).await?;
-            let relay = association.relay_points.values().find(|r| r.relay_id.as_str() == household.relay_point_id);
-            if let Some(relay) = relay.filter(|r| !r.open_on(body.date)) {
-                return Err(ServiceError::validation(
-                    "relay_point_closed",
-                    format!("relay point {} is closed on {}", relay.relay_id, body.date.format("%A %d %B %Y")),
-                ));
-            }
-            let id = parse_id(&Parcel::id_for(household_id.as_str(), body.date), "parcel")?;
-            let command = ParcelCommand::Request {
-                household_id: household_id.to_string(),
-                association_id,
-                relay_point_id: household.relay_point_id.clone(),
-                date: body.date,
-                emergency: body.emergency,
-                people: household.composition,
-                today: Utc::now().date_naive(),
-            };
-            parcels.execute(id, command, meta(&request)).await
+        runners.clone(),
+        |r, request, body: RequestParcel| async move {
+            let (id, command) = r
+                .prepare(&request.actor, &body.household_id, body.date, body.emergency, body.relay_point_id.as_deref())
+                .await?;
+            r.parcels.execute(id, command, meta(&request)).await
         },
     );
+    // A distribution day's list: every household checked first, and nothing requested unless
+    // all can be; a retry of the same request completes one cut short.
+    process_command(host, "request_parcels", association, runners, |r, request, body: RequestParcels| async move {
+        if body.household_ids.is_empty() || body.household_ids.len() > MAX_BATCH {
+            return Err(ServiceError::validation("invalid_households", format!("list 1 to {MAX_BATCH} households")));
+        }
+        let mut ready = Vec::new();
+        let mut problems = Vec::new();
+        for (i, household) in body.household_ids.iter().enumerate() {
+            let relay = body.relay_point_id.as_deref();
+            match r.prepare(&request.actor, household, body.date, body.emergency, relay).await {
+                Ok(ok) => ready.push((household, ok)),
+                Err(e) if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::Internal => return Err(e),
+                Err(e) => problems.push(format!("line {} ({household}): {} — {}", i + 1, e.code, e.message)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ServiceError::validation(
+                "parcel_requests_rejected",
+                format!("nothing was requested: {}", problems.join("; ")),
+            ));
+        }
+        let mut replies = Vec::new();
+        for (household, (id, command)) in ready {
+            let meta =
+                eventcore::CommandMeta { command_id: format!("{}/{household}", request.command_id), ..meta(&request) };
+            replies.push(r.parcels.execute(id, command, meta).await?);
+        }
+        Ok(combine(format!("requests-{}", body.date), SERVICE, replies))
+    });
     let client = ctx.client.clone();
     process_command(
         host,
