@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_compose;
+mod bench_routing;
 mod config;
 mod connect;
 mod demo;
@@ -131,6 +132,22 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The route planner on CVRPLIB (`.vrp`) and Solomon instances found under a folder, against
+    /// the best-known solutions of its `bks.csv` files.
+    Routing {
+        #[arg(long, default_value = "../shared/bench/instances")]
+        instances: std::path::PathBuf,
+        /// Seconds per instance.
+        #[arg(long, default_value_t = 1.0)]
+        time_limit: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only instances whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The parcel composer on a synthetic wave, against a first-come baseline.
     Compose {
         #[arg(long, default_value_t = 10_000)]
@@ -204,6 +221,9 @@ fn main() -> ExitCode {
                 bench::eventstore(&settings, events, aggregates, json).await
             }
             Command::Bench { command: BenchCommand::Stock { lots, json } } => bench::stock(&settings, lots, json).await,
+            Command::Bench { command: BenchCommand::Routing { instances, time_limit, seed, only, json } } => {
+                bench_routing::run(&instances, time_limit, seed, only.as_deref(), json)
+            }
             Command::Bench { command: BenchCommand::Compose { households, lots, scarcity, json } } => {
                 bench_compose::run(households, lots, scarcity, json)
             }

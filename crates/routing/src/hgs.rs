@@ -1,0 +1,458 @@
+//! Hybrid genetic search (Vidal et al. 2012; Vidal 2022): a population of solutions improved by
+//! local search, recombined by order crossover on giant tours cut back into routes by an
+//! optimal split, kept diverse by ranking on cost and on distance to the others, with
+//! infeasible solutions allowed under adaptive penalties.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::ls::{neighbourhoods, LocalSearch, DEFAULT_GRANULARITY};
+use crate::problem::Problem;
+use crate::segment::{Penalties, RouteCost, Segment};
+use crate::solution::{Route, Solution, Totals};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// Smallest size of each subpopulation (µ).
+    pub population: usize,
+    /// Offspring before a survivor selection (λ).
+    pub generation: usize,
+    /// Best solutions protected from diversity pressure.
+    pub elite: usize,
+    /// Closest solutions a solution's diversity is measured against.
+    pub close: usize,
+    pub granularity: usize,
+    /// Share of local-search results that should be feasible; penalties adapt to it.
+    pub target_feasible: f64,
+    /// Chance that an infeasible offspring is repaired with ten times the penalties.
+    pub repair: f64,
+    /// Iterations without a better solution before the population restarts.
+    pub restart_after: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            population: 25,
+            generation: 40,
+            elite: 4,
+            close: 5,
+            granularity: DEFAULT_GRANULARITY,
+            target_feasible: 0.2,
+            repair: 0.5,
+            restart_after: 20_000,
+        }
+    }
+}
+
+/// When to stop: at the deadline or after so many iterations, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub time: Option<Duration>,
+    pub iterations: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The best feasible solution found, or the least infeasible one.
+    pub solution: Solution,
+    pub totals: Totals,
+    pub iterations: u64,
+    /// When the best solution was found, since the start.
+    pub found_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Individual {
+    solution: Solution,
+    giant: Vec<usize>,
+    totals: Totals,
+    penalised: i64,
+    /// (predecessor, successor) of every node.
+    links: Vec<(usize, usize)>,
+    fitness: f64,
+}
+
+impl Individual {
+    fn new(p: &Problem, solution: Solution, penalties: &Penalties) -> Individual {
+        let totals = solution.totals(p);
+        Individual {
+            giant: solution.giant_tour(),
+            links: solution.neighbours(p),
+            penalised: totals.penalised(penalties),
+            totals,
+            solution,
+            fitness: 0.0,
+        }
+    }
+
+    /// Broken-pairs distance: the share of clients whose neighbours differ (either way round).
+    fn distance(&self, other: &Individual, p: &Problem) -> f64 {
+        let clients = p.client_nodes();
+        let n = clients.len().max(1);
+        let broken = clients
+            .filter(|&c| {
+                let (a, b) = (self.links[c], other.links[c]);
+                a != b && a != (b.1, b.0)
+            })
+            .count();
+        broken as f64 / n as f64
+    }
+}
+
+struct Population {
+    feasible: Vec<Individual>,
+    infeasible: Vec<Individual>,
+}
+
+impl Population {
+    fn all(&self) -> impl Iterator<Item = &Individual> {
+        self.feasible.iter().chain(&self.infeasible)
+    }
+}
+
+/// Biased fitness: rank by cost, plus rank by (lack of) diversity weighted by how many are not
+/// elite. Lower is better.
+fn rank(sub: &mut [Individual], params: &Params, p: &Problem) {
+    let n = sub.len();
+    if n == 0 {
+        return;
+    }
+    sub.sort_by_key(|i| i.penalised);
+    let diversity: Vec<f64> = (0..n)
+        .map(|i| {
+            let mut d: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| sub[i].distance(&sub[j], p)).collect();
+            d.sort_by(|a, b| a.total_cmp(b));
+            let k = params.close.min(d.len()).max(1);
+            d.iter().take(k).sum::<f64>() / k as f64
+        })
+        .collect();
+    let mut by_diversity: Vec<usize> = (0..n).collect();
+    by_diversity.sort_by(|&a, &b| diversity[b].total_cmp(&diversity[a]));
+    let mut div_rank = vec![0.0; n];
+    for (r, &i) in by_diversity.iter().enumerate() {
+        div_rank[i] = r as f64 / (n.max(2) - 1) as f64;
+    }
+    let weight = 1.0 - params.elite.min(n) as f64 / n as f64;
+    for (i, ind) in sub.iter_mut().enumerate() {
+        ind.fitness = i as f64 / (n.max(2) - 1) as f64 + weight * div_rank[i];
+    }
+}
+
+/// Removes the worst (clones first) until `params.population` remain.
+fn survivors(sub: &mut Vec<Individual>, params: &Params, p: &Problem) {
+    while sub.len() > params.population {
+        let clone = (0..sub.len()).find(|&i| (0..sub.len()).any(|j| j != i && sub[i].distance(&sub[j], p) == 0.0));
+        let worst = match clone {
+            Some(i) => i,
+            None => {
+                rank(sub, params, p);
+                (0..sub.len()).max_by(|&a, &b| sub[a].fitness.total_cmp(&sub[b].fitness)).expect("not empty")
+            }
+        };
+        sub.swap_remove(worst);
+    }
+}
+
+/// Cuts a giant tour into routes at least cost (penalised), by dynamic programming over where
+/// each route starts; at most `fleet` routes, all of the first vehicle type of the largest
+/// capacity (other types are then given to routes by size).
+pub fn split(p: &Problem, giant: &[usize], penalties: &Penalties) -> Solution {
+    let n = giant.len();
+    if n == 0 {
+        return Solution::default();
+    }
+    let vt = (0..p.vehicle_types.len())
+        .filter(|&t| p.vehicle_types[t].count > 0)
+        .max_by_key(|&t| (p.vehicle_types[t].capacity.0[0], std::cmp::Reverse(t)))
+        .expect("a vehicle");
+    let v = &p.vehicle_types[vt];
+    let depot = Segment::depot(v);
+    let fleet = p.fleet_size().min(n);
+    // cost[i][j]: route of clients i..j, computed as the routes grow (bounded by load).
+    let limit = v.capacity.0[0].saturating_mul(3) / 2;
+    let route_costs: Vec<Vec<i64>> = (0..n)
+        .map(|i| {
+            let mut costs = Vec::new();
+            let mut s = depot;
+            for &c in &giant[i..] {
+                s = s.then(p, &Segment::client(p, c));
+                costs.push(RouteCost::of(v, &s.then(p, &depot)).penalised(penalties));
+                if s.max_load.0[0] > limit && costs.len() > 1 {
+                    break;
+                }
+            }
+            costs
+        })
+        .collect();
+    const INF: i64 = i64::MAX / 4;
+    let solve = |max_routes: usize| -> Option<Vec<usize>> {
+        // best[k][j]: cost of the first j clients in k routes.
+        let mut best = vec![vec![INF; n + 1]; max_routes + 1];
+        let mut from = vec![vec![0usize; n + 1]; max_routes + 1];
+        best[0][0] = 0;
+        for k in 0..max_routes {
+            for i in 0..n {
+                if best[k][i] >= INF {
+                    continue;
+                }
+                for (len, cost) in route_costs[i].iter().enumerate() {
+                    let j = i + len + 1;
+                    let c = best[k][i] + cost;
+                    if c < best[k + 1][j] {
+                        best[k + 1][j] = c;
+                        from[k + 1][j] = i;
+                    }
+                }
+            }
+        }
+        let k = (1..=max_routes).filter(|&k| best[k][n] < INF).min_by_key(|&k| best[k][n])?;
+        let mut cuts = Vec::new();
+        let (mut k, mut j) = (k, n);
+        while j > 0 {
+            cuts.push(from[k][j]);
+            j = from[k][j];
+            k -= 1;
+        }
+        cuts.reverse();
+        Some(cuts)
+    };
+    // Unlimited first (one pass, cheap); the fleet bound only when it matters.
+    let mut pot = vec![INF; n + 1];
+    let mut pred = vec![0usize; n + 1];
+    pot[0] = 0;
+    for i in 0..n {
+        if pot[i] >= INF {
+            continue;
+        }
+        for (len, cost) in route_costs[i].iter().enumerate() {
+            let j = i + len + 1;
+            if pot[i] + cost < pot[j] {
+                pot[j] = pot[i] + cost;
+                pred[j] = i;
+            }
+        }
+    }
+    let mut cuts = Vec::new();
+    if pot[n] < INF {
+        let mut j = n;
+        while j > 0 {
+            cuts.push(pred[j]);
+            j = pred[j];
+        }
+        cuts.reverse();
+    }
+    if cuts.is_empty() || cuts.len() > fleet {
+        cuts = solve(fleet).unwrap_or_else(|| (0..fleet).map(|k| k * n / fleet).collect());
+    }
+    let mut routes: Vec<Route> = cuts
+        .iter()
+        .enumerate()
+        .map(|(r, &start)| {
+            let end = cuts.get(r + 1).copied().unwrap_or(n);
+            Route { vehicle_type: vt, visits: giant[start..end].to_vec() }
+        })
+        .collect();
+    assign_vehicle_types(p, &mut routes);
+    Solution { routes }
+}
+
+/// Gives routes vehicle types within the fleet: the largest routes the largest vehicles.
+fn assign_vehicle_types(p: &Problem, routes: &mut [Route]) {
+    if p.vehicle_types.len() == 1 {
+        return;
+    }
+    let mut types: Vec<usize> = (0..p.vehicle_types.len()).collect();
+    types.sort_by_key(|&t| std::cmp::Reverse(p.vehicle_types[t].capacity.0[0]));
+    let mut left: Vec<usize> = p.vehicle_types.iter().map(|v| v.count).collect();
+    let mut order: Vec<usize> = (0..routes.len()).collect();
+    let weight = |r: &Route| r.visits.iter().map(|&c| p.client(c).delivery.0[0] + p.client(c).pickup.0[0]).sum::<i64>();
+    order.sort_by_key(|&r| std::cmp::Reverse(weight(&routes[r])));
+    for r in order {
+        if let Some(&t) = types.iter().find(|&&t| left[t] > 0) {
+            left[t] -= 1;
+            routes[r].vehicle_type = t;
+        }
+    }
+}
+
+/// Order crossover (OX): a slice of one parent's giant tour, the rest in the other's order.
+fn crossover(a: &[usize], b: &[usize], rng: &mut impl Rng, nodes: usize) -> Vec<usize> {
+    let n = a.len();
+    if n < 2 {
+        return a.to_vec();
+    }
+    let start = rng.random_range(0..n);
+    let mut end = rng.random_range(0..n);
+    while end == start {
+        end = rng.random_range(0..n);
+    }
+    let mut child = vec![usize::MAX; n];
+    let mut taken = vec![false; nodes];
+    let mut i = start;
+    while i != (end + 1) % n {
+        child[i] = a[i];
+        taken[a[i]] = true;
+        i = (i + 1) % n;
+    }
+    let mut at = (end + 1) % n;
+    for k in 0..n {
+        let c = b[(end + 1 + k) % n];
+        if !taken[c] {
+            child[at] = c;
+            at = (at + 1) % n;
+        }
+    }
+    child
+}
+
+/// Solves `p` from `seed` within `limits`. The same seed and iteration limit give the same
+/// answer; with a time limit, the best found by then.
+pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome {
+    let started = Instant::now();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let neighbours = neighbourhoods(p, params.granularity);
+    let mut ls = LocalSearch::new(p, &neighbours);
+    let max_dist =
+        (0..p.nodes()).flat_map(|i| (0..p.nodes()).map(move |j| (i, j))).map(|(i, j)| p.dist(i, j)).max().unwrap_or(1);
+    let max_demand = p.clients.iter().map(|c| c.delivery.0[0].max(c.pickup.0[0])).max().unwrap_or(1).max(1);
+    let mut penalties = Penalties { load: (max_dist / max_demand).clamp(1, 100_000), time: 1 };
+    let clients: Vec<usize> = p.client_nodes().collect();
+    let mut best: Option<Individual> = None;
+    let mut best_infeasible: Option<Individual> = None;
+    let mut found_after = Duration::ZERO;
+    let mut iterations = 0u64;
+    let mut since_best = 0u64;
+    let mut feasible_load = Vec::new();
+    let mut feasible_time = Vec::new();
+    let out_of_time = |iterations: u64| {
+        limits.time.is_some_and(|t| started.elapsed() >= t) || limits.iterations.is_some_and(|n| iterations >= n)
+    };
+    let mut population = Population { feasible: Vec::new(), infeasible: Vec::new() };
+
+    // Educates a giant tour or solution into an individual and files it.
+    let educate = |solution: Solution,
+                   penalties: Penalties,
+                   population: &mut Population,
+                   rng: &mut SmallRng,
+                   ls: &mut LocalSearch,
+                   feasible_load: &mut Vec<bool>,
+                   feasible_time: &mut Vec<bool>|
+     -> Individual {
+        let improved = ls.run(&solution, penalties, rng);
+        let mut ind = Individual::new(p, improved, &penalties);
+        feasible_load.push(ind.totals.excess_load == 0);
+        feasible_time.push(ind.totals.time_warp == 0);
+        if !ind.totals.feasible() && rng.random_bool(params.repair) {
+            let repaired = ls.run(&ind.solution, penalties.scaled(10), rng);
+            let candidate = Individual::new(p, repaired, &penalties);
+            if candidate.totals.feasible() {
+                ind = candidate;
+            }
+        }
+        if ind.totals.feasible() {
+            population.feasible.push(ind.clone());
+        } else {
+            population.infeasible.push(ind.clone());
+        }
+        ind
+    };
+
+    let initial = 4 * params.population;
+    'search: loop {
+        // A fresh population of random giant tours (first start, or a restart).
+        for _ in 0..initial {
+            if out_of_time(iterations) && (best.is_some() || best_infeasible.is_some()) {
+                break 'search;
+            }
+            let mut giant = clients.clone();
+            giant.shuffle(&mut rng);
+            let s = split(p, &giant, &penalties);
+            let ind = educate(s, penalties, &mut population, &mut rng, &mut ls, &mut feasible_load, &mut feasible_time);
+            remember(&ind, &mut best, &mut best_infeasible, &mut found_after, started, &mut since_best);
+        }
+        survivors(&mut population.feasible, params, p);
+        survivors(&mut population.infeasible, params, p);
+        since_best = 0;
+        while !out_of_time(iterations) {
+            iterations += 1;
+            since_best += 1;
+            rank(&mut population.feasible, params, p);
+            rank(&mut population.infeasible, params, p);
+            let all: Vec<&Individual> = population.all().collect();
+            let pick = |rng: &mut SmallRng| {
+                let a = all[rng.random_range(0..all.len())];
+                let b = all[rng.random_range(0..all.len())];
+                if a.fitness <= b.fitness {
+                    a
+                } else {
+                    b
+                }
+            };
+            let (pa, pb) = (pick(&mut rng).giant.clone(), pick(&mut rng).giant.clone());
+            drop(all);
+            let child = crossover(&pa, &pb, &mut rng, p.nodes());
+            let s = split(p, &child, &penalties);
+            let ind = educate(s, penalties, &mut population, &mut rng, &mut ls, &mut feasible_load, &mut feasible_time);
+            if remember(&ind, &mut best, &mut best_infeasible, &mut found_after, started, &mut since_best) {
+                since_best = 0;
+            }
+            if population.feasible.len() > params.population + params.generation {
+                survivors(&mut population.feasible, params, p);
+            }
+            if population.infeasible.len() > params.population + params.generation {
+                survivors(&mut population.infeasible, params, p);
+            }
+            if iterations.is_multiple_of(100) {
+                let adapt = |penalty: i64, log: &mut Vec<bool>| -> i64 {
+                    let share = log.iter().filter(|f| **f).count() as f64 / log.len().max(1) as f64;
+                    log.clear();
+                    if share < params.target_feasible - 0.05 {
+                        ((penalty as f64 * 1.2).ceil() as i64).min(1 << 40)
+                    } else if share > params.target_feasible + 0.05 {
+                        ((penalty as f64 * 0.85) as i64).max(1)
+                    } else {
+                        penalty
+                    }
+                };
+                penalties.load = adapt(penalties.load, &mut feasible_load);
+                penalties.time = adapt(penalties.time, &mut feasible_time);
+                for ind in population.infeasible.iter_mut() {
+                    ind.penalised = ind.totals.penalised(&penalties);
+                }
+            }
+            if since_best >= params.restart_after {
+                population.feasible.clear();
+                population.infeasible.clear();
+                continue 'search;
+            }
+        }
+        break;
+    }
+    let chosen = best.or(best_infeasible).expect("at least one solution was made");
+    Outcome { totals: chosen.totals, solution: chosen.solution, iterations, found_after }
+}
+
+/// Keeps the best feasible (and least penalised infeasible) solution; says whether it improved.
+fn remember(
+    ind: &Individual,
+    best: &mut Option<Individual>,
+    best_infeasible: &mut Option<Individual>,
+    found_after: &mut Duration,
+    started: Instant,
+    _since_best: &mut u64,
+) -> bool {
+    if ind.totals.feasible() {
+        if best.as_ref().is_none_or(|b| ind.totals.cost() < b.totals.cost()) {
+            *best = Some(ind.clone());
+            *found_after = started.elapsed();
+            return true;
+        }
+    } else if best.is_none() && best_infeasible.as_ref().is_none_or(|b| ind.penalised < b.penalised) {
+        *best_infeasible = Some(ind.clone());
+    }
+    false
+}
