@@ -36,13 +36,13 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            population: 25,
-            generation: 40,
+            population: 12,
+            generation: 20,
             elite: 4,
             close: 5,
             granularity: DEFAULT_GRANULARITY,
             target_feasible: 0.2,
-            repair: 0.5,
+            repair: 1.0,
             restart_after: 20_000,
         }
     }
@@ -74,6 +74,10 @@ struct Individual {
     /// (predecessor, successor) of every node.
     links: Vec<(usize, usize)>,
     fitness: f64,
+    /// Unique within a run: how the others' distance lists name it.
+    id: u64,
+    /// Broken-pairs distance to each other member of its subpopulation, closest first.
+    near: Vec<(f64, u64)>,
 }
 
 impl Individual {
@@ -86,6 +90,8 @@ impl Individual {
             totals,
             solution,
             fitness: 0.0,
+            id: 0,
+            near: Vec::new(),
         }
     }
 
@@ -114,20 +120,38 @@ impl Population {
     }
 }
 
+/// Adds `ind` to a subpopulation, recording its distance to every member (both ways).
+fn insert(sub: &mut Vec<Individual>, mut ind: Individual, p: &Problem) {
+    for other in sub.iter_mut() {
+        let d = ind.distance(other, p);
+        let at = other.near.partition_point(|x| x.0 < d);
+        other.near.insert(at, (d, ind.id));
+        ind.near.push((d, other.id));
+    }
+    ind.near.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sub.push(ind);
+}
+
+fn remove(sub: &mut Vec<Individual>, index: usize) {
+    let gone = sub.swap_remove(index).id;
+    for other in sub.iter_mut() {
+        other.near.retain(|x| x.1 != gone);
+    }
+}
+
 /// Biased fitness: rank by cost, plus rank by (lack of) diversity weighted by how many are not
 /// elite. Lower is better.
-fn rank(sub: &mut [Individual], params: &Params, p: &Problem) {
+fn rank(sub: &mut [Individual], params: &Params) {
     let n = sub.len();
     if n == 0 {
         return;
     }
     sub.sort_by_key(|i| i.penalised);
-    let diversity: Vec<f64> = (0..n)
-        .map(|i| {
-            let mut d: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| sub[i].distance(&sub[j], p)).collect();
-            d.sort_by(|a, b| a.total_cmp(b));
-            let k = params.close.min(d.len()).max(1);
-            d.iter().take(k).sum::<f64>() / k as f64
+    let diversity: Vec<f64> = sub
+        .iter()
+        .map(|ind| {
+            let k = params.close.min(ind.near.len()).max(1);
+            ind.near.iter().take(k).map(|x| x.0).sum::<f64>() / k as f64
         })
         .collect();
     let mut by_diversity: Vec<usize> = (0..n).collect();
@@ -143,17 +167,16 @@ fn rank(sub: &mut [Individual], params: &Params, p: &Problem) {
 }
 
 /// Removes the worst (clones first) until `params.population` remain.
-fn survivors(sub: &mut Vec<Individual>, params: &Params, p: &Problem) {
+fn survivors(sub: &mut Vec<Individual>, params: &Params) {
     while sub.len() > params.population {
-        let clone = (0..sub.len()).find(|&i| (0..sub.len()).any(|j| j != i && sub[i].distance(&sub[j], p) == 0.0));
-        let worst = match clone {
-            Some(i) => i,
+        let worst = match (0..sub.len()).find(|&i| sub[i].near.first().is_some_and(|x| x.0 == 0.0)) {
+            Some(clone) => clone,
             None => {
-                rank(sub, params, p);
+                rank(sub, params);
                 (0..sub.len()).max_by(|&a, &b| sub[a].fitness.total_cmp(&sub[b].fitness)).expect("not empty")
             }
         };
-        sub.swap_remove(worst);
+        remove(sub, worst);
     }
 }
 
@@ -332,6 +355,7 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
         limits.time.is_some_and(|t| started.elapsed() >= t) || limits.iterations.is_some_and(|n| iterations >= n)
     };
     let mut population = Population { feasible: Vec::new(), infeasible: Vec::new() };
+    let mut next_id = 0u64;
 
     // Educates a giant tour or solution into an individual and files it.
     let educate = |solution: Solution,
@@ -340,7 +364,8 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
                    rng: &mut SmallRng,
                    ls: &mut LocalSearch,
                    feasible_load: &mut Vec<bool>,
-                   feasible_time: &mut Vec<bool>|
+                   feasible_time: &mut Vec<bool>,
+                   next_id: &mut u64|
      -> Individual {
         let improved = ls.run(&solution, penalties, rng);
         let mut ind = Individual::new(p, improved, &penalties);
@@ -353,10 +378,12 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
                 ind = candidate;
             }
         }
+        *next_id += 1;
+        ind.id = *next_id;
         if ind.totals.feasible() {
-            population.feasible.push(ind.clone());
+            insert(&mut population.feasible, ind.clone(), p);
         } else {
-            population.infeasible.push(ind.clone());
+            insert(&mut population.infeasible, ind.clone(), p);
         }
         ind
     };
@@ -371,17 +398,26 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
             let mut giant = clients.clone();
             giant.shuffle(&mut rng);
             let s = split(p, &giant, &penalties);
-            let ind = educate(s, penalties, &mut population, &mut rng, &mut ls, &mut feasible_load, &mut feasible_time);
+            let ind = educate(
+                s,
+                penalties,
+                &mut population,
+                &mut rng,
+                &mut ls,
+                &mut feasible_load,
+                &mut feasible_time,
+                &mut next_id,
+            );
             remember(&ind, &mut best, &mut best_infeasible, &mut found_after, started, &mut since_best);
         }
-        survivors(&mut population.feasible, params, p);
-        survivors(&mut population.infeasible, params, p);
+        survivors(&mut population.feasible, params);
+        survivors(&mut population.infeasible, params);
         since_best = 0;
         while !out_of_time(iterations) {
             iterations += 1;
             since_best += 1;
-            rank(&mut population.feasible, params, p);
-            rank(&mut population.infeasible, params, p);
+            rank(&mut population.feasible, params);
+            rank(&mut population.infeasible, params);
             let all: Vec<&Individual> = population.all().collect();
             let pick = |rng: &mut SmallRng| {
                 let a = all[rng.random_range(0..all.len())];
@@ -396,15 +432,24 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
             drop(all);
             let child = crossover(&pa, &pb, &mut rng, p.nodes());
             let s = split(p, &child, &penalties);
-            let ind = educate(s, penalties, &mut population, &mut rng, &mut ls, &mut feasible_load, &mut feasible_time);
+            let ind = educate(
+                s,
+                penalties,
+                &mut population,
+                &mut rng,
+                &mut ls,
+                &mut feasible_load,
+                &mut feasible_time,
+                &mut next_id,
+            );
             if remember(&ind, &mut best, &mut best_infeasible, &mut found_after, started, &mut since_best) {
                 since_best = 0;
             }
             if population.feasible.len() > params.population + params.generation {
-                survivors(&mut population.feasible, params, p);
+                survivors(&mut population.feasible, params);
             }
             if population.infeasible.len() > params.population + params.generation {
-                survivors(&mut population.infeasible, params, p);
+                survivors(&mut population.infeasible, params);
             }
             if iterations.is_multiple_of(100) {
                 let adapt = |penalty: i64, log: &mut Vec<bool>| -> i64 {
