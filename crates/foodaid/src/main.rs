@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_compose;
+mod bench_plan;
 mod bench_routing;
 mod config;
 mod connect;
@@ -148,6 +149,20 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A synthetic day of pickups and deliveries around Lyon (time windows, chilled loads, a
+    /// mixed fleet) planned within a time limit.
+    Plan {
+        #[arg(long, default_value_t = 200)]
+        stops: usize,
+        #[arg(long, default_value_t = 10)]
+        vehicles: usize,
+        #[arg(long, default_value_t = 5.0)]
+        time_limit: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// The parcel composer on a synthetic wave, against a first-come baseline.
     Compose {
         #[arg(long, default_value_t = 10_000)]
@@ -221,6 +236,9 @@ fn main() -> ExitCode {
                 bench::eventstore(&settings, events, aggregates, json).await
             }
             Command::Bench { command: BenchCommand::Stock { lots, json } } => bench::stock(&settings, lots, json).await,
+            Command::Bench { command: BenchCommand::Plan { stops, vehicles, time_limit, seed, json } } => {
+                bench_plan::run(stops, vehicles, time_limit, seed, json)
+            }
             Command::Bench { command: BenchCommand::Routing { instances, time_limit, seed, only, json } } => {
                 bench_routing::run(&instances, time_limit, seed, only.as_deref(), json)
             }

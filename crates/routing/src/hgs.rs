@@ -283,19 +283,35 @@ pub fn split(p: &Problem, giant: &[usize], penalties: &Penalties) -> Solution {
     Solution { routes }
 }
 
-/// Gives routes vehicle types within the fleet: the largest routes the largest vehicles.
+/// Gives routes vehicle types within the fleet: routes with the most chilled goods first, then
+/// the heaviest, each the first type left that holds it (most cold, then most room, first), or
+/// failing that the largest left.
 fn assign_vehicle_types(p: &Problem, routes: &mut [Route]) {
     if p.vehicle_types.len() == 1 {
         return;
     }
+    let cold = crate::problem::DIMS - 1;
     let mut types: Vec<usize> = (0..p.vehicle_types.len()).collect();
-    types.sort_by_key(|&t| std::cmp::Reverse(p.vehicle_types[t].capacity.0[0]));
+    types.sort_by_key(|&t| {
+        let c = p.vehicle_types[t].capacity;
+        std::cmp::Reverse((c.0[cold], c.0[0]))
+    });
     let mut left: Vec<usize> = p.vehicle_types.iter().map(|v| v.count).collect();
+    let load =
+        |r: &Route| r.visits.iter().fold(crate::Load::ZERO, |l, &c| l + p.client(c).delivery.max(p.client(c).pickup));
     let mut order: Vec<usize> = (0..routes.len()).collect();
-    let weight = |r: &Route| r.visits.iter().map(|&c| p.client(c).delivery.0[0] + p.client(c).pickup.0[0]).sum::<i64>();
-    order.sort_by_key(|&r| std::cmp::Reverse(weight(&routes[r])));
+    order.sort_by_key(|&r| {
+        let l = load(&routes[r]);
+        std::cmp::Reverse((l.0[cold], l.0[0]))
+    });
     for r in order {
-        if let Some(&t) = types.iter().find(|&&t| left[t] > 0) {
+        let need = load(&routes[r]);
+        let chosen = types
+            .iter()
+            .copied()
+            .find(|&t| left[t] > 0 && need.fits(p.vehicle_types[t].capacity))
+            .or_else(|| types.iter().copied().find(|&t| left[t] > 0));
+        if let Some(t) = chosen {
             left[t] -= 1;
             routes[r].vehicle_type = t;
         }
@@ -342,7 +358,14 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
     let max_dist =
         (0..p.nodes()).flat_map(|i| (0..p.nodes()).map(move |j| (i, j))).map(|(i, j)| p.dist(i, j)).max().unwrap_or(1);
     let max_demand = p.clients.iter().map(|c| c.delivery.0[0].max(c.pickup.0[0])).max().unwrap_or(1).max(1);
-    let mut penalties = Penalties { load: (max_dist / max_demand).clamp(1, 100_000), time: 1 };
+    let max_time =
+        (0..p.nodes()).flat_map(|i| (0..p.nodes()).map(move |j| (i, j))).map(|(i, j)| p.time(i, j)).max().unwrap_or(1);
+    // A unit over capacity or late costs about what the longest trip costs per unit of demand
+    // or of time; then the penalties adapt to how often the search stays feasible.
+    let mut penalties = Penalties {
+        load: (max_dist / max_demand).clamp(1, 100_000),
+        time: (max_dist / max_time.max(1)).clamp(1, 100_000),
+    };
     let clients: Vec<usize> = p.client_nodes().collect();
     let mut best: Option<Individual> = None;
     let mut best_infeasible: Option<Individual> = None;
@@ -451,24 +474,7 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
             if population.infeasible.len() > params.population + params.generation {
                 survivors(&mut population.infeasible, params);
             }
-            if iterations.is_multiple_of(100) {
-                let adapt = |penalty: i64, log: &mut Vec<bool>| -> i64 {
-                    let share = log.iter().filter(|f| **f).count() as f64 / log.len().max(1) as f64;
-                    log.clear();
-                    if share < params.target_feasible - 0.05 {
-                        ((penalty as f64 * 1.2).ceil() as i64).min(1 << 40)
-                    } else if share > params.target_feasible + 0.05 {
-                        ((penalty as f64 * 0.85) as i64).max(1)
-                    } else {
-                        penalty
-                    }
-                };
-                penalties.load = adapt(penalties.load, &mut feasible_load);
-                penalties.time = adapt(penalties.time, &mut feasible_time);
-                for ind in population.infeasible.iter_mut() {
-                    ind.penalised = ind.totals.penalised(&penalties);
-                }
-            }
+            adapt(&mut penalties, &mut feasible_load, &mut feasible_time, params, &mut population);
             if since_best >= params.restart_after {
                 population.feasible.clear();
                 population.infeasible.clear();
@@ -479,6 +485,36 @@ pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome
     }
     let chosen = best.or(best_infeasible).expect("at least one solution was made");
     Outcome { totals: chosen.totals, solution: chosen.solution, iterations, found_after }
+}
+
+/// Every 50 local searches: penalties up by a fifth when too few results were feasible (in load,
+/// in time), down when too many.
+fn adapt(
+    penalties: &mut Penalties,
+    load_log: &mut Vec<bool>,
+    time_log: &mut Vec<bool>,
+    params: &Params,
+    population: &mut Population,
+) {
+    if load_log.len() < 50 {
+        return;
+    }
+    let step = |penalty: i64, log: &mut Vec<bool>| -> i64 {
+        let share = log.iter().filter(|f| **f).count() as f64 / log.len().max(1) as f64;
+        log.clear();
+        if share < params.target_feasible - 0.05 {
+            ((penalty as f64 * 1.2).ceil() as i64).min(1 << 40)
+        } else if share > params.target_feasible + 0.05 {
+            ((penalty as f64 * 0.85) as i64).max(1)
+        } else {
+            penalty
+        }
+    };
+    penalties.load = step(penalties.load, load_log);
+    penalties.time = step(penalties.time, time_log);
+    for ind in population.infeasible.iter_mut() {
+        ind.penalised = ind.totals.penalised(penalties);
+    }
 }
 
 /// Keeps the best feasible (and least penalised infeasible) solution; says whether it improved.

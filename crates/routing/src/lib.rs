@@ -7,14 +7,17 @@
 //! benchmark formats from text.
 
 pub mod formats;
+pub mod geo;
 pub mod hgs;
 pub mod ls;
+pub mod plan;
 pub mod problem;
 pub mod segment;
 pub mod solution;
 pub mod validate;
 
 pub use hgs::{solve, Limits, Outcome, Params};
+pub use plan::{plan, screen, Plan, Unserved};
 pub use problem::{Client, Load, Problem, ProblemError, VehicleType, DIMS};
 pub use solution::{Route, Solution, Totals};
 pub use validate::{validate, Violation};

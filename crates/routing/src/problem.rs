@@ -166,7 +166,26 @@ impl Problem {
         self.vehicle_types.iter().map(|v| v.count).sum()
     }
 
-    /// Whether every travel time equals the distance (lets reports skip the second matrix).
+    /// The same problem with only the clients `keep` (node ids): the smaller problem, and for
+    /// each of its nodes the node it was here.
+    pub fn restrict(&self, keep: &[usize]) -> (Problem, Vec<usize>) {
+        let nodes: Vec<usize> = (0..self.depots).chain(keep.iter().copied()).collect();
+        let n = nodes.len();
+        let mut dist = vec![0; n * n];
+        let mut time = vec![0; n * n];
+        for (i, &a) in nodes.iter().enumerate() {
+            for (j, &b) in nodes.iter().enumerate() {
+                dist[i * n + j] = self.dist(a, b);
+                time[i * n + j] = self.time(a, b);
+            }
+        }
+        let clients = keep.iter().map(|&c| self.client(c).clone()).collect();
+        let problem =
+            Problem { depots: self.depots, clients, vehicle_types: self.vehicle_types.clone(), n, dist, time };
+        (problem, nodes)
+    }
+
+    /// Whether any window, shift or shift length constrains time.
     pub fn has_time_windows(&self) -> bool {
         self.clients.iter().any(|c| c.early > 0 || c.late < i64::MAX / 4)
             || self.vehicle_types.iter().any(|v| v.late < i64::MAX / 4 || v.max_duration < i64::MAX / 4)

@@ -113,3 +113,50 @@ fn small_instances_are_solved_to_optimality_and_the_same_seed_gives_the_same_pla
     let b = solve(&p, &Params::default(), 7, limits);
     assert_eq!(a.solution, b.solution);
 }
+
+#[test]
+fn a_plan_serves_what_the_fleet_can_and_says_why_not_the_rest() {
+    // Depot at 0; clients on a line, 10 apart; a van with no cold box (20 kg), a small
+    // refrigerated van (10 kg, 5 kg chilled), both on an 8-hour shift.
+    let positions = [0i64, 10, 20, 30, 40, 50, 60, 70];
+    let n = positions.len();
+    let mut m = vec![0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            m[i * n + j] = (positions[i] - positions[j]).abs();
+        }
+    }
+    let mut clients: Vec<Client> = (1..n).map(|_| Client::new(Load([3, 0, 0]))).collect();
+    clients[0].delivery = Load([4, 0, 4]); // node 1: chilled, fits the fridge
+    clients[1].delivery = Load([8, 0, 8]); // node 2: more cold than any vehicle has
+    clients[2].delivery = Load([25, 0, 0]); // node 3: heavier than any vehicle
+    (clients[3].early, clients[3].late) = (500, 510); // node 4: after the shift
+    let mut van = VehicleType::new(1, Load([20, 100, 0]), 0);
+    let mut fridge = VehicleType::new(1, Load([10, 100, 5]), 0);
+    for v in [&mut van, &mut fridge] {
+        (v.early, v.late) = (0, 480);
+    }
+    let p = Problem::new(1, clients, vec![van, fridge], m.clone(), m).unwrap();
+    let plan = routing::plan(&p, &Params::default(), 3, Limits { time: None, iterations: Some(200) });
+    use routing::Unserved::*;
+    assert_eq!(plan.unserved, [(2, NoRefrigeratedVehicle), (3, Capacity), (4, WindowUnreachable)], "{plan:?}");
+    let left_out: Vec<usize> = plan.unserved.iter().map(|(c, _)| *c).collect();
+    assert!(validate(&p, &plan.solution, &left_out).is_empty(), "{plan:?}");
+    // The chilled client rides the refrigerated van.
+    let route = plan.solution.routes.iter().find(|r| r.visits.contains(&1)).unwrap();
+    assert_eq!(route.vehicle_type, 1);
+
+    // Twice the clients the fleet can carry: some are left out, the plan still holds.
+    let busy: Vec<Client> = (1..n).map(|_| Client::new(Load([9, 0, 0]))).collect();
+    let p = Problem::new(1, busy, p.vehicle_types.clone(), p_matrix(&positions), p_matrix(&positions)).unwrap();
+    let plan = routing::plan(&p, &Params::default(), 3, Limits { time: None, iterations: Some(200) });
+    assert!(!plan.unserved.is_empty() && plan.unserved.iter().all(|(_, why)| *why == FleetFull), "{plan:?}");
+    let left_out: Vec<usize> = plan.unserved.iter().map(|(c, _)| *c).collect();
+    assert!(validate(&p, &plan.solution, &left_out).is_empty(), "{plan:?}");
+    assert_eq!(plan.solution.routes.iter().map(|r| r.visits.len()).sum::<usize>() + left_out.len(), n - 1);
+}
+
+fn p_matrix(positions: &[i64]) -> Vec<i64> {
+    let n = positions.len();
+    (0..n * n).map(|k| (positions[k / n] - positions[k % n]).abs()).collect()
+}
