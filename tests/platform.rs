@@ -177,8 +177,15 @@ async fn an_undecodable_event_is_reported_by_health_and_status() {
     let (status, err) = api.get(&format!("/api/donors?min_seq={}", seq + 1)).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("projection_stuck")));
     // Other projections carry on.
-    let ok = api.post("/api/vehicles", "v1", json!({"name": "Kangoo", "capacity_kg": 500, "home_site": "s"})).await;
+    let body = json!({"vehicle_id": "kangoo", "name": "Kangoo", "capacity_kg": 500, "home_site": "s"});
+    let ok = api.post("/api/vehicles", "v1", body).await;
     assert_eq!(ok.0, StatusCode::CREATED);
+    // The vehicle goes to the garage on Thursday.
+    let off = json!({"date": "2026-11-26", "available": false});
+    let (status, reply) = api.put("/api/vehicles/kangoo/availability", "off-1", off).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (_, vehicles) = api.get(&format!("/api/vehicles?min_seq={}", support::min_seq(&reply))).await;
+    assert_eq!(vehicles[0]["off_days"], json!(["2026-11-26"]), "{vehicles}");
     assert!(foodaid.terminate().success());
 }
 

@@ -561,6 +561,14 @@ pub fn operations() -> Vec<Op> {
             schema::<tr::RetireVehicle>,
         )
         .doc("Retire a vehicle", "admin"),
+        Op::command(
+            Method::PUT,
+            "/api/vehicles/{vehicle_id}/availability",
+            "transport",
+            "set_vehicle_availability",
+            schema::<tr::VehicleAvailability>,
+        )
+        .doc("Say a vehicle is off the road on a day (or back on it)", "admin"),
         Op::query("/api/vehicles", "transport", "list_vehicles", array::<tr::VehicleRow>)
             .doc("List vehicles", "admin, warehouse, driver"),
     ]

@@ -36,8 +36,8 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            population: 12,
-            generation: 20,
+            population: 8,
+            generation: 16,
             elite: 4,
             close: 5,
             granularity: DEFAULT_GRANULARITY,

@@ -1,6 +1,6 @@
 //! Transport service: the vehicles of the fleet, and their read model.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
 use runtime::{Role, ServiceHost};
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,19 @@ pub struct VehicleRow {
     pub chilled_capacity_kg: u32,
     pub home_site: String,
     pub retired: bool,
+    /// Days it is off the road.
+    #[serde(default)]
+    pub off_days: Vec<NaiveDate>,
     pub registered_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleAvailability {
+    pub vehicle_id: String,
+    pub date: NaiveDate,
+    /// false: off the road that day (servicing, lent out).
+    pub available: bool,
 }
 
 pub struct VehiclesProjection;
@@ -74,11 +86,21 @@ impl Projection for VehiclesProjection {
                     chilled_capacity_kg: spec.chilled_capacity_kg,
                     home_site: spec.home_site,
                     retired: false,
+                    off_days: Vec::new(),
                     registered_at: event.envelope.occurred_at,
                 },
             ),
             VehicleEvent::VehicleRetired { .. } => {
                 tx.update_json("vehicle", id, |row: &mut VehicleRow| row.retired = true)?;
+            }
+            VehicleEvent::VehicleAvailabilitySet { date, available } => {
+                tx.update_json("vehicle", id, |row: &mut VehicleRow| {
+                    row.off_days.retain(|d| *d != date);
+                    if !available {
+                        row.off_days.push(date);
+                        row.off_days.sort();
+                    }
+                })?;
             }
         }
         Ok(())
@@ -100,6 +122,10 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             home_site: body.home_site,
         };
         Ok((id, VehicleCommand::Register(spec)))
+    });
+    aggregate_command(&mut host, "set_vehicle_availability", &vehicles, &[], |body: VehicleAvailability, _| {
+        let command = VehicleCommand::SetAvailability { date: body.date, available: body.available };
+        Ok((parse_id(&body.vehicle_id, "vehicle")?, command))
     });
     aggregate_command(&mut host, "retire_vehicle", &vehicles, &[], |body: RetireVehicle, _| {
         Ok((parse_id(&body.vehicle_id, "vehicle")?, VehicleCommand::Retire { reason: body.reason }))

@@ -16,7 +16,14 @@ pub struct VehicleSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum VehicleCommand {
     Register(VehicleSpec),
-    Retire { reason: String },
+    Retire {
+        reason: String,
+    },
+    /// Off the road that day (servicing, lent out), or back on it.
+    SetAvailability {
+        date: chrono::NaiveDate,
+        available: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +31,7 @@ pub enum VehicleCommand {
 pub enum VehicleEvent {
     VehicleRegistered { spec: VehicleSpec },
     VehicleRetired { reason: String },
+    VehicleAvailabilitySet { date: chrono::NaiveDate, available: bool },
 }
 
 impl DomainEvent for VehicleEvent {}
@@ -32,6 +40,14 @@ impl DomainEvent for VehicleEvent {}
 pub struct Vehicle {
     pub spec: Option<VehicleSpec>,
     pub retired: bool,
+    /// Days it is off the road (it is available every other day).
+    pub off: std::collections::BTreeSet<chrono::NaiveDate>,
+}
+
+impl Vehicle {
+    pub fn available_on(&self, date: chrono::NaiveDate) -> bool {
+        self.spec.is_some() && !self.retired && !self.off.contains(&date)
+    }
 }
 
 impl Aggregate for Vehicle {
@@ -63,6 +79,15 @@ impl Aggregate for Vehicle {
             VehicleCommand::Retire { reason } => {
                 Ok(vec![VehicleEvent::VehicleRetired { reason: reason.trim().to_owned() }])
             }
+            VehicleCommand::SetAvailability { .. } if self.spec.is_none() => {
+                Err(Rejection::not_found("vehicle_not_found", "no such vehicle"))
+            }
+            VehicleCommand::SetAvailability { date, available } => {
+                if self.off.contains(date) != *available {
+                    return Ok(vec![]);
+                }
+                Ok(vec![VehicleEvent::VehicleAvailabilitySet { date: *date, available: *available }])
+            }
         }
     }
 
@@ -70,6 +95,12 @@ impl Aggregate for Vehicle {
         match event {
             VehicleEvent::VehicleRegistered { spec } => self.spec = Some(spec.clone()),
             VehicleEvent::VehicleRetired { .. } => self.retired = true,
+            VehicleEvent::VehicleAvailabilitySet { date, available: false } => {
+                self.off.insert(*date);
+            }
+            VehicleEvent::VehicleAvailabilitySet { date, available: true } => {
+                self.off.remove(date);
+            }
         }
     }
 }
@@ -100,6 +131,30 @@ mod tests {
         given::<Vehicle>([VehicleEvent::VehicleRegistered { spec: spec(600, 0) }])
             .when(VehicleCommand::Register(spec(600, 0)))
             .then_rejected("vehicle_already_registered");
+    }
+
+    #[test]
+    fn a_vehicle_is_off_the_road_on_the_days_said() {
+        let registered = VehicleEvent::VehicleRegistered { spec: spec(600, 0) };
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        let off = VehicleEvent::VehicleAvailabilitySet { date: day, available: false };
+        let state = given::<Vehicle>([registered.clone()])
+            .when(VehicleCommand::SetAvailability { date: day, available: false })
+            .then([off.clone()]);
+        assert!(!state.available_on(day) && state.available_on(day.succ_opt().unwrap()));
+        given::<Vehicle>([registered.clone(), off.clone()])
+            .when(VehicleCommand::SetAvailability { date: day, available: false })
+            .then([]);
+        given::<Vehicle>([registered.clone()])
+            .when(VehicleCommand::SetAvailability { date: day, available: true })
+            .then([]);
+        let state = given::<Vehicle>([registered, off])
+            .when(VehicleCommand::SetAvailability { date: day, available: true })
+            .then([VehicleEvent::VehicleAvailabilitySet { date: day, available: true }]);
+        assert!(state.available_on(day));
+        given::<Vehicle>([])
+            .when(VehicleCommand::SetAvailability { date: day, available: true })
+            .then_rejected("vehicle_not_found");
     }
 
     #[test]
