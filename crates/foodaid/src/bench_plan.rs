@@ -73,7 +73,8 @@ pub fn run(stops: usize, vehicles: usize, time_limit: f64, seed: u64, json: bool
     let p = day(stops, vehicles, seed);
     let started = Instant::now();
     let limits = Limits { time: Some(Duration::from_secs_f64(time_limit)), iterations: None };
-    let plan = routing::plan(&p, &Params::default(), seed, limits);
+    // A day of a few hundred stops gets few generations in seconds: the quick population.
+    let plan = routing::plan(&p, &Params::quick(), seed, limits);
     let seconds = started.elapsed().as_secs_f64();
     let left_out: Vec<usize> = plan.unserved.iter().map(|(c, _)| *c).collect();
     let feasible = routing::validate(&p, &plan.solution, &left_out).is_empty();

@@ -101,7 +101,12 @@ pub fn run(dir: &Path, time_limit: f64, seed: u64, only: Option<&str>, json: boo
         }
         let started = Instant::now();
         let limits = routing::Limits { time: Some(Duration::from_secs_f64(time_limit)), iterations: None };
-        let outcome = routing::solve(&instance.problem, &routing::Params::default(), seed, limits);
+        let outcome = routing::solve(
+            &instance.problem,
+            &routing::Params::for_time_limit(Duration::from_secs_f64(time_limit)),
+            seed,
+            limits,
+        );
         let seconds = started.elapsed().as_secs_f64();
         let violations = routing::validate(&instance.problem, &outcome.solution, &[]);
         let cost = instance.cost(&outcome.solution);
