@@ -11,8 +11,11 @@ use serde_json::{json, Value};
 
 use crate::config::Settings;
 
-fn commands(today: NaiveDate) -> Vec<(&'static str, &'static str, &'static str, Value)> {
+fn commands(now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, &'static str, &'static str, Value)> {
+    let today: NaiveDate = now.date_naive();
     let day = |days: i64| (today + chrono::Duration::days(days)).to_string();
+    // Received in the last hours, whatever the time of day (never in the future).
+    let hours_ago = |h: i64| (now - chrono::Duration::hours(h)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     vec![
         (
             "stock",
@@ -123,7 +126,7 @@ fn commands(today: NaiveDate) -> Vec<(&'static str, &'static str, &'static str, 
             "record_donation",
             "demo-donation-carrefour-1",
             json!({"donation_id": "don-demo-carrefour-1", "donor_id": "donor-carrefour-venissieux",
-                   "site_id": "site-gerland", "received_at": format!("{today}T08:00:00Z"), "lines": [
+                   "site_id": "site-gerland", "received_at": hours_ago(3), "lines": [
                 {"gtin": "3760012345014", "quantity": 120, "weight_g": 60000, "lot_number": "P2611", "date": day(240)},
                 {"gtin": "3760012345021", "quantity": 48, "weight_g": 24000, "lot_number": "Y-4471", "date": day(6), "temperature_c": 3.2},
                 {"gtin": "3760012345021", "quantity": 12, "weight_g": 6000, "lot_number": "Y-4468", "date": day(1), "temperature_c": 3.4},
@@ -136,7 +139,7 @@ fn commands(today: NaiveDate) -> Vec<(&'static str, &'static str, &'static str, 
             "record_donation",
             "demo-donation-ferme-1",
             json!({"donation_id": "don-demo-ferme-1", "donor_id": "donor-ferme-monts-dor",
-                   "site_id": "site-gerland", "received_at": format!("{today}T09:30:00Z"), "lines": [
+                   "site_id": "site-gerland", "received_at": hours_ago(2), "lines": [
                 {"product_id": "pommes-vrac", "quantity": 25, "weight_g": 250000}
             ]}),
         ),
@@ -145,7 +148,7 @@ fn commands(today: NaiveDate) -> Vec<(&'static str, &'static str, &'static str, 
             "record_donation",
             "demo-donation-banque-1",
             json!({"donation_id": "don-demo-banque-1", "donor_id": "donor-banque-alimentaire",
-                   "site_id": "site-gerland", "received_at": format!("{today}T07:15:00Z"), "lines": [
+                   "site_id": "site-gerland", "received_at": hours_ago(4), "lines": [
                 {"gtin": "3760012345038", "quantity": 60, "weight_g": 48000, "lot_number": "LI-2207", "date": day(300)},
                 {"gtin": "3760012345014", "quantity": 400, "weight_g": 200000, "lot_number": "P2598", "date": day(150)}
             ]}),
@@ -278,7 +281,7 @@ pub async fn load(
     settings: &Settings,
 ) -> anyhow::Result<String> {
     let actor = Actor::system("demo");
-    let list = commands(chrono::Utc::now().date_naive());
+    let list = commands(chrono::Utc::now());
     for (service, name, key, payload) in &list {
         let request = CommandRequest::new(*key, actor.clone(), payload.clone());
         send(client, service, name, &request).await.with_context(|| format!("{service}.{name} ({key})"))?;
