@@ -300,6 +300,18 @@ mod tests {
         }
     }
 
+    /// A parcel composed with nothing in it, as the first version of the event read.
+    fn composed_empty() -> ParcelEvent {
+        ParcelEvent::ParcelComposed {
+            lines: vec![],
+            short: vec![],
+            needs: BTreeMap::new(),
+            commune: String::new(),
+            reservations: None,
+            recomposed: false,
+        }
+    }
+
     fn family() -> Composition {
         Composition { adults: 2, teens: 0, children: 1, infants: 1 }
     }
@@ -371,14 +383,7 @@ mod tests {
 
     #[test]
     fn a_parcel_goes_from_the_warehouse_to_the_household_in_order() {
-        let composed = ParcelEvent::ParcelComposed {
-            lines: vec![],
-            short: vec![],
-            needs: BTreeMap::new(),
-            commune: String::new(),
-            reservations: None,
-            recomposed: false,
-        };
+        let composed = composed_empty();
         let advance = |s| ParcelCommand::Advance(s);
         given::<Parcel>([requested(), composed.clone()])
             .when(advance(ParcelStatus::Picked))
@@ -399,14 +404,7 @@ mod tests {
 
     #[test]
     fn a_parcel_nobody_collected_goes_back_to_the_warehouse_or_to_another_household() {
-        let composed = ParcelEvent::ParcelComposed {
-            lines: vec![],
-            short: vec![],
-            needs: BTreeMap::new(),
-            commune: String::new(),
-            reservations: None,
-            recomposed: false,
-        };
+        let composed = composed_empty();
         let shipped = [requested(), composed, ParcelEvent::ParcelShipped {}];
         let mut missed = shipped.to_vec();
         missed.push(ParcelEvent::ParcelNotCollected {});

@@ -67,7 +67,13 @@ fn best_known(paths: &[PathBuf]) -> anyhow::Result<BTreeMap<String, f64>> {
 
 fn load(path: &Path) -> anyhow::Result<Option<(Instance, String)>> {
     let is_vrp = path.extension().is_some_and(|e| e == "vrp");
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // Files that are not text (pictures, archives) are not instances; an unreadable `.vrp` is.
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(_) if !is_vrp => return Ok(None),
+        Err(e) => bail!("{}: {e}", path.display()),
+    };
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
     if is_vrp {
         let mut instance = parse_cvrplib(&text).with_context(|| format!("{}", path.display()))?;

@@ -163,17 +163,28 @@ pub async fn run(
     Ok(())
 }
 
-/// The daily expiry run: asked every `every` (the first time a minute after start). The run is
-/// idempotent per day (its lot commands have day-based ids), so several nodes asking, or asking
-/// every hour, writes each lot off once.
-async fn expiry_job(client: ServiceClient, every: Duration, shutdown: CancellationToken) {
-    let mut wait = Duration::from_secs(60).min(every);
+/// Runs `tick` every `every` (the first time after `first`, if sooner) until shutdown.
+async fn periodically<F, Fut>(first: Duration, every: Duration, shutdown: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut wait = first.min(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
         wait = every;
+        tick().await;
+    }
+}
+
+/// The daily expiry run: asked every `every` (the first time a minute after start). The run is
+/// idempotent per day (its lot commands have day-based ids), so several nodes asking, or asking
+/// every hour, writes each lot off once.
+async fn expiry_job(client: ServiceClient, every: Duration, shutdown: CancellationToken) {
+    periodically(Duration::from_secs(60), every, shutdown, || async {
         let today = chrono::Utc::now().date_naive();
         let request = runtime::CommandRequest::new(
             format!("expiry/{today}"),
@@ -184,20 +195,15 @@ async fn expiry_job(client: ServiceClient, every: Duration, shutdown: Cancellati
             Ok(reply) => tracing::info!(events = reply.events.len(), %today, "expiry run done"),
             Err(e) => tracing::warn!(error = %e, "expiry run failed; will try again"),
         }
-    }
+    })
+    .await
 }
 
 /// Closes past distribution days: parcels still shipped or at their relay point
 /// `collection_days` after their day are not collected. The last week is looked at each time, so
 /// a node that was down catches up; each parcel is marked once (its command id says so).
 async fn collection_job(client: ServiceClient, every: Duration, collection_days: u32, shutdown: CancellationToken) {
-    let mut wait = Duration::from_secs(90).min(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = every;
+    periodically(Duration::from_secs(90), every, shutdown, || async {
         let last = chrono::Utc::now().date_naive() - chrono::Duration::days(i64::from(collection_days));
         for back in (0..7).rev() {
             let date = last - chrono::Duration::days(back);
@@ -214,7 +220,8 @@ async fn collection_job(client: ServiceClient, every: Duration, collection_days:
                 Err(e) => tracing::warn!(error = %e, %date, "closing a distribution day failed; will try again"),
             }
         }
-    }
+    })
+    .await
 }
 
 async fn wait_for_signal() {

@@ -352,18 +352,19 @@ impl Tx {
     }
 
     /// Changes an existing row; a missing row is an error (the projection missed its creation).
+    /// Changes an existing row; answers the row as written.
     pub fn update_json<T: Serialize + DeserializeOwned>(
         &mut self,
         table: &str,
         key: &[u8],
         change: impl FnOnce(&mut T),
-    ) -> Result<(), ApplyError> {
+    ) -> Result<T, ApplyError> {
         let mut row: T = self
             .get_json(table, key)?
             .ok_or_else(|| ApplyError(format!("no row {table}/{} to update", String::from_utf8_lossy(key))))?;
         change(&mut row);
         self.put_json(table, key, &row);
-        Ok(())
+        Ok(row)
     }
 
     pub fn put_json<T: Serialize>(&mut self, table: &str, key: &[u8], value: &T) {

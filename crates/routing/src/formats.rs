@@ -9,8 +9,8 @@ use crate::solution::Solution;
 pub enum Rounding {
     /// CVRPLIB: each distance rounded to the nearest integer.
     Nearest,
-    /// Solomon: exact Euclidean distances; the search works in thousandths.
-    Exact { scale: i64 },
+    /// Solomon: exact Euclidean distances (the search works in thousandths).
+    Exact,
 }
 
 /// A parsed instance: the problem, and what it takes to report a solution's cost in the
@@ -29,7 +29,7 @@ impl Instance {
     pub fn cost(&self, s: &Solution) -> f64 {
         match self.rounding {
             Rounding::Nearest => s.totals(&self.problem).dist as f64,
-            Rounding::Exact { .. } => {
+            Rounding::Exact => {
                 let d = |a: usize, b: usize| {
                     let (p, q) = (self.coords[a], self.coords[b]);
                     ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt()
@@ -181,7 +181,7 @@ pub fn parse_solomon(text: &str) -> Result<Instance, ProblemError> {
     (vehicles.early, vehicles.late) = (scaled(rows[0][4]), scaled(rows[0][5]));
     let m = matrix(&xy, scaled);
     let problem = Problem::new(1, clients, vec![vehicles], m.clone(), m)?;
-    Ok(Instance { name, problem, coords: xy, rounding: Rounding::Exact { scale: SCALE } })
+    Ok(Instance { name, problem, coords: xy, rounding: Rounding::Exact })
 }
 
 #[cfg(test)]

@@ -80,8 +80,6 @@ pub struct Outcome {
     pub solution: Solution,
     pub totals: Totals,
     pub iterations: u64,
-    /// When the best solution was found, since the start.
-    pub found_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -367,192 +365,168 @@ fn crossover(a: &[usize], b: &[usize], rng: &mut impl Rng, nodes: usize) -> Vec<
     child
 }
 
-/// Solves `p` from `seed` within `limits`. The same seed and iteration limit give the same
-/// answer; with a time limit, the best found by then.
-pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome {
-    let started = Instant::now();
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let neighbours = neighbourhoods(p, params.granularity);
-    let mut ls = LocalSearch::new(p, &neighbours);
-    let max_dist =
-        (0..p.nodes()).flat_map(|i| (0..p.nodes()).map(move |j| (i, j))).map(|(i, j)| p.dist(i, j)).max().unwrap_or(1);
-    let max_demand = p.clients.iter().map(|c| c.delivery.0[0].max(c.pickup.0[0])).max().unwrap_or(1).max(1);
-    let max_time =
-        (0..p.nodes()).flat_map(|i| (0..p.nodes()).map(move |j| (i, j))).map(|(i, j)| p.time(i, j)).max().unwrap_or(1);
-    // A unit over capacity or late costs about what the longest trip costs per unit of demand
-    // or of time; then the penalties adapt to how often the search stays feasible.
-    let mut penalties = Penalties {
-        load: (max_dist / max_demand).clamp(1, 100_000),
-        time: (max_dist / max_time.max(1)).clamp(1, 100_000),
-    };
-    let clients: Vec<usize> = p.client_nodes().collect();
-    let mut best: Option<Individual> = None;
-    let mut best_infeasible: Option<Individual> = None;
-    let mut found_after = Duration::ZERO;
-    let mut iterations = 0u64;
-    let mut since_best = 0u64;
-    let mut feasible_load = Vec::new();
-    let mut feasible_time = Vec::new();
-    let out_of_time = |iterations: u64| {
-        limits.time.is_some_and(|t| started.elapsed() >= t) || limits.iterations.is_some_and(|n| iterations >= n)
-    };
-    let mut population = Population { feasible: Vec::new(), infeasible: Vec::new() };
-    let mut next_id = 0u64;
+/// The search's state between generations.
+struct Search<'a> {
+    p: &'a Problem,
+    params: &'a Params,
+    rng: SmallRng,
+    ls: LocalSearch<'a>,
+    penalties: Penalties,
+    population: Population,
+    next_id: u64,
+    /// Whether each recent local search ended feasible in load, in time.
+    load_log: Vec<bool>,
+    time_log: Vec<bool>,
+    best: Option<Individual>,
+    best_infeasible: Option<Individual>,
+}
 
-    // Educates a giant tour or solution into an individual and files it.
-    let educate = |solution: Solution,
-                   penalties: Penalties,
-                   population: &mut Population,
-                   rng: &mut SmallRng,
-                   ls: &mut LocalSearch,
-                   feasible_load: &mut Vec<bool>,
-                   feasible_time: &mut Vec<bool>,
-                   next_id: &mut u64|
-     -> Individual {
-        let improved = ls.run(&solution, penalties, rng);
+impl Search<'_> {
+    /// Improves `solution` by local search (and, when infeasible, tries to repair it under ten
+    /// times the penalties), files it in its subpopulation, keeps it if it is the best so far,
+    /// and adapts the penalties. Says whether it is a new best.
+    fn educate(&mut self, solution: Solution) -> bool {
+        let (p, penalties) = (self.p, self.penalties);
+        let improved = self.ls.run(&solution, penalties, &mut self.rng);
         let mut ind = Individual::new(p, improved, &penalties);
-        feasible_load.push(ind.totals.excess_load == 0);
-        feasible_time.push(ind.totals.time_warp == 0);
-        if !ind.totals.feasible() && rng.random_bool(params.repair) {
-            let repaired = ls.run(&ind.solution, penalties.scaled(10), rng);
+        self.load_log.push(ind.totals.excess_load == 0);
+        self.time_log.push(ind.totals.time_warp == 0);
+        if !ind.totals.feasible() && self.rng.random_bool(self.params.repair) {
+            let repaired = self.ls.run(&ind.solution, penalties.scaled(10), &mut self.rng);
             let candidate = Individual::new(p, repaired, &penalties);
             if candidate.totals.feasible() {
                 ind = candidate;
             }
         }
-        *next_id += 1;
-        ind.id = *next_id;
-        if ind.totals.feasible() {
-            insert(&mut population.feasible, ind.clone(), p);
-        } else {
-            insert(&mut population.infeasible, ind.clone(), p);
+        self.next_id += 1;
+        ind.id = self.next_id;
+        let feasible = ind.totals.feasible();
+        let better = feasible && self.best.as_ref().is_none_or(|b| ind.totals.cost() < b.totals.cost());
+        if better {
+            self.best = Some(ind.clone());
+        } else if !feasible
+            && self.best.is_none()
+            && self.best_infeasible.as_ref().is_none_or(|b| ind.penalised < b.penalised)
+        {
+            self.best_infeasible = Some(ind.clone());
         }
-        ind
-    };
+        let sub = if feasible { &mut self.population.feasible } else { &mut self.population.infeasible };
+        insert(sub, ind, p);
+        self.adapt();
+        better
+    }
 
-    let initial = 4 * params.population;
+    /// Every 50 local searches: penalties up by a fifth when too few results were feasible (in
+    /// load, in time), down when too many.
+    fn adapt(&mut self) {
+        if self.load_log.len() < 50 {
+            return;
+        }
+        let target = self.params.target_feasible;
+        let step = |penalty: i64, log: &mut Vec<bool>| -> i64 {
+            let share = log.iter().filter(|f| **f).count() as f64 / log.len() as f64;
+            log.clear();
+            if share < target - 0.05 {
+                ((penalty as f64 * 1.2).ceil() as i64).min(1 << 40)
+            } else if share > target + 0.05 {
+                ((penalty as f64 * 0.85) as i64).max(1)
+            } else {
+                penalty
+            }
+        };
+        self.penalties.load = step(self.penalties.load, &mut self.load_log);
+        self.penalties.time = step(self.penalties.time, &mut self.time_log);
+        for ind in self.population.infeasible.iter_mut() {
+            ind.penalised = ind.totals.penalised(&self.penalties);
+        }
+    }
+
+    /// A parent's giant tour, by binary tournament on biased fitness over both subpopulations.
+    fn parent(&mut self) -> Vec<usize> {
+        let n = self.population.feasible.len() + self.population.infeasible.len();
+        let (i, j) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
+        let (a, b) = (self.population.all().nth(i).expect("drawn"), self.population.all().nth(j).expect("drawn"));
+        if a.fitness <= b.fitness {
+            a.giant.clone()
+        } else {
+            b.giant.clone()
+        }
+    }
+}
+
+/// Solves `p` from `seed` within `limits`. The same seed and iteration limit give the same
+/// answer; with a time limit, the best found by then.
+pub fn solve(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Outcome {
+    let started = Instant::now();
+    let neighbours = neighbourhoods(p, params.granularity);
+    let (mut max_dist, mut max_time) = (1, 1);
+    for i in 0..p.nodes() {
+        for j in 0..p.nodes() {
+            (max_dist, max_time) = (max_dist.max(p.dist(i, j)), max_time.max(p.time(i, j)));
+        }
+    }
+    let max_demand = p.clients.iter().map(|c| c.delivery.0[0].max(c.pickup.0[0])).max().unwrap_or(1).max(1);
+    let mut search = Search {
+        p,
+        params,
+        rng: SmallRng::seed_from_u64(seed),
+        ls: LocalSearch::new(p, &neighbours),
+        // A unit over capacity or late costs about what the longest trip costs per unit of
+        // demand or of time; then the penalties adapt to how often the search stays feasible.
+        penalties: Penalties {
+            load: (max_dist / max_demand).clamp(1, 100_000),
+            time: (max_dist / max_time).clamp(1, 100_000),
+        },
+        population: Population { feasible: Vec::new(), infeasible: Vec::new() },
+        next_id: 0,
+        load_log: Vec::new(),
+        time_log: Vec::new(),
+        best: None,
+        best_infeasible: None,
+    };
+    let clients: Vec<usize> = p.client_nodes().collect();
+    let mut iterations = 0u64;
+    let out_of_time = |iterations: u64| {
+        limits.time.is_some_and(|t| started.elapsed() >= t) || limits.iterations.is_some_and(|n| iterations >= n)
+    };
     'search: loop {
         // A fresh population of random giant tours (first start, or a restart).
-        for _ in 0..initial {
-            if out_of_time(iterations) && (best.is_some() || best_infeasible.is_some()) {
+        for _ in 0..4 * params.population {
+            if out_of_time(iterations) && (search.best.is_some() || search.best_infeasible.is_some()) {
                 break 'search;
             }
             let mut giant = clients.clone();
-            giant.shuffle(&mut rng);
-            let s = split(p, &giant, &penalties);
-            let ind = educate(
-                s,
-                penalties,
-                &mut population,
-                &mut rng,
-                &mut ls,
-                &mut feasible_load,
-                &mut feasible_time,
-                &mut next_id,
-            );
-            remember(&ind, &mut best, &mut best_infeasible, &mut found_after, started, &mut since_best);
+            giant.shuffle(&mut search.rng);
+            let s = split(p, &giant, &search.penalties);
+            search.educate(s);
         }
-        survivors(&mut population.feasible, params);
-        survivors(&mut population.infeasible, params);
-        since_best = 0;
+        survivors(&mut search.population.feasible, params);
+        survivors(&mut search.population.infeasible, params);
+        let mut since_best = 0u64;
         while !out_of_time(iterations) {
             iterations += 1;
             since_best += 1;
-            rank(&mut population.feasible, params);
-            rank(&mut population.infeasible, params);
-            let all: Vec<&Individual> = population.all().collect();
-            let pick = |rng: &mut SmallRng| {
-                let a = all[rng.random_range(0..all.len())];
-                let b = all[rng.random_range(0..all.len())];
-                if a.fitness <= b.fitness {
-                    a
-                } else {
-                    b
-                }
-            };
-            let (pa, pb) = (pick(&mut rng).giant.clone(), pick(&mut rng).giant.clone());
-            drop(all);
-            let child = crossover(&pa, &pb, &mut rng, p.nodes());
-            let s = split(p, &child, &penalties);
-            let ind = educate(
-                s,
-                penalties,
-                &mut population,
-                &mut rng,
-                &mut ls,
-                &mut feasible_load,
-                &mut feasible_time,
-                &mut next_id,
-            );
-            if remember(&ind, &mut best, &mut best_infeasible, &mut found_after, started, &mut since_best) {
+            rank(&mut search.population.feasible, params);
+            rank(&mut search.population.infeasible, params);
+            let (a, b) = (search.parent(), search.parent());
+            let child = crossover(&a, &b, &mut search.rng, p.nodes());
+            let s = split(p, &child, &search.penalties);
+            if search.educate(s) {
                 since_best = 0;
             }
-            if population.feasible.len() > params.population + params.generation {
-                survivors(&mut population.feasible, params);
+            for sub in [&mut search.population.feasible, &mut search.population.infeasible] {
+                if sub.len() > params.population + params.generation {
+                    survivors(sub, params);
+                }
             }
-            if population.infeasible.len() > params.population + params.generation {
-                survivors(&mut population.infeasible, params);
-            }
-            adapt(&mut penalties, &mut feasible_load, &mut feasible_time, params, &mut population);
             if since_best >= params.restart_after {
-                population.feasible.clear();
-                population.infeasible.clear();
+                search.population.feasible.clear();
+                search.population.infeasible.clear();
                 continue 'search;
             }
         }
         break;
     }
-    let chosen = best.or(best_infeasible).expect("at least one solution was made");
-    Outcome { totals: chosen.totals, solution: chosen.solution, iterations, found_after }
-}
-
-/// Every 50 local searches: penalties up by a fifth when too few results were feasible (in load,
-/// in time), down when too many.
-fn adapt(
-    penalties: &mut Penalties,
-    load_log: &mut Vec<bool>,
-    time_log: &mut Vec<bool>,
-    params: &Params,
-    population: &mut Population,
-) {
-    if load_log.len() < 50 {
-        return;
-    }
-    let step = |penalty: i64, log: &mut Vec<bool>| -> i64 {
-        let share = log.iter().filter(|f| **f).count() as f64 / log.len().max(1) as f64;
-        log.clear();
-        if share < params.target_feasible - 0.05 {
-            ((penalty as f64 * 1.2).ceil() as i64).min(1 << 40)
-        } else if share > params.target_feasible + 0.05 {
-            ((penalty as f64 * 0.85) as i64).max(1)
-        } else {
-            penalty
-        }
-    };
-    penalties.load = step(penalties.load, load_log);
-    penalties.time = step(penalties.time, time_log);
-    for ind in population.infeasible.iter_mut() {
-        ind.penalised = ind.totals.penalised(penalties);
-    }
-}
-
-/// Keeps the best feasible (and least penalised infeasible) solution; says whether it improved.
-fn remember(
-    ind: &Individual,
-    best: &mut Option<Individual>,
-    best_infeasible: &mut Option<Individual>,
-    found_after: &mut Duration,
-    started: Instant,
-    _since_best: &mut u64,
-) -> bool {
-    if ind.totals.feasible() {
-        if best.as_ref().is_none_or(|b| ind.totals.cost() < b.totals.cost()) {
-            *best = Some(ind.clone());
-            *found_after = started.elapsed();
-            return true;
-        }
-    } else if best.is_none() && best_infeasible.as_ref().is_none_or(|b| ind.penalised < b.penalised) {
-        *best_infeasible = Some(ind.clone());
-    }
-    false
+    let chosen = search.best.or(search.best_infeasible).expect("at least one solution was made");
+    Outcome { totals: chosen.totals, solution: chosen.solution, iterations }
 }

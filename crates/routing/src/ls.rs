@@ -407,12 +407,10 @@ impl<'a> LocalSearch<'a> {
             return None;
         }
         let nodes = &self.routes[r].nodes;
-        let mut order: Box<dyn Iterator<Item = usize>> =
-            if reversed { Box::new((from..=to).rev()) } else { Box::new(from..=to) };
-        let first = order.next().expect("not empty");
-        let mut s = self.client_seg[nodes[first] as usize];
-        for i in order {
-            s = s.then(self.p, &self.client_seg[nodes[i] as usize]);
+        let at = |k: usize| self.client_seg[nodes[if reversed { to - k } else { from + k }] as usize];
+        let mut s = at(0);
+        for k in 1..=to - from {
+            s = s.then(self.p, &at(k));
         }
         Some(s)
     }

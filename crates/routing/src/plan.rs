@@ -38,9 +38,6 @@ pub struct Plan {
     pub totals: Totals,
     pub unserved: Vec<(usize, Unserved)>,
     pub iterations: u64,
-    /// The search's best before anyone was left out for lack of room or time (its excess load
-    /// and time warp say what did not fit).
-    pub searched: Totals,
 }
 
 /// Why no vehicle could serve `client` even alone, if so.
@@ -71,13 +68,7 @@ pub fn plan(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Plan {
         p.client_nodes().filter_map(|c| screen(p, c).map(|why| (c, why))).collect();
     let keep: Vec<usize> = p.client_nodes().filter(|c| !unserved.iter().any(|(u, _)| u == c)).collect();
     if keep.is_empty() {
-        return Plan {
-            solution: Solution::default(),
-            totals: Totals::default(),
-            unserved,
-            iterations: 0,
-            searched: Totals::default(),
-        };
+        return Plan { solution: Solution::default(), totals: Totals::default(), unserved, iterations: 0 };
     }
     let (sub, nodes) = p.restrict(&keep);
     let outcome = solve(&sub, params, seed, limits);
@@ -118,7 +109,7 @@ pub fn plan(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Plan {
     solution.routes.retain(|r| !r.visits.is_empty());
     reinsert(p, &mut solution, &mut unserved);
     unserved.sort_unstable_by_key(|(c, _)| *c);
-    Plan { totals: solution.totals(p), solution, unserved, iterations: outcome.iterations, searched: outcome.totals }
+    Plan { totals: solution.totals(p), solution, unserved, iterations: outcome.iterations }
 }
 
 /// Puts clients left out for lack of room back where they fit after all (in a route, or in a

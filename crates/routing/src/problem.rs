@@ -184,10 +184,4 @@ impl Problem {
             Problem { depots: self.depots, clients, vehicle_types: self.vehicle_types.clone(), n, dist, time };
         (problem, nodes)
     }
-
-    /// Whether any window, shift or shift length constrains time.
-    pub fn has_time_windows(&self) -> bool {
-        self.clients.iter().any(|c| c.early > 0 || c.late < i64::MAX / 4)
-            || self.vehicle_types.iter().any(|v| v.late < i64::MAX / 4 || v.max_duration < i64::MAX / 4)
-    }
 }

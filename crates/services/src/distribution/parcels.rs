@@ -248,23 +248,20 @@ impl Projection for ParcelsProjection {
                     ParcelEvent::ParcelReturned {} => ParcelStatus::Returned,
                     _ => ParcelStatus::NotCollected,
                 };
-                tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
+                let row = tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
                     row.status = status;
                     row.updated_at = at;
                 })?;
                 if matches!(status, ParcelStatus::Collected | ParcelStatus::NotCollected) {
-                    let row: ParcelRow = tx.get_json("parcel", id.as_bytes())?.expect("just updated");
-                    let household = row.household_id.clone();
-                    super::reports::count(tx, &row, status, &household, row.people)?;
+                    super::reports::count(tx, &row, status, &row.household_id, row.people)?;
                 }
             }
             ParcelEvent::ParcelRedistributed { household_id, people } => {
-                tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
+                let row = tx.update_json("parcel", id.as_bytes(), |row: &mut ParcelRow| {
                     row.status = ParcelStatus::Redistributed;
                     row.redistributed_to = Some(household_id.clone());
                     row.updated_at = at;
                 })?;
-                let row: ParcelRow = tx.get_json("parcel", id.as_bytes())?.expect("just updated");
                 super::reports::count(tx, &row, ParcelStatus::Redistributed, &household_id, people)?;
             }
             ParcelEvent::ParcelCancelled { reason } => {

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 
 use distribution::{Composition, ParcelStatus};
 use projections::{ApplyError, ProjectionHandle, Tx};
-use runtime::{Actor, Role, ServiceError, ServiceHost};
+use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use values::{DateKind, FoodGroup};
 
 use super::parcels::ParcelRow;
-use crate::common::{csv_field, require_scope, scoped_query, storage, ServiceContext};
+use crate::common::{csv_field, scoped_query, storage, ServiceContext};
 
 /// What the read model keeps per month, association and commune.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -182,17 +182,15 @@ pub fn report_csv(rows: &Vec<ReportRow>) -> String {
     out
 }
 
-fn visible(actor: &Actor, association_id: &str) -> bool {
-    actor.role != Role::Association || require_scope(actor, Role::Association, association_id).is_ok()
-}
-
 pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &ProjectionHandle) {
     let meal_grams = ctx.policies.meal_grams;
     let roles: Option<&'static [Role]> = Some(&[Role::Association]);
     scoped_query(host, "distribution_report", ctx, view, roles, move |view, actor, p: ReportParams| {
-        if let Some(a) = &p.association_id {
-            require_scope(actor, Role::Association, a)?;
-        }
+        // An association sees its own rows; an administrator all, or the one asked for.
+        let only = match actor.role {
+            Role::Association => Some(super::households::own_association(actor, p.association_id)?),
+            _ => p.association_id,
+        };
         let prefix = p.month.map(|m| format!("{m}\0")).unwrap_or_default();
         let mut rows = Vec::new();
         for item in view.scan("report", prefix.as_bytes()) {
@@ -201,8 +199,7 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &Proj
             let tally: Tally =
                 serde_json::from_slice(&value).map_err(|e| ServiceError::internal("reading a report", e))?;
             let r = row(&key, tally, meal_grams);
-            let wanted = p.association_id.as_ref().is_none_or(|a| *a == r.association_id);
-            if wanted && visible(actor, &r.association_id) {
+            if only.as_ref().is_none_or(|a| *a == r.association_id) {
                 rows.push(r);
             }
         }

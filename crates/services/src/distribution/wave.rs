@@ -79,7 +79,7 @@ fn offer(lot: &LotRow) -> Offer {
         date_kind: lot.date_kind,
         date: lot.date,
         units: lot.available,
-        unit_grams: (lot.weight_g / u64::from(lot.received.max(1))).max(1) as u32,
+        unit_grams: lot.grams(1).max(1) as u32,
         traits: lot.traits,
         allergens: lot.allergens.clone(),
     }
@@ -143,7 +143,7 @@ async fn reserve(
                     product_id: lot.product_id.clone(),
                     food_group: lot.food_group,
                     units,
-                    grams: u64::from(units) * u64::from(offer(lot).unit_grams),
+                    grams: lot.grams(units),
                     need_g: planned.map_or(0, |l| l.need_g),
                     date: lot.date,
                     date_kind: lot.date_kind,

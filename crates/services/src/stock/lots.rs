@@ -328,7 +328,8 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
             ReservationEvent::ReservationReturned {} => row.status = ReservationStatus::Returned,
             ReservationEvent::ReservationRedirected { .. } => {}
         }
-    })
+    })?;
+    Ok(())
 }
 
 /// The lots a reservation of `quantity` units of a product at a site should try, in FEFO

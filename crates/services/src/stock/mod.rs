@@ -213,26 +213,27 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     process_command(&mut host, "reserve_stock", warehouse, st.clone(), |s, request, body: ReserveStock| async move {
         s.reserve(request, body).await
     });
-    process_command(
-        &mut host,
-        "release_reservation",
-        warehouse,
-        st.clone(),
-        |s, request, body: ReservationAction| async move {
-            let id = parse_id(&body.reservation_id, "reservation")?;
-            s.release(request, id).await
-        },
-    );
-    process_command(
-        &mut host,
-        "pick_reservation",
-        warehouse,
-        st.clone(),
-        |s, request, body: ReservationAction| async move {
-            let id = parse_id(&body.reservation_id, "reservation")?;
-            s.pick(request, id).await
-        },
-    );
+    // Steps on a whole reservation, named by its id.
+    for name in ["release_reservation", "pick_reservation", "return_shipment", "dispatch_transfer", "receive_transfer"]
+    {
+        process_command(
+            &mut host,
+            name,
+            warehouse,
+            st.clone(),
+            move |s, request, body: ReservationAction| async move {
+                let id = parse_id(&body.reservation_id, "reservation")?;
+                match name {
+                    "release_reservation" => s.release(request, id).await,
+                    "pick_reservation" => s.pick(request, id).await,
+                    "return_shipment" => s.return_shipment(request, id).await,
+                    "dispatch_transfer" => s.dispatch(request, id).await,
+                    _ => s.receive_transfer(request, id).await,
+                }
+            },
+        );
+    }
+    // Steps that say where the units go.
     process_command(
         &mut host,
         "ship_reservation",
@@ -242,40 +243,10 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     );
     process_command(
         &mut host,
-        "return_shipment",
-        warehouse,
-        st.clone(),
-        |s, request, body: ReservationAction| async move {
-            let id = parse_id(&body.reservation_id, "reservation")?;
-            s.return_shipment(request, id).await
-        },
-    );
-    process_command(
-        &mut host,
         "redirect_shipment",
         warehouse,
         st.clone(),
         |s, request, body: ShipReservation| async move { s.redirect(request, body).await },
-    );
-    process_command(
-        &mut host,
-        "dispatch_transfer",
-        warehouse,
-        st.clone(),
-        |s, request, body: ReservationAction| async move {
-            let id = parse_id(&body.reservation_id, "reservation")?;
-            s.dispatch(request, id).await
-        },
-    );
-    process_command(
-        &mut host,
-        "receive_transfer",
-        warehouse,
-        st.clone(),
-        |s, request, body: ReservationAction| async move {
-            let id = parse_id(&body.reservation_id, "reservation")?;
-            s.receive_transfer(request, id).await
-        },
     );
     let recalls = ctx.runner::<stock::Recall>(SERVICE);
     process_command(
