@@ -73,6 +73,23 @@ pub enum DonationCommand {
         rules: ReceptionRules,
         lines: Vec<LineInput>,
     },
+    /// Goods a driver collected from the donor, on their way to the site: waiting there to be
+    /// checked in (recorded line by line, as any donation).
+    Expect(Incoming),
+}
+
+/// What a driver collected: weighed roughly on the road, checked in at the warehouse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incoming {
+    pub donor_id: String,
+    pub site_id: String,
+    pub collected_at: DateTime<Utc>,
+    pub grams: u64,
+    pub chilled_grams: u64,
+    /// The transport job that collected it.
+    pub job_id: String,
+    /// Why it must be inspected at check-in (chilled goods out of the cold too long).
+    pub inspect: Option<String>,
 }
 
 /// Why a line was not taken into stock.
@@ -124,6 +141,7 @@ pub struct RecordedLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum DonationEvent {
+    DonationExpected(Incoming),
     DonationRecorded {
         donor_id: String,
         site_id: String,
@@ -151,6 +169,8 @@ impl DomainEvent for DonationEvent {}
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Donation {
     pub recorded: bool,
+    /// Collected by a driver and waiting to be checked in.
+    pub expected: Option<Incoming>,
 }
 
 /// Longest lot number accepted.
@@ -164,7 +184,24 @@ impl Aggregate for Donation {
     type Event = DonationEvent;
 
     fn decide(&self, command: &DonationCommand) -> Result<Vec<DonationEvent>, Rejection> {
-        let DonationCommand::Record { donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines } = command;
+        let (donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines) = match command {
+            DonationCommand::Expect(_) if self.recorded || self.expected.is_some() => return Ok(vec![]),
+            DonationCommand::Expect(incoming) => {
+                if incoming.chilled_grams > incoming.grams {
+                    return Err(Rejection::validation("invalid_quantity", "chilled grams are part of the grams"));
+                }
+                return Ok(vec![DonationEvent::DonationExpected(incoming.clone())]);
+            }
+            DonationCommand::Record { donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines } => {
+                (donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines)
+            }
+        };
+        if let Some(incoming) = self.expected.as_ref().filter(|i| i.donor_id != *donor_id) {
+            return Err(Rejection::validation(
+                "donor_mismatch",
+                format!("this incoming donation is from donor {}", incoming.donor_id),
+            ));
+        }
         if self.recorded {
             return Err(Rejection::conflict("donation_already_recorded", "this donation is already recorded"));
         }
@@ -196,8 +233,10 @@ impl Aggregate for Donation {
     }
 
     fn apply(&mut self, event: &DonationEvent) {
-        if let DonationEvent::DonationRecorded { .. } = event {
-            self.recorded = true;
+        match event {
+            DonationEvent::DonationExpected(incoming) => self.expected = Some(incoming.clone()),
+            DonationEvent::DonationRecorded { .. } => self.recorded = true,
+            DonationEvent::LineAccepted { .. } | DonationEvent::LineRefused { .. } => {}
         }
     }
 }
@@ -420,7 +459,9 @@ mod tests {
         // A stricter threshold for one group applies to it alone.
         let mut rules = ReceptionRules::default();
         rules.chilled_max_c.groups.insert(FoodGroup::Dairy, 3.0);
-        let DonationCommand::Record { donor_id, site_id, received_at, .. } = record(vec![], None);
+        let DonationCommand::Record { donor_id, site_id, received_at, .. } = record(vec![], None) else {
+            unreachable!("record() records")
+        };
         given::<Donation>([])
             .when(DonationCommand::Record {
                 donor_id,
@@ -431,6 +472,33 @@ mod tests {
                 lines: vec![cold_enough.clone()],
             })
             .then([recorded(1), refused(1, &cold_enough, Refusal::ColdChainBreak { measured_c: 4.0, max_c: 3.0 })]);
+    }
+
+    #[test]
+    fn a_collected_donation_waits_to_be_checked_in_by_its_donor() {
+        let incoming = Incoming {
+            donor_id: "carrefour-venissieux".into(),
+            site_id: "gerland".into(),
+            collected_at: at(2026, 11, 23, 9),
+            grams: 80_000,
+            chilled_grams: 20_000,
+            job_id: "job-1".into(),
+            inspect: None,
+        };
+        let expected = DonationEvent::DonationExpected(incoming.clone());
+        given::<Donation>([]).when(DonationCommand::Expect(incoming.clone())).then([expected.clone()]);
+        given::<Donation>([expected.clone()]).when(DonationCommand::Expect(incoming.clone())).then([]);
+        let line = pasta(day(2027, 3, 1));
+        let state = given::<Donation>([expected.clone()])
+            .when(record(vec![line.clone()], None))
+            .then([recorded(1), accepted(1, &line, false)]);
+        assert!(state.recorded);
+        let other = Incoming { donor_id: "lidl".into(), ..incoming.clone() };
+        given::<Donation>([DonationEvent::DonationExpected(other)])
+            .when(record(vec![line], None))
+            .then_rejected("donor_mismatch");
+        let odd = Incoming { chilled_grams: 90_000, ..incoming };
+        given::<Donation>([]).when(DonationCommand::Expect(odd)).then_rejected("invalid_quantity");
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod donation;
 mod donor;
 mod product;
 
-pub use donation::{Donation, DonationCommand, DonationEvent, LineInput, ReceptionRules, RecordedLine, Refusal};
+pub use donation::{
+    Donation, DonationCommand, DonationEvent, Incoming, LineInput, ReceptionRules, RecordedLine, Refusal,
+};
 pub use donor::{Agreement, Donor, DonorCommand, DonorEvent, DonorKind};
 pub use product::{Product, ProductCommand, ProductDetails, ProductEvent};

@@ -241,6 +241,51 @@ fn commands(now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, &'static s
             "vehicle_id": "veh-trafic", "name": "Renault Trafic", "capacity_kg": 900, "volume_l": 6000,
             "chilled_capacity_kg": 0, "home_site": "site-gerland"}),
         ),
+        (
+            "transport",
+            "register_driver",
+            "demo-driver-monique",
+            json!({"driver_id": "drv-monique", "name": "Monique", "vehicles": ["veh-master-frigo", "veh-kangoo"],
+                   "max_shift_minutes": 360}),
+        ),
+        (
+            "transport",
+            "register_driver",
+            "demo-driver-karim",
+            json!({"driver_id": "drv-karim", "name": "Karim", "vehicles": ["veh-trafic", "veh-kangoo"],
+                   "max_shift_minutes": 300}),
+        ),
+        (
+            "transport",
+            "set_driver_availability",
+            "demo-free-monique",
+            json!({"driver_id": "drv-monique", "date": day(1), "slots": [{"from": "07:30:00", "to": "14:00:00"}]}),
+        ),
+        (
+            "transport",
+            "set_driver_availability",
+            "demo-free-karim",
+            json!({"driver_id": "drv-karim", "date": day(1), "slots": [{"from": "08:00:00", "to": "17:00:00"}]}),
+        ),
+        (
+            "transport",
+            "schedule_job",
+            "demo-pickup-carrefour",
+            json!({"job_id": "job-pickup-carrefour", "date": day(1), "site_id": "site-gerland", "kind": "pickup",
+                   "party_id": "donor-carrefour-venissieux", "kg": 180, "chilled_kg": 60,
+                   "address": "Boulevard Ambroise Croizat, 69200 Vénissieux", "position": {"lat": 45.7071, "lon": 4.8793},
+                   "contact": "Réception marchandises, quai 2", "opens": "08:00:00", "closes": "10:00:00",
+                   "service_minutes": 25}),
+        ),
+        (
+            "transport",
+            "schedule_job",
+            "demo-pickup-ferme",
+            json!({"job_id": "job-pickup-ferme", "date": day(1), "site_id": "site-gerland", "kind": "pickup",
+                   "party_id": "donor-ferme-monts-dor", "kg": 120, "contact": "M. Girard",
+                   "address": "Chemin de la Roche, 69250 Poleymieux-au-Mont-d'Or", "position": {"lat": 45.8612, "lon": 4.8039},
+                   "opens": "09:00:00", "closes": "12:00:00", "service_minutes": 20}),
+        ),
     ]
 }
 

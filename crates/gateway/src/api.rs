@@ -214,6 +214,12 @@ pub fn operations() -> Vec<Op> {
                 ("from", "first day received (YYYY-MM-DD)"),
                 ("to", "last day received (YYYY-MM-DD)"),
             ]),
+        Op::query("/api/donations/incoming", "donations", "list_incoming", array::<don::IncomingRow>)
+            .doc(
+                "Goods drivers collected, waiting to be checked in (record them with their donation_id)",
+                "admin, warehouse",
+            )
+            .params(&[("site_id", "only at this site")]),
         Op::query("/api/donations/{donation_id}", "donations", "get_donation", schema::<don::DonationRow>)
             .doc("One donation and what became of each line", "admin, warehouse"),
         Op::command(post.clone(), "/api/sites", "stock", "create_site", schema::<st::CreateSite>)
@@ -244,6 +250,8 @@ pub fn operations() -> Vec<Op> {
             .doc("Put a lot on hold: no new reservation, nothing leaves", "admin, warehouse"),
         Op::command(Method::DELETE, "/api/lots/{lot_id}/hold", "stock", "lift_hold", schema::<st::LiftHold>)
             .doc("Lift a lot's hold", "admin, warehouse"),
+        Op::command(post.clone(), "/api/lots/{lot_id}/flag", "stock", "flag_lot", schema::<st::HoldLot>)
+            .doc("Flag a lot for inspection (it stays available; the reason shows on the lot)", "admin, warehouse"),
         Op::query("/api/stock", "stock", "stock_summary", array::<st::StockLine>)
             .doc("Stock by site and product, filtered; as it was on a past day with as_of", "admin, warehouse")
             .params(&[
@@ -554,7 +562,7 @@ pub fn operations() -> Vec<Op> {
             .doc("Register a vehicle", "admin")
             .creates(),
         Op::command(
-            post,
+            post.clone(),
             "/api/vehicles/{vehicle_id}/retire",
             "transport",
             "retire_vehicle",
@@ -571,6 +579,77 @@ pub fn operations() -> Vec<Op> {
         .doc("Say a vehicle is off the road on a day (or back on it)", "admin"),
         Op::query("/api/vehicles", "transport", "list_vehicles", array::<tr::VehicleRow>)
             .doc("List vehicles", "admin, warehouse, driver"),
+        Op::command(post.clone(), "/api/drivers", "transport", "register_driver", schema::<tr::RegisterDriver>)
+            .doc("Register a volunteer driver, the vehicles they may drive and their longest shift", "admin")
+            .creates(),
+        Op::command(
+            Method::PUT,
+            "/api/drivers/{driver_id}/availability",
+            "transport",
+            "set_driver_availability",
+            schema::<tr::DriverAvailability>,
+        )
+        .doc("Say when a driver is free on a day (no slot: not available)", "admin"),
+        Op::command(
+            post.clone(),
+            "/api/drivers/{driver_id}/retire",
+            "transport",
+            "retire_driver",
+            schema::<tr::RetireDriver>,
+        )
+        .doc("A driver no longer drives", "admin"),
+        Op::query("/api/drivers", "transport", "list_drivers", array::<tr::DriverRow>)
+            .doc("List drivers (a driver sees themself)", "admin, driver"),
+        Op::command(post.clone(), "/api/jobs", "transport", "schedule_job", schema::<tr::ScheduleJob>)
+            .doc("Add a job: a pickup at a donor (address and position default to the donor's) or a delivery", "admin")
+            .creates(),
+        Op::command(post.clone(), "/api/jobs/{job_id}/cancel", "transport", "cancel_job", schema::<tr::CancelJob>)
+            .doc("Cancel a job", "admin"),
+        Op::query("/api/jobs", "transport", "list_jobs", array::<tr::JobRow>)
+            .doc("A day's jobs: pickups, and deliveries that shipped parcels joined", "admin, warehouse")
+            .params(&[("date", "the day (required)"), ("site_id", "only this site's")]),
+        Op::command(post.clone(), "/api/plans", "transport", "plan_routes", schema::<tr::PlanRoutes>)
+            .doc(
+                "Plan (or re-plan) a site's day: routes not started are replaced, stops done or on the road stay",
+                "admin",
+            ),
+        Op::query("/api/plans/{site_id}/{date}", "transport", "get_plan", schema::<tr::PlanRow>)
+            .doc("A site's plan for a day: routes with their stops and progress, jobs left out and why", "admin, warehouse"),
+        Op::query("/api/routes", "transport", "list_routes", array::<tr::RouteRow>)
+            .doc("Routes of a day: a driver's own, or any driver's for an admin", "admin, driver")
+            .params(&[("date", "the day (required)"), ("driver_id", "one driver's (admin)")]),
+        Op::command(post.clone(), "/api/routes/{route_id}/start", "transport", "start_route", schema::<tr::RouteAction>)
+            .doc("Start a route (X-Occurred-At: when, if sent later)", "driver (own), admin"),
+        Op::command(post.clone(), "/api/routes/{route_id}/end", "transport", "end_route", schema::<tr::RouteAction>)
+            .doc("End a route (stops not done go back to the next plan)", "driver (own), admin"),
+        Op::command(
+            post.clone(),
+            "/api/routes/{route_id}/stops/{job_id}/arrive",
+            "transport",
+            "arrive_stop",
+            schema::<tr::StopBody>,
+        )
+        .doc("Arrived at a stop (loading or unloading starts)", "driver (own), admin"),
+        Op::command(
+            post.clone(),
+            "/api/routes/{route_id}/stops/{job_id}/complete",
+            "transport",
+            "complete_stop",
+            schema::<tr::CompleteStop>,
+        )
+        .doc(
+            "A stop done, with the kilograms actually loaded (fewer: a partial pickup); a pickup becomes an \
+             incoming donation, a delivery puts its parcels at the relay point",
+            "driver (own), admin",
+        ),
+        Op::command(
+            post,
+            "/api/routes/{route_id}/stops/{job_id}/fail",
+            "transport",
+            "fail_stop",
+            schema::<tr::FailStop>,
+        )
+        .doc("A stop that could not be done, and why", "driver (own), admin"),
     ]
 }
 

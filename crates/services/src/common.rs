@@ -46,6 +46,41 @@ pub struct Policies {
     /// Days after its distribution day that a parcel still not collected counts as not
     /// collected (then returned or redistributed).
     pub collection_days: u32,
+    /// How routes are planned and the cold chain kept on the road.
+    pub transport: TransportRules,
+}
+
+/// The transport service's rules.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportRules {
+    /// Longest time chilled or frozen goods may spend out of refrigeration at a stop, minutes;
+    /// beyond it the lots (or the incoming donation) are flagged for inspection.
+    pub cold_chain_minutes: u32,
+    /// Road distance ÷ great-circle distance, when no road network is configured.
+    pub detour_factor: f64,
+    /// Average speed on the road, km/h, when no road network is configured.
+    pub speed_kmh: f64,
+    /// An OSRM server (`http://host:5000`): its table API gives road distances and times;
+    /// the great-circle estimate stands in when it fails.
+    pub osrm_url: Option<String>,
+    /// Seconds the planner searches for a day's routes.
+    pub plan_seconds: f64,
+    /// Minutes a driver spends at a relay point handing over parcels.
+    pub delivery_minutes: u32,
+}
+
+impl Default for TransportRules {
+    fn default() -> Self {
+        TransportRules {
+            cold_chain_minutes: 30,
+            detour_factor: 1.3,
+            speed_kmh: 30.0,
+            osrm_url: None,
+            plan_seconds: 2.0,
+            delivery_minutes: 15,
+        }
+    }
 }
 
 impl Default for Policies {
@@ -69,6 +104,7 @@ impl Default for Policies {
             eligibility: distribution::EligibilityRule { threshold_cents: 1_000, validity_days: 183 },
             needs: distribution::NeedsReference::default(),
             collection_days: 2,
+            transport: TransportRules::default(),
         }
     }
 }

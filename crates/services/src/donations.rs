@@ -393,6 +393,45 @@ pub struct DonationRow {
     pub lines: Vec<DonationLineRow>,
 }
 
+/// Goods a driver collected, waiting at the site to be checked in: record them with
+/// `POST /api/donations` and this `donation_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IncomingRow {
+    pub donation_id: String,
+    pub donor_id: String,
+    pub site_id: String,
+    pub collected_at: DateTime<Utc>,
+    /// As weighed (or estimated) by the driver.
+    pub kg: f64,
+    pub chilled_kg: f64,
+    /// The transport job that collected it.
+    pub job_id: String,
+    /// Why it must be inspected at check-in (chilled goods out of the cold too long).
+    pub inspect: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListIncoming {
+    pub site_id: Option<String>,
+}
+
+/// A driver's collection, announced to the site (the platform's transport saga).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectDonation {
+    pub donation_id: String,
+    pub donor_id: String,
+    pub site_id: String,
+    pub collected_at: DateTime<Utc>,
+    pub grams: u64,
+    #[serde(default)]
+    pub chilled_grams: u64,
+    pub job_id: String,
+    #[serde(default)]
+    pub inspect: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListDonations {
@@ -437,7 +476,23 @@ impl Projection for DonationsProjection {
         }
         let id = event.envelope.aggregate_id.as_ref();
         let (line, outcome) = match event.decode::<DonationEvent>()? {
+            DonationEvent::DonationExpected(incoming) => {
+                let row = IncomingRow {
+                    donation_id: id.to_owned(),
+                    donor_id: incoming.donor_id,
+                    site_id: incoming.site_id,
+                    collected_at: incoming.collected_at,
+                    kg: incoming.grams as f64 / 1000.0,
+                    chilled_kg: incoming.chilled_grams as f64 / 1000.0,
+                    job_id: incoming.job_id,
+                    inspect: incoming.inspect,
+                };
+                tx.put_json("incoming", id.as_bytes(), &row);
+                return Ok(());
+            }
             DonationEvent::DonationRecorded { donor_id, site_id, received_at, lines } => {
+                // Checked in: no longer waiting.
+                tx.delete("incoming", id.as_bytes());
                 let row = DonationRow {
                     donation_id: id.to_owned(),
                     donor_id: donor_id.clone(),
@@ -883,6 +938,24 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             }
         }
         rows.reverse();
+        Ok(rows)
+    });
+    aggregate_command(&mut host, "expect_donation", &donations, &[], |body: ExpectDonation, _| {
+        let incoming = donations::Incoming {
+            donor_id: body.donor_id,
+            site_id: body.site_id,
+            collected_at: body.collected_at,
+            grams: body.grams,
+            chilled_grams: body.chilled_grams,
+            job_id: body.job_id,
+            inspect: body.inspect,
+        };
+        Ok((parse_id(&body.donation_id, "donation")?, DonationCommand::Expect(incoming)))
+    });
+    projection_query(&mut host, "list_incoming", ctx, &donations_view, Some(warehouse), |view, p: ListIncoming| {
+        let mut rows: Vec<IncomingRow> = view.scan_json("incoming", b"").map_err(storage)?;
+        rows.retain(|r| p.site_id.as_ref().is_none_or(|s| *s == r.site_id));
+        rows.sort_by_key(|r| r.collected_at);
         Ok(rows)
     });
     projection_query(&mut host, "get_donation", ctx, &donations_view, Some(warehouse), |view, p: GetDonation| {

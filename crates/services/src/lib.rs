@@ -11,7 +11,7 @@ pub mod transport;
 
 mod common;
 
-pub use common::{Policies, ServiceContext, SERVICE_NAMES};
+pub use common::{Policies, ServiceContext, TransportRules, SERVICE_NAMES};
 pub use values::FoodGroup;
 
 use projections::{Engine, Projection};
@@ -39,6 +39,6 @@ pub fn projection_names() -> Vec<&'static str> {
         distribution::AssociationsProjection.name(),
         distribution::HouseholdsProjection.name(),
         distribution::ParcelsProjection.name(),
-        transport::VehiclesProjection.name(),
+        transport::TransportProjection.name(),
     ]
 }

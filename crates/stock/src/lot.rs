@@ -126,6 +126,11 @@ pub enum LotCommand {
         reason: String,
     },
     LiftHold,
+    /// Marks the lot for inspection (cold chain broken on a delivery, say); it stays
+    /// available: the flag asks someone to look, a hold would stop it.
+    Flag {
+        reason: String,
+    },
     Recall {
         recall_id: String,
         reason: String,
@@ -188,6 +193,9 @@ pub enum LotEvent {
         reason: String,
     },
     LotHoldLifted {},
+    LotFlagged {
+        reason: String,
+    },
     LotRecalled {
         recall_id: String,
         reason: String,
@@ -234,6 +242,9 @@ pub struct Lot {
     /// Net units written off: expiry and adjustments (a count that finds more makes it smaller).
     pub written_off: i64,
     pub held: Option<String>,
+    /// Why it should be inspected, each reason once.
+    #[serde(default)]
+    pub flags: Vec<String>,
     pub recalled: Option<String>,
     pub expired: bool,
     pub past_best_before: bool,
@@ -477,6 +488,17 @@ impl Aggregate for Lot {
                 Some(_) => Ok(vec![LotEvent::LotHoldLifted {}]),
                 None => Err(Rejection::conflict("not_held", "this lot is not on hold")),
             },
+            LotCommand::Flag { reason } => {
+                check_text("reason", reason)?;
+                let reason = reason.trim();
+                if reason.is_empty() {
+                    return Err(Rejection::validation("reason_required", "say why the lot should be inspected"));
+                }
+                if self.flags.iter().any(|f| f == reason) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![LotEvent::LotFlagged { reason: reason.to_owned() }])
+            }
             LotCommand::Recall { recall_id, reason } => {
                 check_text("reason", reason)?;
                 if self.recalled.is_some() {
@@ -555,6 +577,7 @@ impl Aggregate for Lot {
             LotEvent::LotMoved { zone } => self.zone = Some(zone.clone()),
             LotEvent::LotHeld { reason } => self.held = Some(reason.clone()),
             LotEvent::LotHoldLifted {} => self.held = None,
+            LotEvent::LotFlagged { reason } => self.flags.push(reason.clone()),
             LotEvent::LotRecalled { recall_id, .. } => self.recalled = Some(recall_id.clone()),
             LotEvent::LotExpired { quantity } => {
                 self.expired = true;
@@ -748,6 +771,16 @@ mod tests {
         given::<Lot>(history)
             .when(LotCommand::Count { counted: 3, note: String::new() })
             .then_rejected("below_reserved");
+    }
+
+    #[test]
+    fn a_flag_asks_for_inspection_once_per_reason_and_keeps_the_lot_available() {
+        let flag = |reason: &str| LotCommand::Flag { reason: reason.into() };
+        let flagged = LotEvent::LotFlagged { reason: "cold chain: 45 min".into() };
+        let state = given::<Lot>([received(10)]).when(flag(" cold chain: 45 min ")).then([flagged.clone()]);
+        assert_eq!((state.available(), state.flags.as_slice()), (10, ["cold chain: 45 min".to_owned()].as_slice()));
+        given::<Lot>([received(10), flagged]).when(flag("cold chain: 45 min")).then([]);
+        given::<Lot>([received(10)]).when(flag(" ")).then_rejected("reason_required");
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub struct Stop {
     pub date: NaiveDate,
     /// The site whose vehicles do it.
     pub site_id: String,
-    pub position: GeoPoint,
+    /// Where to go; a place with none recorded cannot be routed (the plan says so).
+    pub position: Option<GeoPoint>,
     pub address: String,
     /// Who to ask for there (a name and a phone, given by the donor or the association).
     pub contact: String,
@@ -44,6 +45,8 @@ pub enum JobCommand {
         parcel_id: String,
         grams: u64,
         chilled_grams: u64,
+        /// Chilled and frozen lots in it: flagged if the cold chain breaks on the way.
+        chilled_lots: Vec<String>,
     },
     Cancel {
         reason: String,
@@ -53,9 +56,20 @@ pub enum JobCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum JobEvent {
-    JobScheduled { stop: Stop, kind: JobKind },
-    ParcelAdded { parcel_id: String, grams: u64, chilled_grams: u64 },
-    JobCancelled { reason: String },
+    JobScheduled {
+        stop: Stop,
+        kind: JobKind,
+    },
+    ParcelAdded {
+        parcel_id: String,
+        grams: u64,
+        chilled_grams: u64,
+        #[serde(default)]
+        chilled_lots: Vec<String>,
+    },
+    JobCancelled {
+        reason: String,
+    },
 }
 
 impl DomainEvent for JobEvent {}
@@ -66,6 +80,8 @@ pub struct Job {
     pub kind: Option<JobKind>,
     /// For a delivery: parcel → (grams, chilled grams).
     pub parcels: BTreeMap<String, (u64, u64)>,
+    /// Chilled and frozen lots its parcels carry.
+    pub chilled_lots: std::collections::BTreeSet<String>,
     pub cancelled: bool,
 }
 
@@ -116,7 +132,7 @@ impl Aggregate for Job {
             JobCommand::AddParcel { .. } if self.cancelled => {
                 Err(Rejection::conflict("job_cancelled", "this delivery was cancelled"))
             }
-            JobCommand::AddParcel { parcel_id, grams, chilled_grams } => {
+            JobCommand::AddParcel { parcel_id, grams, chilled_grams, chilled_lots } => {
                 if !matches!(self.kind, Some(JobKind::Delivery { .. })) {
                     return Err(Rejection::validation("not_a_delivery", "parcels join deliveries"));
                 }
@@ -130,6 +146,7 @@ impl Aggregate for Job {
                     parcel_id: parcel_id.clone(),
                     grams: *grams,
                     chilled_grams: *chilled_grams,
+                    chilled_lots: chilled_lots.clone(),
                 }])
             }
             JobCommand::Cancel { .. } if self.cancelled => Ok(vec![]),
@@ -143,8 +160,9 @@ impl Aggregate for Job {
                 self.stop = Some(stop.clone());
                 self.kind = Some(kind.clone());
             }
-            JobEvent::ParcelAdded { parcel_id, grams, chilled_grams } => {
+            JobEvent::ParcelAdded { parcel_id, grams, chilled_grams, chilled_lots } => {
                 self.parcels.insert(parcel_id.clone(), (*grams, *chilled_grams));
+                self.chilled_lots.extend(chilled_lots.iter().cloned());
             }
             JobEvent::JobCancelled { .. } => self.cancelled = true,
         }
@@ -161,7 +179,7 @@ mod tests {
         Stop {
             date: NaiveDate::from_ymd_opt(2026, 11, 26).unwrap(),
             site_id: "gerland".into(),
-            position: GeoPoint::new(45.7578, 4.832).unwrap(),
+            position: GeoPoint::new(45.7578, 4.832).ok(),
             address: "Place Bellecour".into(),
             contact: "Mme Dupont 04 78 00 00 00".into(),
             opens: NaiveTime::from_hms_opt(14, 0, 0).unwrap(),
@@ -195,15 +213,27 @@ mod tests {
 
     #[test]
     fn shipped_parcels_join_their_relay_point_delivery_once() {
-        let add = |p: &str, g: u64, c: u64| JobCommand::AddParcel { parcel_id: p.into(), grams: g, chilled_grams: c };
-        let added = JobEvent::ParcelAdded { parcel_id: "p1".into(), grams: 9_000, chilled_grams: 2_000 };
+        let lots = |c: u64| if c > 0 { vec!["lot-yoghurt".to_owned()] } else { vec![] };
+        let add = |p: &str, g: u64, c: u64| JobCommand::AddParcel {
+            parcel_id: p.into(),
+            grams: g,
+            chilled_grams: c,
+            chilled_lots: lots(c),
+        };
+        let added = JobEvent::ParcelAdded {
+            parcel_id: "p1".into(),
+            grams: 9_000,
+            chilled_grams: 2_000,
+            chilled_lots: lots(2_000),
+        };
         given::<Job>([delivery()]).when(add("p1", 9_000, 2_000)).then([added.clone()]);
         let state = given::<Job>([delivery(), added.clone()]).when(add("p1", 9_000, 2_000)).then([]);
-        assert_eq!(state.load(), (9_000, 2_000));
+        assert_eq!((state.load(), state.chilled_lots.len()), ((9_000, 2_000), 1));
         let state = given::<Job>([delivery(), added]).when(add("p2", 6_000, 0)).then([JobEvent::ParcelAdded {
             parcel_id: "p2".into(),
             grams: 6_000,
             chilled_grams: 0,
+            chilled_lots: vec![],
         }]);
         assert_eq!(state.load(), (15_000, 2_000));
         given::<Job>([]).when(add("p1", 1, 0)).then_rejected("job_not_found");

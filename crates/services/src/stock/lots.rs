@@ -64,6 +64,9 @@ pub struct LotRow {
     pub status: LotStatus,
     pub past_best_before: bool,
     pub hold_reason: Option<String>,
+    /// Why it should be inspected (cold chain broken on a delivery...), each reason once.
+    #[serde(default)]
+    pub inspection: Vec<String>,
     pub recall_id: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
@@ -266,6 +269,7 @@ fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Resul
         status: state.status(),
         past_best_before: state.past_best_before,
         hold_reason: state.held.clone(),
+        inspection: state.flags.clone(),
         recall_id: state.recalled.clone(),
         updated_at: at,
     };

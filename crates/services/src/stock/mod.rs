@@ -347,6 +347,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     aggregate_command(&mut host, "hold_lot", &lots, warehouse, |body: HoldLot, _| {
         Ok((parse_id(&body.lot_id, "lot")?, LotCommand::Hold { reason: body.reason }))
     });
+    aggregate_command(&mut host, "flag_lot", &lots, warehouse, |body: HoldLot, _| {
+        Ok((parse_id(&body.lot_id, "lot")?, LotCommand::Flag { reason: body.reason }))
+    });
     aggregate_command(&mut host, "lift_hold", &lots, warehouse, |body: LiftHold, _| {
         Ok((parse_id(&body.lot_id, "lot")?, LotCommand::LiftHold))
     });

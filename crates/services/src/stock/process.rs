@@ -68,7 +68,7 @@ pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reacti
                 let id = lot_id_for_line(donation_id, line.line);
                 receipts.push((id, receipt, reaction_meta(envelope, "receive")));
             }
-            DonationEvent::LineRefused { .. } => {}
+            DonationEvent::LineRefused { .. } | DonationEvent::DonationExpected(_) => {}
         }
     }
     let receive = receipts.into_iter().map(|(id, receipt, meta)| lots.execute(id, LotCommand::Receive(receipt), meta));

@@ -1,0 +1,417 @@
+//! Planning a site's day, what drivers record on the road, and the sagas around them: a shipped
+//! parcel joins its relay point's delivery; a completed delivery puts its parcels at the relay
+//! point; a completed pickup becomes an incoming donation waiting to be checked in; chilled
+//! goods out of the cold too long get their lots (or the incoming donation) flagged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
+use distribution::ParcelEvent;
+use eventcore::{AggregateId, CommandMeta, EventEnvelope};
+use projections::ProjectionHandle;
+use runtime::{
+    Actor, CommandReply, CommandRequest, CommandRunner, ErrorKind, QueryRequest, Reaction, Reactor, Role,
+    ServiceClient, ServiceError, ServiceHost,
+};
+use serde::Deserialize;
+use serde_json::json;
+use transport::{Job, JobCommand, JobKind, Plan, PlanCommand, PlanEvent, Stop};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use values::GeoPoint;
+
+use super::planning::{self, Crew, Day};
+use super::{plan_id, plan_of_route, DriverRow, JobRow, VehicleRow, SERVICE};
+use crate::common::{meta, parse_id, process_command, storage, with_view, ServiceContext, TransportRules};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRoutes {
+    pub site_id: String,
+    pub date: NaiveDate,
+    /// Seconds to search (default: the collective's `plan_seconds`), at most 60.
+    pub seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAction {
+    pub route_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopBody {
+    pub route_id: String,
+    pub job_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteStop {
+    pub route_id: String,
+    pub job_id: String,
+    /// What was actually loaded (less than planned: a partial pickup); none: as planned.
+    pub kg: Option<f64>,
+    pub chilled_kg: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailStop {
+    pub route_id: String,
+    pub job_id: String,
+    /// Why: closed, nobody there, nothing to collect, no access...
+    pub reason: String,
+}
+
+#[derive(Clone)]
+struct Road {
+    plans: Arc<CommandRunner<Plan>>,
+    jobs: Arc<CommandRunner<Job>>,
+    client: ServiceClient,
+    store: projections::ProjectionStore,
+    view: ProjectionHandle,
+    rules: TransportRules,
+}
+
+fn system() -> Actor {
+    Actor::system(SERVICE)
+}
+
+fn grams(kg: Option<f64>, what: &str) -> Result<Option<u64>, ServiceError> {
+    match kg {
+        Some(kg) if !kg.is_finite() || !(0.0..=100_000.0).contains(&kg) => {
+            Err(ServiceError::validation("invalid_quantity", format!("{what} is between 0 and 100000 kg")))
+        }
+        Some(kg) => Ok(Some((kg * 1000.0).round() as u64)),
+        None => Ok(None),
+    }
+}
+
+impl Road {
+    /// Plans the routes of a site's day that have not started; stops done or on a route on the
+    /// road stay where they are.
+    async fn plan(&self, request: CommandRequest, body: PlanRoutes) -> Result<CommandReply, ServiceError> {
+        let seconds = body.seconds.unwrap_or(self.rules.plan_seconds);
+        if !(seconds.is_finite() && (0.05..=60.0).contains(&seconds)) {
+            return Err(ServiceError::validation("invalid_seconds", "plan for 0.05 to 60 seconds"));
+        }
+        let id = plan_id(&body.site_id, body.date)?;
+        let (plan, _) = self.plans.load(&id).await?;
+        let ask = QueryRequest::new(system(), json!({ "site_id": body.site_id }));
+        let site: crate::stock::SiteRow = self.client.query(crate::stock::SERVICE, "get_site", &ask).await?;
+        let depot = site
+            .position
+            .and_then(|p| GeoPoint::new(p.lat, p.lon).ok())
+            .ok_or_else(|| ServiceError::validation("site_without_position", "give the site a position first"))?;
+        let (site_id, date) = (body.site_id.clone(), body.date);
+        let (jobs, vehicles, drivers) = with_view(&self.store, self.view.name(), move |view| {
+            let jobs: Vec<JobRow> = view.scan_json("job", format!("{date}/").as_bytes()).map_err(storage)?;
+            let vehicles: Vec<VehicleRow> = view.scan_json("vehicle", b"").map_err(storage)?;
+            let drivers: Vec<DriverRow> = view.scan_json("driver", b"").map_err(storage)?;
+            Ok((
+                jobs.into_iter().filter(|j| j.site_id == site_id).collect::<Vec<_>>(),
+                vehicles.into_iter().filter(|v| v.home_site == site_id).collect::<Vec<_>>(),
+                drivers,
+            ))
+        })
+        .await?;
+        // What stays: stops done, and the routes on the road with their vehicles and drivers.
+        let done = plan.done_jobs();
+        let on_road: Vec<_> = plan.routes_on_the_road().map(|r| &r.route).collect();
+        let kept: BTreeSet<&str> = on_road.iter().flat_map(|r| r.stops.iter().map(|s| s.job_id.as_str())).collect();
+        let pool: Vec<JobRow> = jobs
+            .into_iter()
+            .filter(|j| !j.cancelled && !done.contains(j.job_id.as_str()) && !kept.contains(j.job_id.as_str()))
+            .filter(|j| j.kind == "pickup" || !j.parcels.is_empty())
+            .collect();
+        let busy_vehicles: BTreeSet<&str> = on_road.iter().map(|r| r.vehicle_id.as_str()).collect();
+        let busy_drivers: BTreeSet<&str> = on_road.iter().map(|r| r.driver_id.as_str()).collect();
+        let vehicles: Vec<VehicleRow> =
+            vehicles.into_iter().filter(|v| !busy_vehicles.contains(v.vehicle_id.as_str())).collect();
+        let drivers: Vec<DriverRow> =
+            drivers.into_iter().filter(|d| !busy_drivers.contains(d.driver_id.as_str())).collect();
+        let crews: Vec<Crew> = planning::crews(&vehicles, &drivers, date);
+        // Clocks: the collective works in one time zone, and the platform's clock is kept in it.
+        let now = Utc::now();
+        let not_before = if now.date_naive() == date { i64::from(now.time().num_seconds_from_midnight()) } else { 0 };
+        let mut points = vec![(depot.lat(), depot.lon())];
+        points.extend(pool.iter().filter_map(|j| j.position.map(|p| (p.lat, p.lon))));
+        let matrices = match &self.rules.osrm_url {
+            Some(url) => match planning::osrm(url, &points).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "OSRM did not answer: great-circle estimate instead");
+                    planning::estimated(&points, &self.rules)
+                }
+            },
+            None => planning::estimated(&points, &self.rules),
+        };
+        let day = Day { plan_id: id.as_str(), revision: plan.revision + 1, depot, jobs: pool, crews, not_before };
+        let seed = u64::from(date.num_days_from_ce().unsigned_abs());
+        let owned_id = id.to_string();
+        let planned = tokio::task::spawn_blocking(move || {
+            let day = Day { plan_id: &owned_id, ..day };
+            planning::plan_day(day, move |_| matrices, Duration::from_secs_f64(seconds), seed)
+        })
+        .await
+        .map_err(|e| ServiceError::internal("planning routes", e))?
+        .map_err(|e| ServiceError::internal("planning routes", e))?;
+        tracing::info!(plan = %id, routes = planned.routes.len(), unplanned = planned.unplanned.len(),
+            iterations = planned.iterations, "routes planned");
+        let command = PlanCommand::Make {
+            date: body.date,
+            site_id: body.site_id,
+            routes: planned.routes,
+            unplanned: planned.unplanned,
+        };
+        self.plans.execute(id, command, meta(&request)).await
+    }
+
+    /// A driver's action on one of their routes, at the time the device recorded it.
+    async fn act(
+        &self,
+        request: CommandRequest,
+        route_id: &str,
+        command: impl FnOnce(DateTime<Utc>) -> PlanCommand,
+    ) -> Result<CommandReply, ServiceError> {
+        let id = plan_of_route(route_id)?;
+        let (plan, _) = self.plans.load(&id).await?;
+        let route = plan
+            .routes
+            .get(route_id)
+            .ok_or_else(|| ServiceError::not_found("route_not_found", format!("no route {route_id}")))?;
+        if !request.actor.is_privileged() && request.actor.scope.as_deref() != Some(route.route.driver_id.as_str()) {
+            return Err(ServiceError::forbidden("forbidden", "a driver acts on their own routes"));
+        }
+        let at = request.occurred_at.unwrap_or_else(Utc::now);
+        self.plans.execute(id, command(at), meta(&request)).await
+    }
+}
+
+/// Metadata of a command a reaction issues: idempotent by the event's id.
+fn caused_by(envelope: &EventEnvelope, what: &str, occurred_at: Option<DateTime<Utc>>) -> CommandMeta {
+    CommandMeta {
+        command_id: format!("{what}/{}", envelope.event_id),
+        actor: format!("system/{SERVICE}"),
+        correlation_id: envelope.correlation_id,
+        causation_id: envelope.event_id,
+        occurred_at,
+    }
+}
+
+/// A request to another service on behalf of a reaction.
+fn asked(envelope: &EventEnvelope, what: &str, payload: serde_json::Value) -> CommandRequest {
+    CommandRequest {
+        correlation_id: Some(envelope.correlation_id),
+        causation_id: Some(envelope.event_id),
+        ..CommandRequest::new(format!("{what}/{}", envelope.event_id), system(), payload)
+    }
+}
+
+/// Refusals no retry will change (the parcel was cancelled meanwhile, say) are logged and the
+/// saga goes on; anything else is retried.
+fn tolerate(result: Result<CommandReply, ServiceError>, what: &str) -> Result<(), ServiceError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::NotFound | ErrorKind::Validation) => {
+            tracing::warn!(error = %e, "{what}: refused, left as it is");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What a completed stop sets off in the other services.
+async fn on_the_road(road: &Road, reaction: Reaction) -> Result<(), ServiceError> {
+    let events = reaction.events::<PlanEvent>()?;
+    let cold: BTreeMap<&str, u32> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            PlanEvent::ColdChainExceeded { job_id, minutes, .. } => Some((job_id.as_str(), *minutes)),
+            _ => None,
+        })
+        .collect();
+    for (envelope, event) in &events {
+        let PlanEvent::StopCompleted { job_id, at, grams, chilled_grams, .. } = event else { continue };
+        let (job, _) = road.jobs.load(&parse_id(job_id, "job")?).await?;
+        let (Some(stop), Some(kind)) = (&job.stop, &job.kind) else { continue };
+        let out = cold.get(job_id.as_str()).map(|m| format!("cold chain: {m} min out of refrigeration at {job_id}"));
+        match kind {
+            JobKind::Delivery { .. } => {
+                for parcel in job.parcels.keys() {
+                    let mut ask = asked(envelope, &format!("at-relay/{parcel}"), json!({ "parcel_id": parcel }));
+                    ask.occurred_at = Some(*at);
+                    let result = road.client.command(crate::distribution::SERVICE, "parcel_at_relay", &ask).await;
+                    tolerate(result, "a delivered parcel")?;
+                }
+                if let Some(reason) = &out {
+                    for lot in &job.chilled_lots {
+                        let ask = asked(envelope, &format!("flag/{lot}"), json!({ "lot_id": lot, "reason": reason }));
+                        tolerate(road.client.command(crate::stock::SERVICE, "flag_lot", &ask).await, "a lot to flag")?;
+                    }
+                }
+            }
+            JobKind::Pickup { donor_id, .. } => {
+                let donation = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/collected/{job_id}").as_bytes());
+                let ask = asked(
+                    envelope,
+                    "collected",
+                    json!({
+                        "donation_id": donation.to_string(),
+                        "donor_id": donor_id,
+                        "site_id": stop.site_id,
+                        "collected_at": at,
+                        "grams": grams,
+                        "chilled_grams": chilled_grams,
+                        "job_id": job_id,
+                        "inspect": out,
+                    }),
+                );
+                let result = road.client.command(crate::donations::SERVICE, "expect_donation", &ask).await;
+                tolerate(result, "a collected donation")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The window of a relay point on `date`: its first opening slot that weekday, or office
+/// hours when it recorded none.
+fn window(relay: &crate::distribution::RelayPointRow, date: NaiveDate) -> (NaiveTime, NaiveTime) {
+    relay.opening.iter().filter(|s| s.day == date.weekday()).min_by_key(|s| s.opens).map_or_else(
+        || (NaiveTime::from_hms_opt(9, 0, 0).expect("a time"), NaiveTime::from_hms_opt(17, 0, 0).expect("a time")),
+        |s| (s.opens, s.closes),
+    )
+}
+
+/// A shipped parcel joins its relay point's delivery of that day from its site.
+async fn on_shipped(road: &Road, reaction: Reaction) -> Result<(), ServiceError> {
+    for (envelope, event) in reaction.events::<ParcelEvent>()? {
+        if !matches!(event, ParcelEvent::ParcelShipped {}) {
+            continue;
+        }
+        let parcel_id = envelope.aggregate_id.to_string();
+        let mut ask = QueryRequest::new(system(), json!({ "parcel_id": parcel_id }));
+        ask.min_seq.insert(reaction.stream.clone(), reaction.seq);
+        let parcel: crate::distribution::ParcelRow =
+            road.client.query(crate::distribution::SERVICE, "get_parcel", &ask).await?;
+        let (mut site, mut chilled, mut chilled_lots, mut total) = (None, 0, Vec::new(), 0);
+        let mut storage = BTreeMap::new();
+        for line in &parcel.lines {
+            if !storage.contains_key(&line.lot_id) {
+                let ask = QueryRequest::new(system(), json!({ "lot_id": line.lot_id }));
+                let lot: crate::stock::LotRow = road.client.query(crate::stock::SERVICE, "get_lot", &ask).await?;
+                site.get_or_insert(lot.site_id.clone());
+                storage.insert(line.lot_id.clone(), lot.storage);
+            }
+            total += line.grams;
+            if storage[&line.lot_id] != values::StorageClass::Ambient {
+                chilled += line.grams;
+                if !chilled_lots.contains(&line.lot_id) {
+                    chilled_lots.push(line.lot_id.clone());
+                }
+            }
+        }
+        let Some(site_id) = site else {
+            tracing::warn!(parcel = %parcel_id, "an empty parcel shipped: nothing to deliver");
+            continue;
+        };
+        let ask = QueryRequest::new(system(), json!({ "association_id": parcel.association_id }));
+        let association: crate::distribution::AssociationRow =
+            road.client.query(crate::distribution::SERVICE, "get_association", &ask).await?;
+        let Some(relay) = association.relay_points.iter().find(|r| r.relay_id == parcel.relay_point_id) else {
+            tracing::warn!(parcel = %parcel_id, relay = %parcel.relay_point_id, "a parcel for an unknown relay point");
+            continue;
+        };
+        let key = format!("foodaid/delivery/{}/{site_id}/{}", relay.relay_id, parcel.date);
+        let job_id = AggregateId::try_from(Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()).to_string())
+            .expect("uuids are valid ids");
+        let (job, _) = road.jobs.load(&job_id).await?;
+        if job.stop.is_none() {
+            let (opens, closes) = window(relay, parcel.date);
+            let stop = Stop {
+                date: parcel.date,
+                site_id,
+                position: relay.position.and_then(|p| GeoPoint::new(p.lat, p.lon).ok()),
+                address: format!("{}, {}", relay.address, relay.commune),
+                contact: format!("{} ({})", relay.name, association.name),
+                opens,
+                closes,
+                service_minutes: road.rules.delivery_minutes,
+            };
+            let kind = JobKind::Delivery { relay_point_id: relay.relay_id.clone() };
+            let command = JobCommand::Schedule { stop, kind };
+            tolerate(
+                road.jobs.execute(job_id.clone(), command, caused_by(envelope, "delivery", None)).await,
+                "a delivery",
+            )?;
+        }
+        let command = JobCommand::AddParcel { parcel_id, grams: total, chilled_grams: chilled, chilled_lots };
+        tolerate(road.jobs.execute(job_id, command, caused_by(envelope, "join", None)).await, "a shipped parcel")?;
+    }
+    Ok(())
+}
+
+pub fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &ProjectionHandle) {
+    let road = Road {
+        plans: ctx.runner::<Plan>(SERVICE),
+        jobs: ctx.runner::<Job>(SERVICE),
+        client: ctx.client.clone(),
+        store: ctx.projections.clone(),
+        view: view.clone(),
+        rules: ctx.policies.transport.clone(),
+    };
+    process_command(host, "plan_routes", &[], road.clone(), |road, request, body: PlanRoutes| async move {
+        road.plan(request, body).await
+    });
+    let driver: &'static [Role] = &[Role::Driver];
+    process_command(host, "start_route", driver, road.clone(), |road, request, body: RouteAction| async move {
+        let route_id = body.route_id.clone();
+        road.act(request, &body.route_id, |at| PlanCommand::StartRoute { route_id, at }).await
+    });
+    process_command(host, "end_route", driver, road.clone(), |road, request, body: RouteAction| async move {
+        let route_id = body.route_id.clone();
+        road.act(request, &body.route_id, |at| PlanCommand::EndRoute { route_id, at }).await
+    });
+    process_command(host, "arrive_stop", driver, road.clone(), |road, request, body: StopBody| async move {
+        let StopBody { route_id, job_id } = body;
+        road.act(request, &route_id.clone(), |at| PlanCommand::Arrive { route_id, job_id, at }).await
+    });
+    process_command(host, "complete_stop", driver, road.clone(), |road, request, body: CompleteStop| async move {
+        let (grams, chilled_grams) = (grams(body.kg, "kg")?, grams(body.chilled_kg, "chilled_kg")?);
+        let cold_limit_minutes = road.rules.cold_chain_minutes;
+        let CompleteStop { route_id, job_id, .. } = body;
+        road.act(request, &route_id.clone(), |at| PlanCommand::Complete {
+            route_id,
+            job_id,
+            at,
+            grams,
+            chilled_grams,
+            cold_limit_minutes,
+        })
+        .await
+    });
+    process_command(host, "fail_stop", driver, road.clone(), |road, request, body: FailStop| async move {
+        let FailStop { route_id, job_id, reason } = body;
+        road.act(request, &route_id.clone(), |at| PlanCommand::Fail { route_id, job_id, at, reason }).await
+    });
+
+    let r = road.clone();
+    host.reactor(Reactor::new("transport_road_effects", SERVICE, format!("{SERVICE}.plan.>"), move |reaction| {
+        let road = r.clone();
+        async move { on_the_road(&road, reaction).await }
+    }));
+    host.reactor(Reactor::new(
+        "transport_shipped_parcels",
+        crate::distribution::SERVICE,
+        format!("{}.parcel.>", crate::distribution::SERVICE),
+        move |reaction| {
+            let road = road.clone();
+            async move { on_shipped(&road, reaction).await }
+        },
+    ));
+}
