@@ -6,7 +6,7 @@ mod support;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{in_days, min_seq, run, token, wait_for, Api, Foodaid};
+use support::{eligible_household, in_days, min_seq, run, token, wait_for, Api, Foodaid};
 use testkit::TestNats;
 
 /// Every message of the distribution stream, as text.
@@ -570,19 +570,6 @@ async fn collective(products: &[Value], lines: Value, commune: &str) -> Collecti
     let relay = json!({"relay_id": "rp-a", "name": "Local", "commune": commune, "cold_storage": true});
     assert_eq!(admin.post("/api/associations/asso-a/relay-points", "rp-a", relay).await.0, StatusCode::CREATED);
     Collective { admin, wh, a, foodaid, dir, url, _nats: nats }
-}
-
-/// Registers household `id` of `asso-a` at `rp-a`, consenting, and assesses it eligible.
-async fn eligible_household(a: &Api, id: &str, composition: Value, diet: Value) {
-    let body = json!({"household_id": id, "association_id": "asso-a", "relay_point_id": "rp-a",
-        "composition": composition, "diet": diet, "consent": true,
-        "personal": {"first_name": id, "last_name": "Famille", "birth_date": "1980-05-05"}});
-    assert_eq!(a.post("/api/households", id, body).await.0, StatusCode::CREATED);
-    let assess = json!({"resources_cents": 90000, "charges_cents": 70000});
-    assert_eq!(
-        a.post(&format!("/api/households/{id}/assessments"), &format!("as-{id}"), assess).await.0,
-        StatusCode::OK
-    );
 }
 
 /// One adult and one child.

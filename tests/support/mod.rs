@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_foodaid");
 
@@ -195,4 +195,17 @@ pub fn min_seq(reply: &Value) -> String {
 /// A date `days` from today: what a volunteer receives today carries dates ahead of it.
 pub fn in_days(days: i64) -> String {
     (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
+}
+
+/// Registers household `id` of `asso-a` at `rp-a`, consenting, and assesses it eligible.
+pub async fn eligible_household(a: &Api, id: &str, composition: Value, diet: Value) {
+    let body = json!({"household_id": id, "association_id": "asso-a", "relay_point_id": "rp-a",
+        "composition": composition, "diet": diet, "consent": true,
+        "personal": {"first_name": id, "last_name": "Famille", "birth_date": "1980-05-05"}});
+    assert_eq!(a.post("/api/households", id, body).await.0, StatusCode::CREATED);
+    let assess = json!({"resources_cents": 90000, "charges_cents": 70000});
+    assert_eq!(
+        a.post(&format!("/api/households/{id}/assessments"), &format!("as-{id}"), assess).await.0,
+        StatusCode::OK
+    );
 }

@@ -261,6 +261,31 @@ pub fn query_params<P: DeserializeOwned>(request: &QueryRequest) -> Result<P, Se
     }
 }
 
+/// How far ahead of the platform's clock a given time may be (devices' clocks drift).
+const CLOCK_SKEW_MINUTES: i64 = 10;
+
+/// Refuses, with `code`, a time that has not come yet (beyond the clocks' drift).
+pub fn not_in_future(at: chrono::DateTime<chrono::Utc>, code: &str) -> Result<(), ServiceError> {
+    if at > chrono::Utc::now() + chrono::Duration::minutes(CLOCK_SKEW_MINUTES) {
+        return Err(ServiceError::validation(code, format!("{at} has not come yet")));
+    }
+    Ok(())
+}
+
+fn waited(e: WaitError) -> ServiceError {
+    match e {
+        WaitError::Timeout { .. } => ServiceError::unavailable("projection_lagging", e),
+        WaitError::Stuck { .. } => ServiceError::unavailable("projection_stuck", e),
+    }
+}
+
+/// Waits (bounded) until `projection` has applied everything `stream` holds now: a process that
+/// decides from a read model sees every commit acknowledged before it started.
+pub async fn caught_up(ctx: &ServiceContext, projection: &ProjectionHandle, stream: &str) -> Result<(), ServiceError> {
+    let last = ctx.events.last_sequences().await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
+    projection.wait_for(stream, last.get(stream).copied().unwrap_or(0), ctx.query_wait).await.map_err(waited)
+}
+
 /// Waits (bounded) until `projection` has recorded the request's `min_seq` on its streams.
 pub async fn wait_for_min_seq(
     ctx: &ServiceContext,
@@ -271,10 +296,7 @@ pub async fn wait_for_min_seq(
         if !projection.streams().contains(&stream.as_str()) {
             continue;
         }
-        projection.wait_for(stream, *seq, ctx.query_wait).await.map_err(|e| match e {
-            WaitError::Timeout { .. } => ServiceError::unavailable("projection_lagging", e),
-            WaitError::Stuck { .. } => ServiceError::unavailable("projection_stuck", e),
-        })?;
+        projection.wait_for(stream, *seq, ctx.query_wait).await.map_err(waited)?;
     }
     Ok(())
 }

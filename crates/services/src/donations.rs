@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 use values::{Allergen, DateKind, FoodGroup, GeoPoint, Gtin, Name, ProductFacts, StorageClass, Traits};
 
 use crate::common::{
-    aggregate_command, csv_field, enum_schema, meta, new_id, number, parse_id, process_command, projection_query,
-    storage, Position, ServiceContext,
+    aggregate_command, csv_field, enum_schema, meta, new_id, not_in_future, number, parse_id, process_command,
+    projection_query, storage, Position, ServiceContext,
 };
 
 pub const SERVICE: &str = "donations";
@@ -813,9 +813,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         |(sites, donors, products, donations, rules), request, body: RecordDonation| async move {
             let id = new_id(body.donation_id, &request, "donation")?;
             let received_at = body.received_at.or(request.occurred_at).unwrap_or_else(Utc::now);
-            if received_at > Utc::now() + chrono::Duration::minutes(10) {
-                return Err(ServiceError::validation("received_in_future", "received_at is in the future"));
-            }
+            not_in_future(received_at, "received_in_future")?;
             let donor_id = parse_id(&body.donor_id, "donor")?;
             let (donor, _) = donors.load(&donor_id).await?;
             if donor.registered.is_none() {

@@ -74,7 +74,8 @@ pub enum JobEvent {
 
 impl DomainEvent for JobEvent {}
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Serialisable so that the read model keeps it between events and folds exactly as decisions do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub stop: Option<Stop>,
     pub kind: Option<JobKind>,

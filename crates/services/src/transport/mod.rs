@@ -7,14 +7,14 @@ mod road;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use eventcore::Aggregate;
 use projections::{ApplyError, Engine, Projection, RecordedEvent, Tx};
 use runtime::{Actor, QueryRequest, Role, ServiceError, ServiceHost};
-
-use crate::donations::DonorRow;
 use serde::{Deserialize, Serialize};
 use transport::{
-    Driver, DriverCommand, DriverEvent, DriverSpec, Job, JobCommand, JobEvent, JobKind, PlanEvent, PlannedStop, Slot,
-    Stop, StopAction, StopStatus, Unplanned, Vehicle, VehicleCommand, VehicleEvent, VehicleSpec,
+    Driver, DriverCommand, DriverEvent, DriverSpec, Job, JobCommand, JobEvent, JobKind, Plan, PlanEvent, PlannedStop,
+    RouteState, Slot, Stop, StopAction, StopState, StopStatus, Unplanned, Vehicle, VehicleCommand, VehicleEvent,
+    VehicleSpec,
 };
 use utoipa::ToSchema;
 use values::{GeoPoint, Name};
@@ -23,8 +23,8 @@ use crate::common::{
     aggregate_command, enum_schema, meta, new_id, parse_id, process_command, projection_query, scoped_query, storage,
     NoParams, Position, ServiceContext,
 };
+use crate::donations::DonorRow;
 
-pub use planning::{crews, plan_day, Crew, Day};
 pub use road::{CompleteStop, FailStop, PlanRoutes, RouteAction, StopBody};
 
 pub const SERVICE: &str = "transport";
@@ -311,7 +311,7 @@ fn kg(grams: u64) -> f64 {
     grams as f64 / 1000.0
 }
 
-fn stop_row(s: PlannedStop) -> StopRow {
+fn stop_row(s: PlannedStop, progress: StopState) -> StopRow {
     let position = Position::from(s.position);
     StopRow {
         geo: format!("geo:{:.6},{:.6}", position.lat, position.lon),
@@ -328,14 +328,95 @@ fn stop_row(s: PlannedStop) -> StopRow {
         kg: kg(s.grams),
         chilled_kg: kg(s.chilled_grams),
         parcels: s.parcels,
-        status: StopStatus::Planned,
-        arrived_at: None,
-        done_at: None,
-        actual_kg: None,
-        partial: false,
-        fail_reason: None,
-        cold_chain_minutes: None,
+        status: progress.status,
+        arrived_at: progress.arrived_at,
+        done_at: progress.done_at,
+        actual_kg: progress.grams.map(kg),
+        partial: progress.partial,
+        fail_reason: progress.fail_reason,
+        cold_chain_minutes: progress.cold_chain_minutes,
     }
+}
+
+/// A plan as the transport projection keeps it: the aggregate's own state, folded by its own
+/// `apply`, and when it was last planned.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredPlan {
+    state: Plan,
+    planned_at: Option<DateTime<Utc>>,
+}
+
+impl StoredPlan {
+    fn row(self, plan_id: &str) -> PlanRow {
+        let Plan { date, site_id, revision, routes, unplanned } = self.state;
+        let date = date.unwrap_or_default();
+        let mut routes: Vec<RouteRow> = routes
+            .into_values()
+            .map(|RouteState { route, started_at, ended_at, mut stops }| RouteRow {
+                route_id: route.route_id,
+                plan_id: plan_id.to_owned(),
+                date,
+                site_id: site_id.clone(),
+                vehicle_id: route.vehicle_id,
+                driver_id: route.driver_id,
+                refrigerated: route.refrigerated,
+                departure: route.departure,
+                back: route.back,
+                km: route.metres as f64 / 1000.0,
+                started_at,
+                ended_at,
+                stops: route
+                    .stops
+                    .into_iter()
+                    .map(|s| {
+                        let progress = stops.remove(&s.job_id).unwrap_or_else(StopState::planned);
+                        stop_row(s, progress)
+                    })
+                    .collect(),
+            })
+            .collect();
+        routes.sort_by(|a, b| a.departure.cmp(&b.departure).then_with(|| a.route_id.cmp(&b.route_id)));
+        PlanRow {
+            plan_id: plan_id.to_owned(),
+            site_id,
+            date,
+            revision,
+            planned_at: self.planned_at.unwrap_or_default(),
+            routes,
+            unplanned: unplanned
+                .into_iter()
+                .map(|Unplanned { job_id, reason }| UnplannedRow { job_id, reason })
+                .collect(),
+        }
+    }
+}
+
+/// A job as the day's list shows it.
+fn job_row(job_id: &str, job: &Job) -> Option<JobRow> {
+    let (stop, kind) = (job.stop.as_ref()?, job.kind.as_ref()?);
+    let (kind, party_id) = match kind {
+        JobKind::Pickup { donor_id, .. } => ("pickup", donor_id),
+        JobKind::Delivery { relay_point_id } => ("delivery", relay_point_id),
+    };
+    let (grams, chilled_grams) = job.load();
+    Some(JobRow {
+        job_id: job_id.to_owned(),
+        date: stop.date,
+        site_id: stop.site_id.clone(),
+        kind: kind.into(),
+        party_id: party_id.clone(),
+        address: stop.address.clone(),
+        position: stop.position.map(Position::from),
+        contact: stop.contact.clone(),
+        opens: stop.opens,
+        closes: stop.closes,
+        service_minutes: stop.service_minutes,
+        grams,
+        chilled_grams,
+        parcels: job.parcels.keys().cloned().collect(),
+        chilled_lots: job.chilled_lots.iter().cloned().collect(),
+        cancelled: job.cancelled,
+    })
 }
 
 pub struct TransportProjection;
@@ -406,145 +487,29 @@ impl TransportProjection {
         Ok(())
     }
 
+    /// Jobs are listed by day (`job`, keys `<date>/<job>`), from the aggregate's state.
     fn job(tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
         let id = event.envelope.aggregate_id.as_ref();
-        // Listed by day: keys `<date>/<job>`; `job_day` finds a job's key.
-        let day_key = |date: NaiveDate| format!("{date}/{id}");
-        match event.decode::<JobEvent>()? {
-            JobEvent::JobScheduled { stop, kind } => {
-                let (kind, party_id, grams, chilled_grams) = match kind {
-                    JobKind::Pickup { donor_id, kg, chilled_kg } => {
-                        ("pickup", donor_id, u64::from(kg) * 1000, u64::from(chilled_kg) * 1000)
-                    }
-                    JobKind::Delivery { relay_point_id } => ("delivery", relay_point_id, 0, 0),
-                };
-                let row = JobRow {
-                    job_id: id.to_owned(),
-                    date: stop.date,
-                    site_id: stop.site_id,
-                    kind: kind.into(),
-                    party_id,
-                    address: stop.address,
-                    position: stop.position.map(Position::from),
-                    contact: stop.contact,
-                    opens: stop.opens,
-                    closes: stop.closes,
-                    service_minutes: stop.service_minutes,
-                    grams,
-                    chilled_grams,
-                    parcels: vec![],
-                    chilled_lots: vec![],
-                    cancelled: false,
-                };
-                tx.put_json("job", day_key(stop.date).as_bytes(), &row);
-                tx.put_json("job_day", id.as_bytes(), &stop.date);
-            }
-            other => {
-                let date: NaiveDate = tx
-                    .get_json("job_day", id.as_bytes())?
-                    .ok_or_else(|| ApplyError(format!("event of unknown job {id}")))?;
-                tx.update_json("job", day_key(date).as_bytes(), |row: &mut JobRow| match other {
-                    JobEvent::ParcelAdded { parcel_id, grams, chilled_grams, chilled_lots } => {
-                        row.parcels.push(parcel_id);
-                        row.grams += grams;
-                        row.chilled_grams += chilled_grams;
-                        for lot in chilled_lots {
-                            if !row.chilled_lots.contains(&lot) {
-                                row.chilled_lots.push(lot);
-                            }
-                        }
-                    }
-                    JobEvent::JobCancelled { .. } => row.cancelled = true,
-                    JobEvent::JobScheduled { .. } => unreachable!("matched above"),
-                })?;
-            }
+        let mut job: Job = tx.get_json("job_state", id.as_bytes())?.unwrap_or_default();
+        job.apply(&event.decode::<JobEvent>()?);
+        if let Some(row) = job_row(id, &job) {
+            tx.put_json("job", format!("{}/{id}", row.date).as_bytes(), &row);
         }
+        tx.put_json("job_state", id.as_bytes(), &job);
         Ok(())
     }
 
+    /// Plans, with an index by day (`plan_day`, keys `<date>/<plan>`).
     fn plan(tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
         let id = event.envelope.aggregate_id.as_ref();
-        let decoded = event.decode::<PlanEvent>()?;
-        if let PlanEvent::PlanMade { revision, date, site_id, routes, unplanned, replaced } = decoded {
-            let mut row: PlanRow = tx.get_json("plan", id.as_bytes())?.unwrap_or_else(|| PlanRow {
-                plan_id: id.to_owned(),
-                site_id: site_id.clone(),
-                date,
-                revision: 0,
-                planned_at: event.envelope.occurred_at,
-                routes: vec![],
-                unplanned: vec![],
-            });
-            row.revision = revision;
-            row.planned_at = event.envelope.occurred_at;
-            row.routes.retain(|r| !replaced.contains(&r.route_id));
-            row.routes.extend(routes.into_iter().map(|r| RouteRow {
-                route_id: r.route_id,
-                plan_id: id.to_owned(),
-                date,
-                site_id: site_id.clone(),
-                vehicle_id: r.vehicle_id,
-                driver_id: r.driver_id,
-                refrigerated: r.refrigerated,
-                departure: r.departure,
-                back: r.back,
-                km: r.metres as f64 / 1000.0,
-                started_at: None,
-                ended_at: None,
-                stops: r.stops.into_iter().map(stop_row).collect(),
-            }));
-            row.unplanned =
-                unplanned.into_iter().map(|Unplanned { job_id, reason }| UnplannedRow { job_id, reason }).collect();
-            tx.put_json("plan", id.as_bytes(), &row);
+        let mut stored: StoredPlan = tx.get_json("plan", id.as_bytes())?.unwrap_or_default();
+        let event_data = event.decode::<PlanEvent>()?;
+        if let PlanEvent::PlanMade { date, .. } = &event_data {
+            stored.planned_at = Some(event.envelope.occurred_at);
             tx.put("plan_day", format!("{date}/{id}").as_bytes(), id.as_bytes().to_vec());
-            return Ok(());
         }
-        tx.update_json("plan", id.as_bytes(), |row: &mut PlanRow| {
-            let route_id = match &decoded {
-                PlanEvent::RouteStarted { route_id, .. }
-                | PlanEvent::RouteEnded { route_id, .. }
-                | PlanEvent::StopArrived { route_id, .. }
-                | PlanEvent::StopCompleted { route_id, .. }
-                | PlanEvent::StopFailed { route_id, .. }
-                | PlanEvent::ColdChainExceeded { route_id, .. } => route_id,
-                PlanEvent::PlanMade { .. } => unreachable!("handled above"),
-            };
-            let Some(route) = row.routes.iter_mut().find(|r| r.route_id == *route_id) else { return };
-            fn stop<'a>(route: &'a mut RouteRow, job_id: &str) -> Option<&'a mut StopRow> {
-                route.stops.iter_mut().find(|s| s.job_id == job_id)
-            }
-            match decoded {
-                PlanEvent::RouteStarted { at, .. } => route.started_at = Some(at),
-                PlanEvent::RouteEnded { at, .. } => route.ended_at = Some(at),
-                PlanEvent::StopArrived { job_id, at, .. } => {
-                    if let Some(s) = stop(route, &job_id) {
-                        s.status = StopStatus::Arrived;
-                        s.arrived_at = Some(at);
-                    }
-                }
-                PlanEvent::StopCompleted { job_id, at, grams, partial, .. } => {
-                    if let Some(s) = stop(route, &job_id) {
-                        s.status = StopStatus::Completed;
-                        s.done_at = Some(at);
-                        s.actual_kg = Some(kg(grams));
-                        s.partial = partial;
-                    }
-                }
-                PlanEvent::StopFailed { job_id, at, reason, .. } => {
-                    if let Some(s) = stop(route, &job_id) {
-                        s.status = StopStatus::Failed;
-                        s.done_at = Some(at);
-                        s.fail_reason = Some(reason);
-                    }
-                }
-                PlanEvent::ColdChainExceeded { job_id, minutes, .. } => {
-                    if let Some(s) = stop(route, &job_id) {
-                        s.cold_chain_minutes = Some(minutes);
-                    }
-                }
-                PlanEvent::PlanMade { .. } => {}
-            }
-        })?;
+        stored.state.apply(&event_data);
+        tx.put_json("plan", id.as_bytes(), &stored);
         Ok(())
     }
 }
@@ -688,22 +653,25 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
 
     projection_query(&mut host, "get_plan", ctx, &view, Some(&[Role::Warehouse]), |view, p: GetPlan| {
         let id = plan_id(&p.site_id, p.date)?;
-        view.get_json::<PlanRow>("plan", id.as_str().as_bytes()).map_err(storage)?.ok_or_else(|| {
+        let stored = view.get_json::<StoredPlan>("plan", id.as_str().as_bytes()).map_err(storage)?;
+        stored.map(|s| s.row(id.as_str())).ok_or_else(|| {
             ServiceError::not_found("plan_not_found", format!("no plan for {} on {}", p.site_id, p.date))
         })
     });
     scoped_query(&mut host, "list_routes", ctx, &view, Some(&[Role::Driver]), |view, actor, p: ListRoutes| {
-        let driver = match (&actor.scope, p.driver_id) {
-            (Some(own), Some(asked)) if *own != asked => {
+        // A driver sees their own; an admin anyone's.
+        let driver = match (actor.role, p.driver_id) {
+            (Role::Driver, Some(asked)) if actor.scope.as_ref() != Some(&asked) => {
                 return Err(ServiceError::forbidden("forbidden", "a driver sees their own routes"))
             }
-            (Some(own), _) if actor.role == Role::Driver => Some(own.clone()),
+            (Role::Driver, _) => actor.scope.clone(),
             (_, asked) => asked,
         };
         let mut routes = Vec::new();
         for item in view.scan("plan_day", format!("{}/", p.date).as_bytes()) {
             let (_, id) = item.map_err(storage)?;
-            let Some(plan) = view.get_json::<PlanRow>("plan", &id).map_err(storage)? else { continue };
+            let Some(stored) = view.get_json::<StoredPlan>("plan", &id).map_err(storage)? else { continue };
+            let plan = stored.row(&String::from_utf8_lossy(&id));
             routes.extend(plan.routes.into_iter().filter(|r| driver.as_ref().is_none_or(|d| *d == r.driver_id)));
         }
         routes.sort_by(|a, b| a.departure.cmp(&b.departure).then_with(|| a.route_id.cmp(&b.route_id)));

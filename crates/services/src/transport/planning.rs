@@ -52,8 +52,8 @@ pub fn crews(vehicles: &[VehicleRow], drivers: &[DriverRow], date: NaiveDate) ->
 }
 
 /// What the planner needs of a day.
-pub struct Day<'a> {
-    pub plan_id: &'a str,
+pub struct Day {
+    pub plan_id: String,
     pub revision: u32,
     pub depot: GeoPoint,
     pub jobs: Vec<JobRow>,
@@ -79,14 +79,16 @@ fn time_of(s: i64) -> NaiveTime {
     NaiveTime::from_num_seconds_from_midnight_opt(s.clamp(0, 86_399) as u32, 0).expect("within a day")
 }
 
-/// Plans the day's routes within `budget`; `matrices` answers for the depot then the jobs with
-/// a position, in that order.
-pub fn plan_day(
-    day: Day<'_>,
-    matrices: impl FnOnce(&[(f64, f64)]) -> Matrices,
-    budget: Duration,
-    seed: u64,
-) -> Result<Planned, String> {
+impl Day {
+    /// The points to route between: the depot, then the jobs that have a position, in order.
+    pub fn points(&self) -> Vec<(f64, f64)> {
+        let jobs = self.jobs.iter().filter_map(|j| j.position.map(|p| (p.lat, p.lon)));
+        std::iter::once((self.depot.lat(), self.depot.lon())).chain(jobs).collect()
+    }
+}
+
+/// Plans the day's routes within `budget`, over `matrices` between the day's [`Day::points`].
+pub fn plan_day(day: Day, matrices: Matrices, budget: Duration, seed: u64) -> Result<Planned, String> {
     let mut unplanned = Vec::new();
     let mut jobs = Vec::new();
     for job in day.jobs {
@@ -100,9 +102,7 @@ pub fn plan_day(
         unplanned.extend(jobs.into_iter().map(|j| Unplanned { job_id: j.job_id, reason: reason.into() }));
         return Ok(Planned { routes: vec![], unplanned, iterations: 0 });
     }
-    let mut points = vec![(day.depot.lat(), day.depot.lon())];
-    points.extend(jobs.iter().map(|j| j.position.map(|p| (p.lat, p.lon)).expect("kept above")));
-    let (dist, time) = matrices(&points);
+    let (dist, time) = matrices;
     let clients = jobs
         .iter()
         .map(|j| {
@@ -334,20 +334,16 @@ mod tests {
         jobs[3].position = None;
         let depot = GeoPoint::new(45.73, 4.83).unwrap();
         let rules = TransportRules::default();
-        let planned = plan_day(
-            Day {
-                plan_id: "gerland-20261126",
-                revision: 1,
-                depot,
-                jobs,
-                crews: crews(&vehicles, &drivers, day()),
-                not_before: 0,
-            },
-            |points| estimated(points, &rules),
-            Duration::from_millis(300),
-            1,
-        )
-        .unwrap();
+        let day = Day {
+            plan_id: "gerland-20261126".into(),
+            revision: 1,
+            depot,
+            jobs,
+            crews: crews(&vehicles, &drivers, day()),
+            not_before: 0,
+        };
+        let matrices = estimated(&day.points(), &rules);
+        let planned = plan_day(day, matrices, Duration::from_millis(300), 1).unwrap();
         let reasons: BTreeMap<&str, &str> =
             planned.unplanned.iter().map(|u| (u.job_id.as_str(), u.reason.as_str())).collect();
         assert_eq!(reasons, BTreeMap::from([("nowhere", "no_position"), ("too-cold", "no_refrigerated_vehicle")]));

@@ -12,8 +12,8 @@ use distribution::ParcelEvent;
 use eventcore::{AggregateId, CommandMeta, EventEnvelope};
 use projections::ProjectionHandle;
 use runtime::{
-    Actor, CommandReply, CommandRequest, CommandRunner, ErrorKind, QueryRequest, Reaction, Reactor, Role,
-    ServiceClient, ServiceError, ServiceHost,
+    Actor, CommandReply, CommandRequest, CommandRunner, ErrorKind, QueryRequest, Reaction, Reactor, Role, ServiceError,
+    ServiceHost,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -24,7 +24,9 @@ use values::GeoPoint;
 
 use super::planning::{self, Crew, Day};
 use super::{plan_id, plan_of_route, DriverRow, JobRow, VehicleRow, SERVICE};
-use crate::common::{meta, parse_id, process_command, storage, with_view, ServiceContext, TransportRules};
+use crate::common::{
+    caught_up, meta, not_in_future, parse_id, process_command, storage, with_view, ServiceContext, TransportRules,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,10 +73,8 @@ pub struct FailStop {
 struct Road {
     plans: Arc<CommandRunner<Plan>>,
     jobs: Arc<CommandRunner<Job>>,
-    client: ServiceClient,
-    store: projections::ProjectionStore,
+    ctx: ServiceContext,
     view: ProjectionHandle,
-    rules: TransportRules,
 }
 
 fn system() -> Actor {
@@ -92,23 +92,29 @@ fn grams(kg: Option<f64>, what: &str) -> Result<Option<u64>, ServiceError> {
 }
 
 impl Road {
+    fn rules(&self) -> &TransportRules {
+        &self.ctx.policies.transport
+    }
+
     /// Plans the routes of a site's day that have not started; stops done or on a route on the
     /// road stay where they are.
     async fn plan(&self, request: CommandRequest, body: PlanRoutes) -> Result<CommandReply, ServiceError> {
-        let seconds = body.seconds.unwrap_or(self.rules.plan_seconds);
+        let seconds = body.seconds.unwrap_or(self.rules().plan_seconds);
         if !(seconds.is_finite() && (0.05..=60.0).contains(&seconds)) {
             return Err(ServiceError::validation("invalid_seconds", "plan for 0.05 to 60 seconds"));
         }
         let id = plan_id(&body.site_id, body.date)?;
         let (plan, _) = self.plans.load(&id).await?;
         let ask = QueryRequest::new(system(), json!({ "site_id": body.site_id }));
-        let site: crate::stock::SiteRow = self.client.query(crate::stock::SERVICE, "get_site", &ask).await?;
+        let site: crate::stock::SiteRow = self.ctx.client.query(crate::stock::SERVICE, "get_site", &ask).await?;
         let depot = site
             .position
             .and_then(|p| GeoPoint::new(p.lat, p.lon).ok())
             .ok_or_else(|| ServiceError::validation("site_without_position", "give the site a position first"))?;
+        // The day as it is: every job, vehicle and driver acknowledged before this command.
+        caught_up(&self.ctx, &self.view, SERVICE).await?;
         let (site_id, date) = (body.site_id.clone(), body.date);
-        let (jobs, vehicles, drivers) = with_view(&self.store, self.view.name(), move |view| {
+        let (jobs, vehicles, drivers) = with_view(&self.ctx.projections, self.view.name(), move |view| {
             let jobs: Vec<JobRow> = view.scan_json("job", format!("{date}/").as_bytes()).map_err(storage)?;
             let vehicles: Vec<VehicleRow> = view.scan_json("vehicle", b"").map_err(storage)?;
             let drivers: Vec<DriverRow> = view.scan_json("driver", b"").map_err(storage)?;
@@ -138,28 +144,24 @@ impl Road {
         // Clocks: the collective works in one time zone, and the platform's clock is kept in it.
         let now = Utc::now();
         let not_before = if now.date_naive() == date { i64::from(now.time().num_seconds_from_midnight()) } else { 0 };
-        let mut points = vec![(depot.lat(), depot.lon())];
-        points.extend(pool.iter().filter_map(|j| j.position.map(|p| (p.lat, p.lon))));
-        let matrices = match &self.rules.osrm_url {
+        let day = Day { plan_id: id.to_string(), revision: plan.revision + 1, depot, jobs: pool, crews, not_before };
+        let points = day.points();
+        let matrices = match &self.rules().osrm_url {
             Some(url) => match planning::osrm(url, &points).await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "OSRM did not answer: great-circle estimate instead");
-                    planning::estimated(&points, &self.rules)
+                    planning::estimated(&points, self.rules())
                 }
             },
-            None => planning::estimated(&points, &self.rules),
+            None => planning::estimated(&points, self.rules()),
         };
-        let day = Day { plan_id: id.as_str(), revision: plan.revision + 1, depot, jobs: pool, crews, not_before };
         let seed = u64::from(date.num_days_from_ce().unsigned_abs());
-        let owned_id = id.to_string();
-        let planned = tokio::task::spawn_blocking(move || {
-            let day = Day { plan_id: &owned_id, ..day };
-            planning::plan_day(day, move |_| matrices, Duration::from_secs_f64(seconds), seed)
-        })
-        .await
-        .map_err(|e| ServiceError::internal("planning routes", e))?
-        .map_err(|e| ServiceError::internal("planning routes", e))?;
+        let budget = Duration::from_secs_f64(seconds);
+        let planned = tokio::task::spawn_blocking(move || planning::plan_day(day, matrices, budget, seed))
+            .await
+            .map_err(|e| ServiceError::internal("planning routes", e))?
+            .map_err(|e| ServiceError::internal("planning routes", e))?;
         tracing::info!(plan = %id, routes = planned.routes.len(), unplanned = planned.unplanned.len(),
             iterations = planned.iterations, "routes planned");
         let command = PlanCommand::Make {
@@ -178,16 +180,26 @@ impl Road {
         route_id: &str,
         command: impl FnOnce(DateTime<Utc>) -> PlanCommand,
     ) -> Result<CommandReply, ServiceError> {
+        let at = request.occurred_at.unwrap_or_else(Utc::now);
+        not_in_future(at, "occurred_in_future")?;
         let id = plan_of_route(route_id)?;
-        let (plan, _) = self.plans.load(&id).await?;
-        let route = plan
-            .routes
-            .get(route_id)
-            .ok_or_else(|| ServiceError::not_found("route_not_found", format!("no route {route_id}")))?;
-        if !request.actor.is_privileged() && request.actor.scope.as_deref() != Some(route.route.driver_id.as_str()) {
+        // A route's driver never changes (a re-plan makes new routes): a cached plan that has
+        // the route answers; one that has not is read afresh.
+        let cached = self.plans.load_cached(&id).await?;
+        let driver = match cached.routes.get(route_id) {
+            Some(route) => route.route.driver_id.clone(),
+            None => {
+                let (plan, _) = self.plans.load(&id).await?;
+                let route = plan
+                    .routes
+                    .get(route_id)
+                    .ok_or_else(|| ServiceError::not_found("route_not_found", format!("no route {route_id}")))?;
+                route.route.driver_id.clone()
+            }
+        };
+        if !request.actor.is_privileged() && request.actor.scope.as_deref() != Some(driver.as_str()) {
             return Err(ServiceError::forbidden("forbidden", "a driver acts on their own routes"));
         }
-        let at = request.occurred_at.unwrap_or_else(Utc::now);
         self.plans.execute(id, command(at), meta(&request)).await
     }
 }
@@ -212,12 +224,13 @@ fn asked(envelope: &EventEnvelope, what: &str, payload: serde_json::Value) -> Co
     }
 }
 
-/// Refusals no retry will change (the parcel was cancelled meanwhile, say) are logged and the
-/// saga goes on; anything else is retried.
+/// A conflict no retry will change (the parcel was cancelled, or the association marked it at
+/// the relay point first) is logged and the saga goes on; anything else is retried, and a
+/// refusal that persists shows in the reactor's log and pending count.
 fn tolerate(result: Result<CommandReply, ServiceError>, what: &str) -> Result<(), ServiceError> {
     match result {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::NotFound | ErrorKind::Validation) => {
+        Err(e) if e.kind == ErrorKind::Conflict => {
             tracing::warn!(error = %e, "{what}: refused, left as it is");
             Ok(())
         }
@@ -245,13 +258,16 @@ async fn on_the_road(road: &Road, reaction: Reaction) -> Result<(), ServiceError
                 for parcel in job.parcels.keys() {
                     let mut ask = asked(envelope, &format!("at-relay/{parcel}"), json!({ "parcel_id": parcel }));
                     ask.occurred_at = Some(*at);
-                    let result = road.client.command(crate::distribution::SERVICE, "parcel_at_relay", &ask).await;
+                    let result = road.ctx.client.command(crate::distribution::SERVICE, "parcel_at_relay", &ask).await;
                     tolerate(result, "a delivered parcel")?;
                 }
                 if let Some(reason) = &out {
                     for lot in &job.chilled_lots {
                         let ask = asked(envelope, &format!("flag/{lot}"), json!({ "lot_id": lot, "reason": reason }));
-                        tolerate(road.client.command(crate::stock::SERVICE, "flag_lot", &ask).await, "a lot to flag")?;
+                        tolerate(
+                            road.ctx.client.command(crate::stock::SERVICE, "flag_lot", &ask).await,
+                            "a lot to flag",
+                        )?;
                     }
                 }
             }
@@ -271,7 +287,7 @@ async fn on_the_road(road: &Road, reaction: Reaction) -> Result<(), ServiceError
                         "inspect": out,
                     }),
                 );
-                let result = road.client.command(crate::donations::SERVICE, "expect_donation", &ask).await;
+                let result = road.ctx.client.command(crate::donations::SERVICE, "expect_donation", &ask).await;
                 tolerate(result, "a collected donation")?;
             }
         }
@@ -298,13 +314,13 @@ async fn on_shipped(road: &Road, reaction: Reaction) -> Result<(), ServiceError>
         let mut ask = QueryRequest::new(system(), json!({ "parcel_id": parcel_id }));
         ask.min_seq.insert(reaction.stream.clone(), reaction.seq);
         let parcel: crate::distribution::ParcelRow =
-            road.client.query(crate::distribution::SERVICE, "get_parcel", &ask).await?;
+            road.ctx.client.query(crate::distribution::SERVICE, "get_parcel", &ask).await?;
         let (mut site, mut chilled, mut chilled_lots, mut total) = (None, 0, Vec::new(), 0);
         let mut storage = BTreeMap::new();
         for line in &parcel.lines {
             if !storage.contains_key(&line.lot_id) {
                 let ask = QueryRequest::new(system(), json!({ "lot_id": line.lot_id }));
-                let lot: crate::stock::LotRow = road.client.query(crate::stock::SERVICE, "get_lot", &ask).await?;
+                let lot: crate::stock::LotRow = road.ctx.client.query(crate::stock::SERVICE, "get_lot", &ask).await?;
                 site.get_or_insert(lot.site_id.clone());
                 storage.insert(line.lot_id.clone(), lot.storage);
             }
@@ -322,7 +338,7 @@ async fn on_shipped(road: &Road, reaction: Reaction) -> Result<(), ServiceError>
         };
         let ask = QueryRequest::new(system(), json!({ "association_id": parcel.association_id }));
         let association: crate::distribution::AssociationRow =
-            road.client.query(crate::distribution::SERVICE, "get_association", &ask).await?;
+            road.ctx.client.query(crate::distribution::SERVICE, "get_association", &ask).await?;
         let Some(relay) = association.relay_points.iter().find(|r| r.relay_id == parcel.relay_point_id) else {
             tracing::warn!(parcel = %parcel_id, relay = %parcel.relay_point_id, "a parcel for an unknown relay point");
             continue;
@@ -341,7 +357,7 @@ async fn on_shipped(road: &Road, reaction: Reaction) -> Result<(), ServiceError>
                 contact: format!("{} ({})", relay.name, association.name),
                 opens,
                 closes,
-                service_minutes: road.rules.delivery_minutes,
+                service_minutes: road.rules().delivery_minutes,
             };
             let kind = JobKind::Delivery { relay_point_id: relay.relay_id.clone() };
             let command = JobCommand::Schedule { stop, kind };
@@ -360,10 +376,8 @@ pub fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &ProjectionH
     let road = Road {
         plans: ctx.runner::<Plan>(SERVICE),
         jobs: ctx.runner::<Job>(SERVICE),
-        client: ctx.client.clone(),
-        store: ctx.projections.clone(),
+        ctx: ctx.clone(),
         view: view.clone(),
-        rules: ctx.policies.transport.clone(),
     };
     process_command(host, "plan_routes", &[], road.clone(), |road, request, body: PlanRoutes| async move {
         road.plan(request, body).await
@@ -383,7 +397,7 @@ pub fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &ProjectionH
     });
     process_command(host, "complete_stop", driver, road.clone(), |road, request, body: CompleteStop| async move {
         let (grams, chilled_grams) = (grams(body.kg, "kg")?, grams(body.chilled_kg, "chilled_kg")?);
-        let cold_limit_minutes = road.rules.cold_chain_minutes;
+        let cold_limit_minutes = road.rules().cold_chain_minutes;
         let CompleteStop { route_id, job_id, .. } = body;
         road.act(request, &route_id.clone(), |at| PlanCommand::Complete {
             route_id,
