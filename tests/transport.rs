@@ -41,6 +41,15 @@ async fn act_at(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits for the pickup job Lidl's weekly collection makes on `date`.
+async fn lidl_pickup_on(admin: &Api, date: &str) -> Value {
+    let jobs = wait_for(admin, &format!("/api/jobs?date={date}"), |v| {
+        v.as_array().unwrap().iter().any(|j| j["party_id"] == "lidl" && j["grams"] == 60_000)
+    })
+    .await;
+    jobs.as_array().unwrap().iter().find(|j| j["party_id"] == "lidl").unwrap().clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_parcels_and_pickups_are_planned_driven_and_replanned() {
     let nats = TestNats::start().await;
@@ -126,6 +135,34 @@ async fn shipped_parcels_and_pickups_are_planned_driven_and_replanned() {
         )
         .await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_kind")), "{err}");
+
+    // Lidl also gives every week on the weekday after `day`: those days get their pickup as
+    // soon as the schedule is set (for the week ahead), or when asked for a day further on.
+    let weekday = chrono::NaiveDate::parse_from_str(&in_days(2), "%Y-%m-%d").unwrap().format("%a").to_string();
+    let weekly = json!({"collections": [{"day": weekday, "opens": "10:00:00", "closes": "12:00:00",
+        "kg": 60, "chilled_kg": 0, "site_id": "gerland"}]});
+    let (status, reply) = wh.put("/api/donors/lidl/collections", "weekly", weekly).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let next = lidl_pickup_on(&admin, &in_days(2)).await;
+    assert_eq!(next["address"], "1 rue lidl", "{next}");
+    let (status, err) = wh
+        .put(
+            "/api/donors/lidl/collections",
+            "bad",
+            json!({"collections": [
+        {"day": weekday, "opens": "12:00:00", "closes": "10:00:00", "kg": 60, "site_id": "gerland"}]}),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_collections")));
+    let (_, nothing) = admin.get(&format!("/api/jobs?date={}", in_days(9))).await;
+    assert_eq!(nothing, json!([]), "beyond the week ahead until asked");
+    let (status, reply) = admin.post("/api/pickups", "pickups-9", json!({"date": in_days(9)})).await;
+    assert_eq!((status, reply["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{reply}");
+    lidl_pickup_on(&admin, &in_days(9)).await;
+    let (_, again) = admin.post("/api/pickups", "pickups-9-again", json!({"date": in_days(9)})).await;
+    assert_eq!(again["duplicate"], true, "each pickup is made once: {again}");
+    let (_, jobs) = admin.get(&format!("/api/jobs?date={}&min_seq={}", in_days(9), min_seq(&again))).await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
 
     // The fleet: a refrigerated van and a plain one, each with a driver free that day.
     for (id, kg, chilled) in [("frigo", 600, 200), ("camion", 900, 0)] {

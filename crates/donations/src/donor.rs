@@ -35,7 +35,26 @@ pub enum DonorCommand {
     /// Records a signed donation agreement (convention), replacing any earlier one.
     SignAgreement(Agreement),
     EndAgreement,
+    /// Replaces the donor's weekly collections (none: the donor brings its gifts itself).
+    SetCollections(Vec<Collection>),
 }
+
+/// A weekly collection at the donor's: a driver comes that day within the window, for about
+/// this many kilograms, and takes them to the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collection {
+    pub day: chrono::Weekday,
+    pub opens: chrono::NaiveTime,
+    pub closes: chrono::NaiveTime,
+    /// Expected kilograms, and the chilled or frozen ones among them.
+    pub kg: u32,
+    #[serde(default)]
+    pub chilled_kg: u32,
+    pub site_id: String,
+}
+
+/// At most this many collections a week (two a day).
+const MAX_COLLECTIONS: usize = 14;
 
 /// A donation agreement (convention de don) with the donor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +73,7 @@ pub enum DonorEvent {
     DonorUpdated { name: Name, address: String, position: Option<GeoPoint> },
     AgreementSigned(Agreement),
     AgreementEnded {},
+    CollectionsSet { collections: Vec<Collection> },
 }
 
 impl DomainEvent for DonorEvent {}
@@ -62,6 +82,7 @@ impl DomainEvent for DonorEvent {}
 pub struct Donor {
     pub registered: Option<DonorDetails>,
     pub agreement: Option<Agreement>,
+    pub collections: Vec<Collection>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +130,34 @@ impl Aggregate for Donor {
                 }
                 Ok(vec![DonorEvent::AgreementSigned(agreement)])
             }
+            (DonorCommand::SetCollections(collections), Some(_)) => {
+                if collections.len() > MAX_COLLECTIONS {
+                    return Err(Rejection::validation(
+                        "invalid_collections",
+                        format!("at most {MAX_COLLECTIONS} collections a week"),
+                    ));
+                }
+                for c in collections {
+                    if c.opens >= c.closes {
+                        return Err(Rejection::validation("invalid_collections", "a window closes after it opens"));
+                    }
+                    if c.kg == 0 || c.chilled_kg > c.kg {
+                        return Err(Rejection::validation(
+                            "invalid_collections",
+                            "a collection expects some kilograms, the chilled ones among them",
+                        ));
+                    }
+                    if c.site_id.trim().is_empty() {
+                        return Err(Rejection::validation("invalid_collections", "a collection goes to a site"));
+                    }
+                }
+                let mut sorted = collections.clone();
+                sorted.sort_by_key(|c| (c.day.num_days_from_monday(), c.opens, c.site_id.clone()));
+                if sorted == self.collections {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DonorEvent::CollectionsSet { collections: sorted }])
+            }
             (DonorCommand::EndAgreement, Some(_)) => match self.agreement {
                 Some(_) => Ok(vec![DonorEvent::AgreementEnded {}]),
                 None => Err(Rejection::conflict("no_agreement", "this donor has no agreement")),
@@ -151,6 +200,7 @@ impl Aggregate for Donor {
             }
             DonorEvent::AgreementSigned(agreement) => self.agreement = Some(agreement.clone()),
             DonorEvent::AgreementEnded {} => self.agreement = None,
+            DonorEvent::CollectionsSet { collections } => self.collections = collections.clone(),
         }
     }
 }
@@ -172,6 +222,37 @@ mod tests {
             address: "Bd Ambroise Croizat, 69200 Vénissieux".into(),
             position: Some(GeoPoint::new(45.70, 4.88).unwrap()),
         }
+    }
+
+    #[test]
+    fn weekly_collections_are_replaced_whole_and_must_make_sense() {
+        let at = |h: u32| chrono::NaiveTime::from_hms_opt(h, 0, 0).unwrap();
+        let collection = |day: chrono::Weekday, kg: u32, chilled_kg: u32| Collection {
+            day,
+            opens: at(9),
+            closes: at(11),
+            kg,
+            chilled_kg,
+            site_id: "gerland".into(),
+        };
+        let (tue, fri) = (collection(chrono::Weekday::Tue, 150, 40), collection(chrono::Weekday::Fri, 200, 0));
+        let set = DonorEvent::CollectionsSet { collections: vec![tue.clone(), fri.clone()] };
+        let state = given::<Donor>([registered()])
+            .when(DonorCommand::SetCollections(vec![fri.clone(), tue.clone()]))
+            .then([set.clone()]);
+        assert_eq!(state.collections, [tue.clone(), fri.clone()]);
+        given::<Donor>([registered(), set.clone()]).when(DonorCommand::SetCollections(vec![fri, tue])).then([]);
+        given::<Donor>([registered(), set])
+            .when(DonorCommand::SetCollections(vec![]))
+            .then([DonorEvent::CollectionsSet { collections: vec![] }]);
+        let backwards = Collection { opens: at(12), ..collection(chrono::Weekday::Mon, 10, 0) };
+        given::<Donor>([registered()])
+            .when(DonorCommand::SetCollections(vec![backwards]))
+            .then_rejected("invalid_collections");
+        given::<Donor>([registered()])
+            .when(DonorCommand::SetCollections(vec![collection(chrono::Weekday::Mon, 10, 20)]))
+            .then_rejected("invalid_collections");
+        given::<Donor>([]).when(DonorCommand::SetCollections(vec![])).then_rejected("donor_not_found");
     }
 
     #[test]

@@ -13,5 +13,5 @@ mod product;
 pub use donation::{
     Donation, DonationCommand, DonationEvent, Incoming, LineInput, ReceptionRules, RecordedLine, Refusal,
 };
-pub use donor::{Agreement, Donor, DonorCommand, DonorEvent, DonorKind};
+pub use donor::{Agreement, Collection, Donor, DonorCommand, DonorEvent, DonorKind};
 pub use product::{Product, ProductCommand, ProductDetails, ProductEvent};

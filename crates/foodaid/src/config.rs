@@ -30,6 +30,7 @@ pub struct Settings {
 pub struct JobSettings {
     pub expiry_interval_minutes: u64,
     pub collection_interval_minutes: u64,
+    pub pickups_interval_minutes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -242,6 +242,14 @@ fn commands(now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, &'static s
             "chilled_capacity_kg": 0, "home_site": "site-gerland"}),
         ),
         (
+            "donations",
+            "set_collections",
+            "demo-collections-lidl",
+            json!({"donor_id": "donor-lidl-villeurbanne", "collections": [
+                {"day": "Mon", "opens": "08:30:00", "closes": "10:00:00", "kg": 150, "chilled_kg": 50, "site_id": "site-gerland"},
+                {"day": "Thu", "opens": "08:30:00", "closes": "10:00:00", "kg": 150, "chilled_kg": 50, "site_id": "site-gerland"}]}),
+        ),
+        (
             "transport",
             "register_driver",
             "demo-driver-monique",

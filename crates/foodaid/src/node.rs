@@ -139,6 +139,12 @@ pub async fn run(
         tracker.spawn(collection_job(service_client.clone(), every, days, shutdown.clone()));
     }
 
+    if names.contains(&"transport") && settings.jobs.pickups_interval_minutes > 0 {
+        let every = Duration::from_secs(60 * settings.jobs.pickups_interval_minutes);
+        let ahead = settings.policies.transport.pickup_days_ahead;
+        tracker.spawn(pickups_job(service_client.clone(), every, ahead, shutdown.clone()));
+    }
+
     if demo {
         let summary = crate::demo::load(&service_client, &store, &settings).await.context("loading demo data")?;
         println!("{summary}");
@@ -218,6 +224,31 @@ async fn collection_job(client: ServiceClient, every: Duration, collection_days:
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, %date, "closing a distribution day failed; will try again"),
+            }
+        }
+    })
+    .await
+}
+
+/// Makes donors' weekly collections into pickup jobs for today and the `ahead` days after. Each
+/// job is made once (its id derives from donor, day and window), whichever node asks and however
+/// often.
+async fn pickups_job(client: ServiceClient, every: Duration, ahead: u32, shutdown: CancellationToken) {
+    periodically(Duration::from_secs(75), every, shutdown, || async {
+        let now = chrono::Utc::now();
+        for day in 0..=i64::from(ahead) {
+            let date = now.date_naive() + chrono::Duration::days(day);
+            let request = runtime::CommandRequest::new(
+                format!("pickups/{date}/{}", now.format("%Y-%m-%dT%H:%M")),
+                runtime::Actor::system("pickups"),
+                serde_json::json!({ "date": date }),
+            );
+            match client.command("transport", "schedule_pickups", &request).await {
+                Ok(reply) if !reply.events.is_empty() => {
+                    tracing::info!(jobs = reply.events.len(), %date, "pickups scheduled from donors' collections")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, %date, "scheduling pickups failed; will try again"),
             }
         }
     })

@@ -159,6 +159,18 @@ pub fn operations() -> Vec<Op> {
             schema::<don::EndAgreement>,
         )
         .doc("End the donor's agreement", "admin"),
+        Op::command(
+            Method::PUT,
+            "/api/donors/{donor_id}/collections",
+            "donations",
+            "set_collections",
+            schema::<don::SetCollections>,
+        )
+        .doc(
+            "Replace the donor's weekly collections (day, window, kg, chilled kg, site): they become pickup jobs \
+             for the days ahead",
+            "admin, warehouse",
+        ),
         Op::query(
             "/api/donors/{donor_id}/statements/{year}",
             "donations",
@@ -603,6 +615,8 @@ pub fn operations() -> Vec<Op> {
         Op::command(post.clone(), "/api/jobs", "transport", "schedule_job", schema::<tr::ScheduleJob>)
             .doc("Add a job: a pickup at a donor (address and position default to the donor's) or a delivery", "admin")
             .creates(),
+        Op::command(post.clone(), "/api/pickups", "transport", "schedule_pickups", schema::<tr::SchedulePickups>)
+            .doc("Make a day's pickup jobs from donors' weekly collections now (a job is made once)", "admin"),
         Op::command(post.clone(), "/api/jobs/{job_id}/cancel", "transport", "cancel_job", schema::<tr::CancelJob>)
             .doc("Cancel a job", "admin"),
         Op::query("/api/jobs", "transport", "list_jobs", array::<tr::JobRow>)

@@ -68,6 +68,10 @@ pub struct TransportRules {
     pub plan_seconds: f64,
     /// Minutes a driver spends at a relay point handing over parcels.
     pub delivery_minutes: u32,
+    /// Minutes a driver spends loading at a donor's weekly collection.
+    pub pickup_minutes: u32,
+    /// Days ahead that donors' weekly collections are made into pickup jobs.
+    pub pickup_days_ahead: u32,
 }
 
 impl Default for TransportRules {
@@ -79,6 +83,8 @@ impl Default for TransportRules {
             osrm_url: None,
             plan_seconds: 2.0,
             delivery_minutes: 15,
+            pickup_minutes: 20,
+            pickup_days_ahead: 7,
         }
     }
 }

@@ -85,6 +85,17 @@ pub struct EndAgreement {
     pub donor_id: String,
 }
 
+/// Replaces a donor's weekly collections:
+/// `[{"day": "Tue", "opens": "09:00:00", "closes": "11:00:00", "kg": 150, "chilled_kg": 40,
+/// "site_id": "..."}]`; none: the donor brings its gifts itself.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCollections {
+    pub donor_id: String,
+    #[schema(value_type = Vec<Object>)]
+    pub collections: Vec<donations::Collection>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgreementRow {
     pub reference: String,
@@ -102,6 +113,10 @@ pub struct DonorRow {
     pub position: Option<Position>,
     #[serde(default)]
     pub agreement: Option<AgreementRow>,
+    /// Weekly collections at the donor's, which become pickup jobs day by day.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub collections: Vec<donations::Collection>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -148,6 +163,7 @@ impl Projection for DonorsProjection {
                     address,
                     position: position.map(Position::from),
                     agreement: None,
+                    collections: vec![],
                     registered_at: at,
                     updated_at: at,
                 };
@@ -170,6 +186,12 @@ impl Projection for DonorsProjection {
             DonorEvent::AgreementEnded {} => {
                 tx.update_json("donor", id, |row: &mut DonorRow| {
                     row.agreement = None;
+                    row.updated_at = at;
+                })?;
+            }
+            DonorEvent::CollectionsSet { collections } => {
+                tx.update_json("donor", id, |row: &mut DonorRow| {
+                    row.collections = collections;
                     row.updated_at = at;
                 })?;
             }
@@ -780,6 +802,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     });
     aggregate_command(&mut host, "end_agreement", &donors, &[], |body: EndAgreement, _| {
         Ok((parse_id(&body.donor_id, "donor")?, DonorCommand::EndAgreement))
+    });
+    aggregate_command(&mut host, "set_collections", &donors, warehouse, |body: SetCollections, _| {
+        Ok((parse_id(&body.donor_id, "donor")?, DonorCommand::SetCollections(body.collections)))
     });
 
     aggregate_command(&mut host, "define_product", &products, warehouse, |body: DefineProduct, request| {

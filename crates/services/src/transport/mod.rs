@@ -25,7 +25,7 @@ use crate::common::{
 };
 use crate::donations::DonorRow;
 
-pub use road::{CompleteStop, FailStop, PlanRoutes, RouteAction, StopBody};
+pub use road::{CompleteStop, FailStop, PlanRoutes, RouteAction, SchedulePickups, StopBody};
 
 pub const SERVICE: &str = "transport";
 

@@ -25,8 +25,10 @@ use values::GeoPoint;
 use super::planning::{self, Crew, Day};
 use super::{plan_id, plan_of_route, DriverRow, JobRow, VehicleRow, SERVICE};
 use crate::common::{
-    caught_up, meta, not_in_future, parse_id, process_command, storage, with_view, ServiceContext, TransportRules,
+    caught_up, combine, meta, not_in_future, parse_id, process_command, storage, with_view, ServiceContext,
+    TransportRules,
 };
+use crate::donations::DonorRow;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,13 @@ pub struct PlanRoutes {
     pub date: NaiveDate,
     /// Seconds to search (default: the collective's `plan_seconds`), at most 60.
     pub seconds: Option<f64>,
+}
+
+/// Makes the pickup jobs of a day from donors' weekly collections.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePickups {
+    pub date: NaiveDate,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -372,6 +381,61 @@ async fn on_shipped(road: &Road, reaction: Reaction) -> Result<(), ServiceError>
     Ok(())
 }
 
+/// The pickup jobs a donor's weekly collections make on `date`; a job's id derives from donor,
+/// day and window, so asking again (or from several nodes) makes each once. A job already
+/// scheduled keeps what it was given (a coordinator may have cancelled or changed it).
+async fn schedule_pickups(
+    road: &Road,
+    donor: &DonorRow,
+    date: NaiveDate,
+    meta: &CommandMeta,
+) -> Result<Vec<CommandReply>, ServiceError> {
+    let mut replies = Vec::new();
+    for c in donor.collections.iter().filter(|c| c.day == date.weekday()) {
+        let key = format!("foodaid/collection/{}/{date}/{}", donor.donor_id, c.opens);
+        let id = AggregateId::try_from(Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()).to_string())
+            .expect("uuids are valid ids");
+        let stop = Stop {
+            date,
+            site_id: c.site_id.clone(),
+            position: donor.position.and_then(|p| GeoPoint::new(p.lat, p.lon).ok()),
+            address: donor.address.clone(),
+            contact: donor.name.clone(),
+            opens: c.opens,
+            closes: c.closes,
+            service_minutes: road.rules().pickup_minutes,
+        };
+        let kind = JobKind::Pickup { donor_id: donor.donor_id.clone(), kg: c.kg, chilled_kg: c.chilled_kg };
+        let meta = CommandMeta { command_id: format!("collection/{id}"), ..meta.clone() };
+        match road.jobs.execute(id, JobCommand::Schedule { stop, kind }, meta).await {
+            Ok(reply) => replies.push(reply),
+            Err(e) if e.kind == ErrorKind::Conflict => {
+                tracing::info!(donor = %donor.donor_id, %date, "a collection's job exists otherwise: kept as it is")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(replies)
+}
+
+/// A donor's collections changed: the days ahead get their pickups.
+async fn on_donor(road: &Road, reaction: Reaction) -> Result<(), ServiceError> {
+    for (envelope, event) in reaction.events::<donations::DonorEvent>()? {
+        if !matches!(event, donations::DonorEvent::CollectionsSet { .. }) {
+            continue;
+        }
+        let mut ask = QueryRequest::new(system(), json!({ "donor_id": envelope.aggregate_id.as_str() }));
+        ask.min_seq.insert(reaction.stream.clone(), reaction.seq);
+        let donor: DonorRow = road.ctx.client.query(crate::donations::SERVICE, "get_donor", &ask).await?;
+        let today = Utc::now().date_naive();
+        for ahead in 0..=i64::from(road.rules().pickup_days_ahead) {
+            let date = today + chrono::Duration::days(ahead);
+            schedule_pickups(road, &donor, date, &caused_by(envelope, "collections", None)).await?;
+        }
+    }
+    Ok(())
+}
+
 pub fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &ProjectionHandle) {
     let road = Road {
         plans: ctx.runner::<Plan>(SERVICE),
@@ -381,6 +445,15 @@ pub fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &ProjectionH
     };
     process_command(host, "plan_routes", &[], road.clone(), |road, request, body: PlanRoutes| async move {
         road.plan(request, body).await
+    });
+    process_command(host, "schedule_pickups", &[], road.clone(), |road, request, body: SchedulePickups| async move {
+        let ask = QueryRequest::new(system(), json!({}));
+        let donors: Vec<DonorRow> = road.ctx.client.query(crate::donations::SERVICE, "list_donors", &ask).await?;
+        let mut replies = Vec::new();
+        for donor in donors.iter().filter(|d| !d.collections.is_empty()) {
+            replies.extend(schedule_pickups(&road, donor, body.date, &meta(&request)).await?);
+        }
+        Ok(combine(format!("pickups-{}", body.date), SERVICE, replies))
     });
     let driver: &'static [Role] = &[Role::Driver];
     process_command(host, "start_route", driver, road.clone(), |road, request, body: RouteAction| async move {
@@ -414,6 +487,16 @@ pub fn register(host: &mut ServiceHost, ctx: &ServiceContext, view: &ProjectionH
         road.act(request, &route_id.clone(), |at| PlanCommand::Fail { route_id, job_id, at, reason }).await
     });
 
+    let r = road.clone();
+    host.reactor(Reactor::new(
+        "transport_donor_collections",
+        crate::donations::SERVICE,
+        format!("{}.donor.>", crate::donations::SERVICE),
+        move |reaction| {
+            let road = r.clone();
+            async move { on_donor(&road, reaction).await }
+        },
+    ));
     let r = road.clone();
     host.reactor(Reactor::new("transport_road_effects", SERVICE, format!("{SERVICE}.plan.>"), move |reaction| {
         let road = r.clone();
