@@ -13,6 +13,7 @@ use serde::Serialize;
 struct Figures {
     stops: usize,
     vehicles: usize,
+    threads: usize,
     seconds: f64,
     time_limit_s: f64,
     served: usize,
@@ -67,14 +68,21 @@ fn day(stops: usize, vehicles: usize, seed: u64) -> Problem {
     Problem::new(1, clients, types, dist, time).expect("a well-formed day")
 }
 
-pub fn run(stops: usize, vehicles: usize, time_limit: f64, seed: u64, json: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(stops > 0 && vehicles > 0, "--stops and --vehicles are positive");
+pub fn run(
+    stops: usize,
+    vehicles: usize,
+    time_limit: f64,
+    seed: u64,
+    threads: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(stops > 0 && vehicles > 0 && threads > 0, "--stops, --vehicles and --threads are positive");
     anyhow::ensure!(time_limit > 0.0, "--time-limit is a number of seconds above 0");
     let p = day(stops, vehicles, seed);
     let started = Instant::now();
     let limits = Limits { time: Some(Duration::from_secs_f64(time_limit)), iterations: None };
     // A day of a few hundred stops gets few generations in seconds: the quick population.
-    let plan = routing::plan(&p, &Params::quick(), seed, limits);
+    let plan = routing::plan_parallel(&p, &Params::quick(), seed, limits, threads);
     let seconds = started.elapsed().as_secs_f64();
     let left_out: Vec<usize> = plan.unserved.iter().map(|(c, _)| *c).collect();
     let feasible = routing::validate(&p, &plan.solution, &left_out).is_empty();
@@ -87,6 +95,7 @@ pub fn run(stops: usize, vehicles: usize, time_limit: f64, seed: u64, json: bool
     let f = Figures {
         stops,
         vehicles,
+        threads,
         seconds,
         time_limit_s: time_limit,
         served: stops - left_out.len(),
@@ -101,10 +110,11 @@ pub fn run(stops: usize, vehicles: usize, time_limit: f64, seed: u64, json: bool
         println!("{}", serde_json::to_string(&f)?);
     } else {
         println!(
-            "{} stops, {} vehicles: planned in {:.2} s (limit {:.1} s); {} served on {} routes, {:.1} km \
+            "{} stops, {} vehicles, {} thread(s): planned in {:.2} s (limit {:.1} s); {} served on {} routes, {:.1} km \
              ({:.2} × the {:.1} km of one trip per stop); left out {:?}; feasible: {}",
             f.stops,
             f.vehicles,
+            f.threads,
             f.seconds,
             f.time_limit_s,
             f.served,

@@ -160,6 +160,9 @@ enum BenchCommand {
         time_limit: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Searches at once, each from its own seed; the best plan wins.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         #[arg(long)]
         json: bool,
     },
@@ -236,8 +239,8 @@ fn main() -> ExitCode {
                 bench::eventstore(&settings, events, aggregates, json).await
             }
             Command::Bench { command: BenchCommand::Stock { lots, json } } => bench::stock(&settings, lots, json).await,
-            Command::Bench { command: BenchCommand::Plan { stops, vehicles, time_limit, seed, json } } => {
-                bench_plan::run(stops, vehicles, time_limit, seed, json)
+            Command::Bench { command: BenchCommand::Plan { stops, vehicles, time_limit, seed, threads, json } } => {
+                bench_plan::run(stops, vehicles, time_limit, seed, threads, json)
             }
             Command::Bench { command: BenchCommand::Routing { instances, time_limit, seed, only, json } } => {
                 bench_routing::run(&instances, time_limit, seed, only.as_deref(), json)

@@ -17,7 +17,7 @@ pub mod solution;
 pub mod validate;
 
 pub use hgs::{solve, Limits, Outcome, Params};
-pub use plan::{plan, screen, Plan, Unserved};
+pub use plan::{plan, plan_parallel, screen, Plan, Unserved};
 pub use problem::{Client, Load, Problem, ProblemError, VehicleType, DIMS};
 pub use solution::{Route, Solution, Totals};
 pub use validate::{validate, Violation};

@@ -112,6 +112,26 @@ pub fn plan(p: &Problem, params: &Params, seed: u64, limits: Limits) -> Plan {
     Plan { totals: solution.totals(p), solution, unserved, iterations: outcome.iterations }
 }
 
+/// [`plan`] on `threads` threads at once, each searching from its own seed (`seed`, `seed + 1`,
+/// ...), and the best of their plans: fewest clients left out, then cheapest, then the lowest
+/// seed. With an iteration limit the answer depends on `seed` and `threads` only.
+pub fn plan_parallel(p: &Problem, params: &Params, seed: u64, limits: Limits, threads: usize) -> Plan {
+    if threads <= 1 {
+        return plan(p, params, seed, limits);
+    }
+    let plans: Vec<Plan> = std::thread::scope(|scope| {
+        let runs: Vec<_> =
+            (0..threads as u64).map(|k| scope.spawn(move || plan(p, params, seed.wrapping_add(k), limits))).collect();
+        runs.into_iter().map(|run| run.join().expect("a search thread does not panic")).collect()
+    });
+    plans
+        .into_iter()
+        .enumerate()
+        .min_by_key(|(k, plan)| (plan.unserved.len(), plan.totals.cost(), *k))
+        .map(|(_, plan)| plan)
+        .expect("at least one thread")
+}
+
 /// Puts clients left out for lack of room back where they fit after all (in a route, or in a
 /// vehicle the search left idle), cheapest place first.
 fn reinsert(p: &Problem, solution: &mut Solution, unserved: &mut Vec<(usize, Unserved)>) {

@@ -160,3 +160,18 @@ fn p_matrix(positions: &[i64]) -> Vec<i64> {
     let n = positions.len();
     (0..n * n).map(|k| (positions[k / n] - positions[k % n]).abs()).collect()
 }
+
+#[test]
+fn searches_on_several_threads_keep_the_best_of_their_seeds_and_repeat() {
+    let p = problem(20, &[17, 83, 5, 61, 29, 44, 97, 12, 70, 38, 3, 55]);
+    let limits = Limits { time: None, iterations: Some(100) };
+    let params = Params::quick();
+    let alone: Vec<routing::Plan> = (0..3).map(|k| routing::plan(&p, &params, 11 + k, limits)).collect();
+    let together = routing::plan_parallel(&p, &params, 11, limits, 3);
+    let key = |plan: &routing::Plan| (plan.unserved.len(), plan.totals.cost());
+    assert_eq!(Some(key(&together)), alone.iter().map(key).min(), "the best of the three seeds");
+    assert!(alone.contains(&together));
+    assert_eq!(together, routing::plan_parallel(&p, &params, 11, limits, 3), "the same answer again");
+    let left_out: Vec<usize> = together.unserved.iter().map(|(c, _)| *c).collect();
+    assert!(validate(&p, &together.solution, &left_out).is_empty());
+}
