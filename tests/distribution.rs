@@ -290,6 +290,16 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
     let (status, wave) = admin.post("/api/waves", "w1", json!({"site_id": "gerland", "date": day})).await;
     assert_eq!(status, StatusCode::OK, "{wave}");
     assert_eq!(wave["events"].as_array().unwrap().len(), 2, "{wave}");
+    // The warehouse's pick list: the whole day's parcels, every association's; a day is needed.
+    let (status, day_list) = wh.get(&format!("/api/parcels?date={day}&min_seq={}", min_seq(&wave))).await;
+    assert_eq!(status, StatusCode::OK, "{day_list}");
+    let ids: Vec<&str> = day_list.as_array().unwrap().iter().map(|p| p["parcel_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{day_list}");
+    assert!(day_list.as_array().unwrap().iter().all(|p| p["status"] == "composed"), "{day_list}");
+    let (status, err) = wh.get("/api/parcels").await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("date_required")));
+    let (status, _) = wh.get("/api/parcels?association_id=asso-a").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the warehouse lists days, not an association's records");
     for id in ["hh-1", "hh-2"] {
         let (_, parcel) = a.get(&format!("/api/parcels/{id}-{day}?min_seq={}", min_seq(&wave))).await;
         assert_eq!(parcel["status"], "composed", "{parcel}");

@@ -24,7 +24,20 @@ async fn up_with_demo_answers_health_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     // No NATS configured: foodaid starts its own nats-server under the data dir.
     let foodaid = Foodaid::up(dir.path(), None, &["--demo"]);
-    let token = foodaid.line_starting("fa_").expect("the demo prints an admin token");
+    // One token per role, each printed as a sign-in link for the web app.
+    let tokens: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo-tokens.json")).unwrap())
+        .expect("the demo saves its tokens");
+    for who in ["admin", "warehouse", "association", "driver"] {
+        let link = format!("{}/#token={}", foodaid.http, tokens[who].as_str().unwrap());
+        assert!(foodaid.line_starting(&format!("  {who:<12} {link}")).is_some(), "{who}'s sign-in link is printed");
+    }
+    let token = tokens["admin"].as_str().unwrap().to_owned();
+    let me = Api::new(&foodaid.http, tokens["driver"].as_str().unwrap()).get("/api/me").await.1;
+    assert_eq!(me, json!({"role": "driver", "scope": "drv-monique", "name": "demo driver Monique"}));
+    let index = reqwest::get(format!("{}/", foodaid.http)).await.unwrap();
+    assert_eq!(index.headers()["content-type"], "text/html");
+    assert!(index.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert!(index.text().await.unwrap().contains("/js/app.js"), "the web app is served at /");
     let health = reqwest::get(format!("{}/health", foodaid.http)).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     let health: Value = health.json().await.unwrap();
@@ -41,7 +54,10 @@ async fn up_with_demo_answers_health_and_stops_cleanly_on_sigterm() {
 
     // Loading the demo again changes nothing; the data survived the restart.
     let foodaid = Foodaid::up(dir.path(), None, &["--demo"]);
-    let api = Api::new(&foodaid.http, &foodaid.line_starting("fa_").unwrap());
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo-tokens.json")).unwrap()).unwrap();
+    assert_eq!(again, tokens, "the demo's tokens are kept across restarts");
+    let api = Api::new(&foodaid.http, &token);
     assert_eq!(api.get("/api/donors").await.1.as_array().unwrap().len(), 5);
     assert_eq!(api.get("/api/associations").await.1.as_array().unwrap().len(), 4);
     assert!(foodaid.terminate().success());

@@ -327,28 +327,67 @@ async fn send(client: &ServiceClient, service: &str, name: &str, request: &Comma
     }
 }
 
-/// Loads the demo data and makes sure a demo admin token exists; returns what to tell the user.
+/// The demo's people: one token for each role, so each screen of the web app can be tried.
+const DEMO_PEOPLE: [(&str, runtime::Role, Option<&str>, &str); 4] = [
+    ("admin", runtime::Role::Admin, None, "demo admin"),
+    ("warehouse", runtime::Role::Warehouse, None, "demo warehouse volunteer"),
+    ("association", runtime::Role::Association, Some("asso-restos-vaulx"), "demo Restos du Cœur Vaulx"),
+    ("driver", runtime::Role::Driver, Some("drv-monique"), "demo driver Monique"),
+];
+
+/// What loading the demo gives back: a token per role (`admin`, `warehouse`, `association`,
+/// `driver`), also saved in `demo-tokens.json` (and the admin's in `demo-admin-token`).
+#[derive(Debug)]
+pub struct Loaded {
+    pub commands: usize,
+    pub tokens: Vec<(&'static str, String)>,
+    pub token_file: std::path::PathBuf,
+}
+
+impl Loaded {
+    /// What to tell the user: sign-in links for the web app at `base`.
+    pub fn summary(&self, base: Option<&str>) -> String {
+        let mut out =
+            format!("demo data loaded ({} commands). Tokens (also in {}):\n", self.commands, self.token_file.display());
+        for (who, token) in &self.tokens {
+            match base {
+                Some(base) => out.push_str(&format!("  {who:<12} {base}/#token={token}\n")),
+                None => out.push_str(&format!("  {who:<12} {token}\n")),
+            }
+        }
+        out
+    }
+}
+
+/// Loads the demo data and makes sure the demo's tokens exist (kept across restarts).
 pub async fn load(
     client: &ServiceClient,
     store: &eventstore::EventStore,
     settings: &Settings,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Loaded> {
     let actor = Actor::system("demo");
     let list = commands(chrono::Utc::now());
     for (service, name, key, payload) in &list {
         let request = CommandRequest::new(*key, actor.clone(), payload.clone());
         send(client, service, name, &request).await.with_context(|| format!("{service}.{name} ({key})"))?;
     }
-    let token_file = settings.data_dir.join("demo-admin-token");
-    let tokens = gateway::TokenStore::open(store.jetstream(), settings.nats.replicas, settings.token_cache()).await?;
-    let existing = std::fs::read_to_string(&token_file).ok().map(|t| t.trim().to_owned());
-    let token = match existing {
-        Some(t) if tokens.authenticate(&t).await?.is_some() => t,
-        _ => {
-            let (t, _) = tokens.create(runtime::Role::Admin, None, "demo admin").await?;
-            std::fs::write(&token_file, &t).with_context(|| format!("writing {}", token_file.display()))?;
-            t
-        }
-    };
-    Ok(format!("demo data loaded ({} commands). Admin token (also in {}):\n{token}", list.len(), token_file.display()))
+    let token_file = settings.data_dir.join("demo-tokens.json");
+    let store = gateway::TokenStore::open(store.jetstream(), settings.nats.replicas, settings.token_cache()).await?;
+    let saved: std::collections::BTreeMap<String, String> =
+        std::fs::read_to_string(&token_file).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+    let mut tokens = Vec::new();
+    for (who, role, scope, name) in DEMO_PEOPLE {
+        let token = match saved.get(who) {
+            Some(t) if store.authenticate(t).await?.is_some() => t.clone(),
+            _ => store.create(role, scope.map(str::to_owned), name).await?.0,
+        };
+        tokens.push((who, token));
+    }
+    let json: serde_json::Map<String, Value> =
+        tokens.iter().map(|(who, t)| ((*who).to_owned(), Value::String(t.clone()))).collect();
+    std::fs::write(&token_file, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", token_file.display()))?;
+    let admin = settings.data_dir.join("demo-admin-token");
+    std::fs::write(&admin, &tokens[0].1).with_context(|| format!("writing {}", admin.display()))?;
+    Ok(Loaded { commands: list.len(), tokens, token_file })
 }

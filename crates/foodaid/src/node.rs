@@ -146,8 +146,8 @@ pub async fn run(
     }
 
     if demo {
-        let summary = crate::demo::load(&service_client, &store, &settings).await.context("loading demo data")?;
-        println!("{summary}");
+        let loaded = crate::demo::load(&service_client, &store, &settings).await.context("loading demo data")?;
+        println!("{}", loaded.summary(http_addr.map(|a| format!("http://{a}")).as_deref()));
     }
     match http_addr {
         Some(addr) => {

@@ -563,10 +563,14 @@ pub fn operations() -> Vec<Op> {
             .doc("The fair-share ledger: need vs given per association, commune, month and food group", "any role")
             .params(&[("month", "YYYY-MM")]),
         Op::query("/api/parcels", "distribution", "list_parcels", array::<dist::ParcelRow>)
-            .doc("An association's parcels", "admin, the association itself")
+            .doc(
+                "An association's parcels; or, without association_id, a whole day's parcels of every association \
+                 (the pick list)",
+                "admin, warehouse (a whole day), the association itself",
+            )
             .params(&[
                 ("association_id", "whose parcels (an association's token implies its own)"),
-                ("date", "one distribution day"),
+                ("date", "one distribution day (required for a whole day)"),
             ]),
         Op::query("/api/parcels/{parcel_id}", "distribution", "get_parcel", schema::<dist::ParcelRow>)
             .doc("One parcel", "admin, the household's association"),

@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 mod health;
 mod openapi;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use runtime::ServiceClient;
@@ -60,9 +61,11 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(web::index))
+        .route("/{*path}", get(web::asset))
         .route("/health", get(health::health))
         .route("/api/openapi.json", get(openapi_json))
+        .route("/api/me", get(web::me))
         .merge(api::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -83,19 +86,11 @@ pub async fn serve(
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
-async fn index() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html lang=fr><meta charset=utf-8><title>foodaid</title>",
-        "<h1>foodaid</h1><p>API: <a href=/api/openapi.json>/api/openapi.json</a> · ",
-        "<a href=/health>/health</a></p></html>"
-    ))
-}
-
 async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json((*state.openapi).clone())
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/openapi.json")
 }
 

@@ -57,6 +57,18 @@ pub fn document(ops: &[Op]) -> OpenApi {
             .build(),
     );
 
+    let me = schema::<crate::web::Me>(&mut schemas);
+    paths.add_path_operation(
+        "/api/me",
+        vec![HttpMethod::Get],
+        OperationBuilder::new()
+            .tag("platform")
+            .summary(Some("Who the bearer token is (role, scope, name): what the web app shows depends on it"))
+            .response("200", ResponseBuilder::new().description("OK").content("application/json", json(me)).build())
+            .response("401", error_response("unauthenticated"))
+            .build(),
+    );
+
     for op in ops {
         let mut b = OperationBuilder::new()
             .tag(op.service)

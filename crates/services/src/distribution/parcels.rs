@@ -106,7 +106,8 @@ pub struct GetParcel {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParcels {
-    /// Required for administrators; an association sees its own.
+    /// An association sees its own. Without it, administrators and the warehouse get the
+    /// day's parcels of every association (`date` then required).
     pub association_id: Option<String>,
     pub date: Option<NaiveDate>,
 }
@@ -602,14 +603,28 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
         require_scope(actor, Role::Association, &row.association_id).map_err(|_| missing())?;
         Ok(row)
     });
-    scoped_query(host, "list_parcels", ctx, &view, association, |view, actor, p: ListParcels| {
-        let association = super::households::own_association(actor, p.association_id)?;
-        let prefix = match p.date {
-            Some(d) => format!("{association}\0{d}\0"),
-            None => format!("{association}\0"),
+    let parcel_readers: Option<&'static [Role]> = Some(&[Role::Association, Role::Warehouse]);
+    scoped_query(host, "list_parcels", ctx, &view, parcel_readers, |view, actor, p: ListParcels| {
+        // The warehouse (and coordinators) see a whole day across associations: the pick list.
+        let whole_day = actor.role != Role::Association && p.association_id.is_none();
+        let (index, prefix) = match (whole_day, p.date) {
+            (true, Some(d)) => ("by_date", format!("{d}\0")),
+            (true, None) if actor.role == Role::Warehouse => {
+                return Err(ServiceError::validation("date_required", "say which distribution day"));
+            }
+            _ => {
+                if actor.role == Role::Warehouse {
+                    return Err(ServiceError::forbidden("forbidden", "the warehouse lists a whole day's parcels"));
+                }
+                let association = super::households::own_association(actor, p.association_id)?;
+                match p.date {
+                    Some(d) => ("by_association", format!("{association}\0{d}\0")),
+                    None => ("by_association", format!("{association}\0")),
+                }
+            }
         };
         let mut rows = Vec::new();
-        for item in view.scan("by_association", prefix.as_bytes()) {
+        for item in view.scan(index, prefix.as_bytes()) {
             let (_, id) = item.map_err(storage)?;
             if let Some(row) = view.get_json::<ParcelRow>("parcel", &id).map_err(storage)? {
                 rows.push(row);

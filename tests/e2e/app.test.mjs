@@ -1,0 +1,309 @@
+// The web app end to end, in Debian's headless Chromium driven by playwright-core, against a
+// real `foodaid up --demo` (its own nats-server, sled, the gateway) started here on free ports.
+//
+// A warehouse volunteer records a donation with one refused line; an association registers a
+// household and requests a parcel; the coordinator composes the wave; the warehouse picks and
+// ships it; the coordinator plans the routes; the driver works the route with the network cut
+// for one stop, then restored; the parcel shows at the relay point; a recall traces it.
+// Every screen is photographed at phone and tablet width into target/e2e/screenshots.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const BIN = process.env.FOODAID_BIN || path.join(ROOT, 'target/debug/foodaid');
+const SHOTS = path.join(ROOT, 'target/e2e/screenshots');
+const PHONE = { width: 360, height: 740 };
+const TABLET = { width: 800, height: 1280 };
+
+const day = offset => {
+  const d = new Date();
+  d.setDate(d.getDate() + offset);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+};
+
+/** `foodaid up --demo` in a fresh directory; resolves once it says where it listens. */
+async function startFoodaid() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'foodaid-e2e-'));
+  const child = spawn(BIN, ['up', '--demo', '--data-dir', dir, '--http', '127.0.0.1:0'], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stderr.on('data', b => { log += b; });
+  const base = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`foodaid did not start:\n${out}\n${log}`)), 60000);
+    child.stdout.on('data', b => {
+      out += b;
+      const m = out.match(/foodaid is up: (http:\/\/[\d.:]+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.on('exit', code => reject(new Error(`foodaid exited (${code}):\n${out}\n${log}`)));
+  });
+  const tokens = JSON.parse(fs.readFileSync(path.join(dir, 'demo-tokens.json'), 'utf8'));
+  const token = (...args) => execFileSync(BIN, ['token', 'create', '--data-dir', dir, ...args], { encoding: 'utf8' }).trim();
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await new Promise(r => (child.exitCode !== null ? r() : child.on('exit', r)));
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  return { base, tokens, token, stop, log: () => log };
+}
+
+/** The API as the test itself reads it (to wait for what the platform does on its own). */
+function api(base, token) {
+  return async (p) => {
+    const res = await fetch(base + p, { headers: { Authorization: `Bearer ${token}` } });
+    return res.json();
+  };
+}
+
+async function eventually(what, f, seconds = 20) {
+  const end = Date.now() + seconds * 1000;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise(r => setTimeout(r, 250));
+  }
+}
+
+test('volunteers, associations, coordinators and drivers work a day through the web app', async t => {
+  const foodaid = await startFoodaid();
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const problems = [];
+  const contexts = [];
+  /** A person on a device: their own browser context (storage), signed in with their token. */
+  async function person(name, token, viewport) {
+    const context = await browser.newContext({ viewport, locale: 'fr-FR', serviceWorkers: 'allow' });
+    contexts.push(context);
+    const page = await context.newPage();
+    page.on('pageerror', e => problems.push(`${name}: ${e.message}`));
+    page.on('console', m => { if (m.type() === 'error' && !/Failed to load resource|net::ERR_INTERNET_DISCONNECTED/.test(m.text())) problems.push(`${name}: ${m.text()}`); });
+    await page.goto(`${foodaid.base}/#token=${token}`);
+    await page.locator('header .who').getByText(name === 'driver' ? 'chauffeur' : /./).first().waitFor();
+    return { page, context };
+  }
+  const shot = async (page, name) => {
+    await page.waitForLoadState('networkidle');
+    const text = await page.locator('body').innerText();
+    assert.ok(!text.includes('⟦'), `${name}: a text is missing a translation:\n${text}`);
+    const width = page.viewportSize().width;
+    await page.screenshot({ path: path.join(SHOTS, `${name}-${width}.png`), fullPage: true });
+  };
+  const tomorrow = day(1);
+  const admin = api(foodaid.base, foodaid.tokens.admin);
+
+  try {
+    await t.test('sign-in refuses a wrong token in plain words', async () => {
+      for (const viewport of [PHONE, TABLET]) {
+        const context = await browser.newContext({ viewport, locale: 'fr-FR' });
+        contexts.push(context);
+        const page = await context.newPage();
+        await page.goto(foodaid.base);
+        await page.getByLabel('Jeton').fill('fa_nothing_wrong');
+        await page.getByRole('button', { name: 'Se connecter' }).click();
+        await page.getByText('Ce jeton n’est pas (ou plus) valable.').waitFor();
+        await shot(page, 'signin');
+      }
+    });
+
+    const wh = await person('warehouse', foodaid.tokens.warehouse, TABLET);
+    await t.test('a volunteer records a donation; the line too close to its use-by date is refused', async () => {
+      const { page } = wh;
+      await page.waitForURL(/#\/warehouse/);
+      await page.getByLabel('Donateur').selectOption({ label: 'Carrefour Vénissieux' });
+      // A barcode scanner types the digits and Enter: the product fills in, the form stays.
+      const line1 = page.locator('fieldset.line').nth(0);
+      await line1.getByLabel('Code-barres (GTIN)').fill('3760012345014');
+      await line1.getByLabel('Code-barres (GTIN)').press('Enter');
+      await line1.locator('.found', { hasText: 'Pâtes complètes 500 g · féculents' }).waitFor();
+      await line1.getByLabel('Quantité (unités)').fill('40');
+      await line1.getByLabel('Quantité (unités)').dispatchEvent('change');
+      assert.equal(await line1.getByLabel('Poids total (kg)').inputValue(), '20');
+      await line1.getByLabel('Date de durabilité minimale (DDM)').fill(day(200));
+      await line1.getByLabel('N° de lot').fill('E2E-PATES');
+      await page.getByRole('button', { name: '+ Ajouter une ligne' }).click();
+      const line2 = page.locator('fieldset.line').nth(1);
+      await line2.getByLabel('Code-barres (GTIN)').fill('3760012345021');
+      await line2.getByLabel('Code-barres (GTIN)').press('Enter');
+      await line2.locator('.found', { hasText: 'Yaourt nature x4' }).waitFor();
+      await line2.getByLabel('Quantité (unités)').fill('12');
+      await line2.getByLabel('Poids total (kg)').fill('6');
+      await line2.getByLabel('Date limite de consommation (DLC)').fill(tomorrow);
+      await line2.getByLabel('Température (°C)').fill('3.5');
+      await shot(page, 'flow-1-donation-form');
+      await page.getByRole('button', { name: 'Enregistrer le don' }).click();
+      await page.getByText('Don enregistré : 1 ligne(s) en stock, 1 refusée(s).').waitFor();
+      await page.getByText('DLC trop proche pour être distribuée à temps').waitFor();
+      await shot(page, 'flow-1-donation-recorded');
+    });
+
+    const asso = await person('association', foodaid.tokens.association, PHONE);
+    await t.test('an association registers a household and requests a parcel', async () => {
+      const { page } = asso;
+      await page.waitForURL(/#\/association/);
+      await page.getByLabel('Prénom').fill('Awa');
+      await page.getByLabel('Nom', { exact: true }).fill('Diallo');
+      await page.getByLabel('Date de naissance').fill('1985-03-14');
+      await page.getByLabel('adultes').fill('2');
+      await page.getByLabel('enfants (3–13 ans)').fill('1');
+      await page.getByLabel('Ressources mensuelles (€)').fill('900');
+      await page.getByLabel('Charges fixes mensuelles (€)').fill('700');
+      await page.getByLabel('Le foyer accepte').check();
+      await page.getByRole('button', { name: 'Inscrire le foyer' }).click();
+      await page.locator('td', { hasText: 'Awa Diallo' }).waitFor();
+      await page.locator('td', { hasText: /^.*éligible · jusqu’au/ }).first().waitFor();
+      await shot(page, 'flow-2-household-registered');
+      await page.getByRole('link', { name: 'Colis' }).click();
+      await page.getByLabel('Foyer', { exact: true }).selectOption({ label: 'Awa Diallo' });
+      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByRole('button', { name: 'Demander le colis' }).click();
+      await page.locator('.status.requested').first().waitFor();
+      await shot(page, 'flow-2-parcel-requested');
+    });
+
+    const co = await person('admin', foodaid.tokens.admin, TABLET);
+    await t.test('the coordinator composes the wave and sees why each line is in the parcel', async () => {
+      const { page } = co;
+      await page.goto(`${foodaid.base}/#/coordinator/wave`);
+      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByRole('button', { name: 'Composer la vague' }).click();
+      await page.getByText(/Vague composée/).waitFor();
+      await page.getByText(/besoin du foyer en féculents/).first().waitFor();
+      await shot(page, 'flow-3-wave-composed');
+    });
+
+    await t.test('the warehouse picks and ships the parcel from its pick list', async () => {
+      const { page } = wh;
+      await page.goto(`${foodaid.base}/#/warehouse/picking`);
+      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByLabel('Date').dispatchEvent('change');
+      await page.getByRole('button', { name: 'Colis préparé' }).click();
+      await page.getByRole('button', { name: 'Colis expédié' }).click();
+      await page.getByText('0 colis à préparer ou expédier').waitFor();
+      await shot(page, 'flow-4-parcel-shipped');
+    });
+
+    let route;
+    await t.test('the coordinator plans the routes and sees them drawn', async () => {
+      // Shipping makes the relay point's delivery job (a saga): wait for it, as a coordinator would.
+      const delivery = await eventually('the delivery job', async () =>
+        (await admin(`/api/jobs?date=${tomorrow}`)).find(j => j.kind === 'delivery' && j.parcels.length));
+      const { page } = co;
+      await page.goto(`${foodaid.base}/#/coordinator/routes`);
+      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByLabel('Temps de recherche (s)').fill('1');
+      await page.getByRole('button', { name: 'Planifier' }).click();
+      await page.getByText(/Plan n° 1 :/).waitFor();
+      assert.ok(await page.locator('.sketch svg polyline').count() >= 1, 'routes are drawn');
+      await shot(page, 'flow-5-routes-planned');
+      const plan = await admin(`/api/plans/site-gerland/${tomorrow}`);
+      route = plan.routes.find(r => r.stops.some(s => s.job_id === delivery.job_id));
+      assert.ok(route, `the delivery is planned: ${JSON.stringify(plan.unplanned)}`);
+      route.delivery = delivery.job_id;
+    });
+
+    await t.test('the driver works the route, one stop with the network cut, then restored', async () => {
+      const token = route.driver_id === 'drv-monique'
+        ? foodaid.tokens.driver : foodaid.token('--role', 'driver', '--scope', route.driver_id);
+      const drv = await person('driver', token, PHONE);
+      const { page, context } = drv;
+      await page.goto(`${foodaid.base}/#/driver/${tomorrow}`);
+      const card = page.locator(`[data-route="${route.route_id}"]`);
+      await card.getByRole('button', { name: 'Démarrer la tournée' }).click();
+      await page.locator('.all-sent').waitFor({ timeout: 5000 }).catch(async e => {
+        throw new Error(`${e.message}\n${await page.locator('body').innerText()}\n${foodaid.log().split('\n').filter(l => /route|WARN|ERROR/.test(l)).slice(-20).join('\n')}`);
+      });
+      for (const stop of route.stops) {
+        const item = card.locator(`[data-job="${stop.job_id}"]`);
+        const offline = stop.job_id === route.delivery;
+        if (offline) await context.setOffline(true);
+        await item.getByRole('button', { name: 'Je suis arrivé' }).click();
+        await item.getByRole('button', { name: 'Terminé' }).click();
+        if (offline) {
+          await page.getByText('2 action(s) en attente d’envoi').waitFor();
+          await page.getByText(/Hors ligne/).waitFor();
+          await item.locator('.status.completed').waitFor();
+          await shot(page, 'flow-6-driver-offline');
+          await context.setOffline(false);
+        }
+        await page.locator('.all-sent').waitFor();
+      }
+      await card.getByRole('button', { name: 'Terminer la tournée' }).click();
+      await page.getByText('Tournée terminée. Merci !').waitFor();
+      await page.locator('.all-sent').waitFor();
+      await shot(page, 'flow-6-route-ended');
+      const routes = await api(foodaid.base, token)(`/api/routes?date=${tomorrow}`);
+      const done = routes.find(r => r.route_id === route.route_id);
+      assert.ok(done.ended_at, 'the route ended on the platform');
+      for (const s of done.stops) assert.equal(s.status, 'completed', `${s.job_id} completed on the platform`);
+    });
+
+    await t.test('the association sees its parcel at the relay point', async () => {
+      const { page } = asso;
+      await eventually('the parcel at the relay point', async () => {
+        await page.goto(`${foodaid.base}/#/association/parcels`);
+        await page.reload();
+        return page.locator('.status.at_relay').first().isVisible({ timeout: 2000 }).catch(() => false);
+      });
+      await page.getByText('au point relais').first().waitFor();
+      await shot(page, 'flow-7-parcel-at-relay');
+    });
+
+    await t.test('a recall of the pasta lot traces it to the household', async () => {
+      const { page } = co;
+      await page.goto(`${foodaid.base}/#/coordinator/recall`);
+      await page.getByLabel('Produit').selectOption({ label: 'Pâtes complètes 500 g' });
+      // Every pasta lot dated within two years, whichever the parcel took.
+      await page.getByLabel('ou dates (DLC/DDM) du').fill(day(0));
+      await page.getByLabel('au', { exact: true }).fill(day(730));
+      await page.getByLabel('Motif').fill('Contamination possible (test)');
+      await page.getByRole('button', { name: 'Lancer le rappel' }).click();
+      await page.getByText(/Trace du rappel/).waitFor();
+      await page.getByText(/distribué : [1-9]/).waitFor();
+      await shot(page, 'flow-8-recall-traced');
+    });
+
+    await t.test('every screen reads at phone and tablet width, in French and in English', async () => {
+      const screens = {
+        warehouse: ['warehouse/reception', 'warehouse/stock', 'warehouse/picking', 'warehouse/counts'],
+        association: ['association/households', 'association/parcels', 'association/fairshare'],
+        admin: ['coordinator/wave', 'coordinator/routes', 'coordinator/recall', 'coordinator/reports', 'coordinator/statements', `driver/${tomorrow}`],
+      };
+      for (const [who, list] of Object.entries(screens)) {
+        for (const viewport of [PHONE, TABLET]) {
+          const { page } = await person(who, foodaid.tokens[who], viewport);
+          for (const screen of list) {
+            await page.goto(`${foodaid.base}/#/${screen}`);
+            await page.locator('main section.screen').waitFor();
+            await page.locator('main .tabs').waitFor();
+            await shot(page, screen.replace(/\//g, '-').replace(/-\d{4}-\d\d-\d\d$/, ''));
+            // Nothing wider than the screen: no sideways scrolling on a phone.
+            const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+            assert.ok(overflow <= 1, `${screen} at ${viewport.width}px overflows by ${overflow}px`);
+          }
+          await page.getByRole('button', { name: 'English' }).click();
+          await page.locator('header').getByText('Sign out').waitFor();
+          await shot(page, `${list[0].replace(/\//g, '-')}-en`);
+        }
+      }
+    });
+
+    assert.deepEqual(problems, [], 'no script errors in any page');
+  } finally {
+    for (const c of contexts) await c.close().catch(() => {});
+    await browser.close();
+    await foodaid.stop();
+  }
+});
