@@ -159,6 +159,77 @@ async fn households_are_private_to_their_association_sealed_and_erased_for_good(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spreadsheet_of_households_is_imported_whole_or_not_at_all() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let body = json!({"association_id": "asso-a", "name": "Association A", "commune": "Vaulx-en-Velin"});
+    assert_eq!(admin.post("/api/associations", "asso-a", body).await.0, StatusCode::CREATED);
+    for (id, name) in [("rp-centre", "Centre social Peyri"), ("rp-mas", "Mas du Taureau")] {
+        let relay = json!({"relay_id": id, "name": name, "commune": "Vaulx-en-Velin", "cold_storage": true});
+        assert_eq!(admin.post("/api/associations/asso-a/relay-points", id, relay).await.0, StatusCode::CREATED);
+    }
+    let a = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "association", "--scope", "asso-a"]));
+    let header =
+        "Nom;Prénom;Date de naissance;Point relais;Adultes;Enfants;Sans porc;Allergies;Ressources;Charges;Consentement";
+    let good = [
+        "Diallo;Awa;14/03/1985;Centre social Peyri;2;1;oui;arachides;900;700;oui",
+        "Martin;Luc;1970-01-02;rp-mas;1;0;non;;;;oui",
+    ];
+
+    // One bad line among good ones: every error listed with its line, nothing written.
+    let csv = format!("{header}\n{}\nNguyen;;31/02/1990;Ailleurs;1;0;non;;;;oui\n{}\n", good[0], good[1]);
+    let (status, err) = a.post("/api/households/import", "import-1", json!({"csv": csv})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_import")), "{err}");
+    let found: Vec<(u64, &str)> = err["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(found, [(3, "invalid_date"), (3, "invalid_personal_data"), (3, "relay_point_not_found")], "{err}");
+    let (_, listed) = a.get("/api/households").await;
+    assert_eq!(listed, json!([]), "nothing half imported");
+
+    // The corrected file: every household registered, and assessed where the file says how.
+    let csv = format!("{header}\n{}\n{}\n", good[0], good[1]);
+    let (status, reply) = a.post("/api/households/import", "import-2", json!({"csv": csv.clone()})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let types: Vec<&str> = reply["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["household_registered", "eligibility_assessed", "household_registered"], "{reply}");
+    let (_, listed) = a.get(&format!("/api/households?min_seq={}", min_seq(&reply))).await;
+    let mut people: Vec<(String, String, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let name = h["personal"]["first_name"].as_str().unwrap().to_owned();
+            (name, h["relay_point_id"].as_str().unwrap().to_owned(), h["assessment"]["eligible"] == true)
+        })
+        .collect();
+    people.sort();
+    assert_eq!(
+        people,
+        [("Awa".to_owned(), "rp-centre".to_owned(), true), ("Luc".to_owned(), "rp-mas".to_owned(), false)]
+    );
+    let awa = listed.as_array().unwrap().iter().find(|h| h["personal"]["first_name"] == "Awa").unwrap();
+    assert_eq!(awa["diet"]["allergies"], json!(["peanuts"]));
+    assert_eq!(awa["composition"]["children"], 1);
+
+    // The same file again, by mistake or after a failure half-way: nobody registered twice.
+    let (status, again) = a.post("/api/households/import", "import-3", json!({"csv": csv})).await;
+    assert_eq!((status, again["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{again}");
+    let (_, listed) = a.get("/api/households").await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    // An association imports into its own records only.
+    let (status, _) =
+        a.post("/api/households/import", "import-4", json!({"association_id": "asso-b", "csv": "x"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parcels_are_requested_for_eligible_households_once_a_day() {
     let nats = TestNats::start().await;
     let url = nats.url();

@@ -142,6 +142,27 @@ async fn a_kill_9_loses_no_acknowledged_command_and_projections_equal_a_replay()
     let incremental = digests(dir.path());
     run(dir.path(), Some(&url), &["replay", "all"]);
     assert_eq!(digests(dir.path()), incremental, "replay rebuilds the same projections");
+
+    // The coordinator's screen asks the same over HTTP; /health shows it catch up.
+    let (status, started) = api.post("/api/replays", "r1", json!({"projection": "donors"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["nodes"][0]["started"], json!(["donors"]));
+    let (status, err) = api.post("/api/replays", "r2", json!({"projection": "nothing"})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("projection_not_found")));
+    let warehouse = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    let (status, _) = warehouse.post("/api/replays", "r3", json!({"projection": "donors"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let health: Value = reqwest::get(format!("{}/health", foodaid.http)).await.unwrap().json().await.unwrap();
+        let donors = health["projections"].as_array().unwrap().iter().find(|p| p["name"] == "donors").unwrap().clone();
+        if donors["state"] == "running" && donors["lag"]["donations"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rebuild catches up: {donors}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(digests(dir.path()), incremental, "a rebuild asked over HTTP gives the same projections");
     assert!(foodaid.terminate().success());
 }
 

@@ -454,6 +454,12 @@ async fn a_recall_holds_the_lot_at_three_sites_and_traces_every_unit_shipped() {
             wh.post(&format!("/api/reservations/{transfer}/receive"), &format!("{transfer}-in"), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{reply}");
     }
+    // Each site sees the transfers leaving or reaching it.
+    let listed = wait_for(&wh, "/api/transfers?site_id=givors", |v| v[0]["status"] == "dispatched").await;
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|r| r["reservation_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["tr-g"], "{listed}");
+    let (_, listed) = wh.get("/api/transfers?site_id=gerland").await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     let ship = |site: &'static str, parcel: &'static str, quantity: u32, household: &'static str| {
         let wh = &wh;
         async move {

@@ -149,6 +149,26 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       await shot(page, 'flow-1-donation-recorded');
     });
 
+    await t.test('the warehouse sends tuna to the Givors épicerie, which takes it in', async () => {
+      const { page } = wh;
+      await page.goto(`${foodaid.base}/#/warehouse/transfers`);
+      await page.getByLabel('Vers l’entrepôt').selectOption({ label: 'Épicerie solidaire de Givors' });
+      await page.getByLabel('Produit').selectOption({ label: 'Thon au naturel 140 g (200)' });
+      await page.getByLabel('Quantité (unités)').fill('24');
+      await page.getByRole('button', { name: 'Réserver le transfert' }).click();
+      const row = page.locator('tr', { hasText: 'Thon au naturel 140 g × 24' });
+      await row.getByText('réservé').waitFor();
+      await row.getByRole('button', { name: 'Expédier' }).click();
+      await row.getByText('en route').waitFor();
+      await page.getByLabel('Entrepôt', { exact: true }).selectOption({ label: 'Épicerie solidaire de Givors' });
+      await page.locator('tr', { hasText: '× 24' }).getByRole('button', { name: 'Réceptionner' }).click();
+      await page.locator('tr', { hasText: '× 24' }).getByText('reçu').waitFor();
+      await shot(page, 'flow-1-transfer-received');
+      const lots = await admin('/api/lots?site_id=site-givors');
+      assert.equal(lots.reduce((n, l) => n + l.on_hand, 0), 24, 'the tuna is in stock at Givors');
+      await page.getByLabel('Entrepôt', { exact: true }).selectOption({ label: 'Entrepôt de Gerland' });
+    });
+
     const asso = await person('association', foodaid.tokens.association, PHONE);
     await t.test('an association registers a household and requests a parcel', async () => {
       const { page } = asso;
@@ -171,6 +191,24 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       await page.getByRole('button', { name: 'Demander le colis' }).click();
       await page.locator('.status.requested').first().waitFor();
       await shot(page, 'flow-2-parcel-requested');
+    });
+
+    await t.test('an association imports households from a spreadsheet, all or nothing', async () => {
+      const { page } = asso;
+      await page.goto(`${foodaid.base}/#/association/import`);
+      const header = 'Nom;Prénom;Date de naissance;Adultes;Enfants;Ressources;Charges;Consentement';
+      const file = lines => ({ name: 'foyers.csv', mimeType: 'text/csv', buffer: Buffer.from([header, ...lines].join('\r\n'), 'utf8') });
+      await page.getByLabel('Fichier CSV').setInputFiles(file(['Martin;Luc;02/01/1970;1;0;;;oui', 'Nguyen;Lan;31/02/1990;2;2;800;600;oui']));
+      await page.getByRole('button', { name: 'Vérifier et importer' }).click();
+      await page.getByText('1 erreur(s) : rien n’a été importé.').waitFor();
+      await page.locator('td', { hasText: 'date illisible : écrivez 14/03/1985' }).waitFor();
+      await shot(page, 'flow-2-import-refused');
+      await page.getByLabel('Fichier CSV').setInputFiles(file(['Martin;Luc;02/01/1970;1;0;;;oui', 'Nguyen;Lan;28/02/1990;2;2;800;600;oui']));
+      await page.getByRole('button', { name: 'Vérifier et importer' }).click();
+      await page.getByText('2 foyer(s) inscrit(s), 0 déjà inscrit(s)').waitFor();
+      await page.getByRole('link', { name: 'Voir les foyers' }).click();
+      await page.locator('td', { hasText: 'Lan Nguyen' }).waitFor();
+      await page.locator('td', { hasText: 'Luc Martin' }).waitFor();
     });
 
     const co = await person('admin', foodaid.tokens.admin, TABLET);
@@ -275,11 +313,22 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       await shot(page, 'flow-8-recall-traced');
     });
 
+    await t.test('the coordinator rebuilds a projection from the streams and sees it progress', async () => {
+      const { page } = co;
+      const before = await admin('/api/lots');
+      await page.goto(`${foodaid.base}/#/coordinator/platform`);
+      page.once('dialog', d => d.accept());
+      await page.locator('tr', { hasText: 'lots' }).getByRole('button', { name: 'Reconstruire' }).click();
+      await page.getByText('« lots » reconstruit.').waitFor();
+      await shot(page, 'flow-9-projection-rebuilt');
+      assert.deepEqual(await admin('/api/lots'), before, 'a replay gives the same state');
+    });
+
     await t.test('every screen reads at phone and tablet width, in French and in English', async () => {
       const screens = {
-        warehouse: ['warehouse/reception', 'warehouse/stock', 'warehouse/picking', 'warehouse/counts'],
-        association: ['association/households', 'association/parcels', 'association/fairshare'],
-        admin: ['coordinator/wave', 'coordinator/routes', 'coordinator/recall', 'coordinator/reports', 'coordinator/statements', `driver/${tomorrow}`],
+        warehouse: ['warehouse/reception', 'warehouse/stock', 'warehouse/picking', 'warehouse/counts', 'warehouse/transfers'],
+        association: ['association/households', 'association/parcels', 'association/fairshare', 'association/import'],
+        admin: ['coordinator/wave', 'coordinator/routes', 'coordinator/recall', 'coordinator/reports', 'coordinator/statements', 'coordinator/platform', `driver/${tomorrow}`],
       };
       for (const [who, list] of Object.entries(screens)) {
         for (const viewport of [PHONE, TABLET]) {

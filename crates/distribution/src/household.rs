@@ -19,6 +19,11 @@ pub struct Composition {
 }
 
 impl Composition {
+    /// What registering a household checks of its composition.
+    pub fn check(&self) -> Result<(), Rejection> {
+        check_composition(self)
+    }
+
     pub fn people(&self) -> u32 {
         u32::from(self.adults) + u32::from(self.teens) + u32::from(self.children) + u32::from(self.infants)
     }

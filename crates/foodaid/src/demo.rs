@@ -28,6 +28,15 @@ fn commands(now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, &'static s
                       {"code": "FROID-1", "storage": "chilled"}, {"code": "CONGEL-1", "storage": "frozen"}]}),
         ),
         (
+            "stock",
+            "create_site",
+            "demo-site-givors",
+            json!({
+            "site_id": "site-givors", "name": "Épicerie solidaire de Givors", "address": "8 rue Jean Jaurès, 69700 Givors",
+            "position": {"lat": 45.5906, "lon": 4.7689},
+            "zones": [{"code": "A1", "storage": "ambient"}, {"code": "FROID-1", "storage": "chilled"}]}),
+        ),
+        (
             "donations",
             "register_donor",
             "demo-donor-carrefour",

@@ -298,6 +298,9 @@ pub fn operations() -> Vec<Op> {
                 "admin, warehouse",
             )
             .creates(),
+        Op::query("/api/transfers", "stock", "list_transfers", array::<st::ReservationRow>)
+            .doc("Transfers between sites, latest first (reservations whose purpose is a transfer)", "admin, warehouse")
+            .params(&[("site_id", "only those leaving or reaching this site")]),
         Op::query("/api/reservations/{reservation_id}", "stock", "get_reservation", schema::<st::ReservationRow>)
             .doc("One reservation and the lots it holds", "admin, warehouse"),
         Op::command(
@@ -427,6 +430,22 @@ pub fn operations() -> Vec<Op> {
             "admin, the association itself",
         )
         .creates(),
+        Op::command(
+            post.clone(),
+            "/api/households/import",
+            "distribution",
+            "import_households",
+            schema::<dist::ImportHouseholds>,
+        )
+        .doc(
+            "Import households from a spreadsheet's CSV (; or , separated; French or English columns: prenom, nom, \
+             date_de_naissance, telephone, adresse, point_relais, adultes, ados, enfants, bebes, sans_porc, halal, \
+             vegetarien, sans_cuisine, allergies, ressources, charges, consentement). Every line is checked first: \
+             any error gives 422 invalid_import with details [{line, column, code, message}] and nothing is \
+             written. A person already imported into the association is left as they are, so the same file sent \
+             twice registers nobody twice",
+            "admin, the association itself",
+        ),
         Op::command(
             Method::PATCH,
             "/api/households/{household_id}",

@@ -14,11 +14,16 @@ pub struct ApiError {
     pub code: String,
     /// For people; may change between versions.
     pub message: String,
+    /// What went wrong item by item, when there is more than one thing: for an import, one
+    /// `{line, column, code, message}` per error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Self {
-        ApiError { status, code: code.to_owned(), message: message.to_string() }
+        ApiError { status, code: code.to_owned(), message: message.to_string(), details: None }
     }
 
     pub fn unauthenticated() -> Self {
@@ -40,7 +45,7 @@ impl From<ServiceError> for ApiError {
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError { status, code: e.code, message: e.message }
+        ApiError { status, code: e.code, message: e.message, details: e.details }
     }
 }
 

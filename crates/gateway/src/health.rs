@@ -2,10 +2,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
-use serde::Serialize;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use runtime::{Actor, ReplayRequest, Role};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error::ApiError;
 use crate::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,10 +59,15 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     let mut projections = Vec::new();
     for node in &nodes {
         for p in &node.projections {
+            // Every stream it reads: a projection being rebuilt has no checkpoint yet, and all to do.
             let lag = p
-                .checkpoints
+                .streams
                 .iter()
-                .map(|(s, seq)| (s.clone(), streams.get(s).copied().unwrap_or(0).saturating_sub(*seq)))
+                .chain(p.checkpoints.keys().filter(|s| !p.streams.contains(s)))
+                .map(|s| {
+                    let done = p.checkpoints.get(s).copied().unwrap_or(0);
+                    (s.clone(), streams.get(s).copied().unwrap_or(0).saturating_sub(done))
+                })
                 .collect();
             projections.push(ProjectionHealth {
                 node: node.node.clone(),
@@ -93,4 +101,62 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         projections,
     };
     (code, Json(health))
+}
+
+/// A projection to rebuild from the streams.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// A projection's name (`lots`, `households`, ...), or `all`.
+    pub projection: String,
+}
+
+/// What each running node started rebuilding; `/health` shows the progress (lag, state).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayStarted {
+    pub nodes: Vec<ReplayOnNode>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayOnNode {
+    pub node: String,
+    pub started: Vec<String>,
+}
+
+/// Asks every running node to rebuild a projection (what `foodaid replay` does), for the
+/// coordinator's screen.
+pub async fn replay(
+    State(state): State<AppState>,
+    actor: Option<Extension<Actor>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ReplayStarted>), ApiError> {
+    let Some(Extension(actor)) = actor else {
+        return Err(ApiError::unauthenticated());
+    };
+    if actor.role != Role::Admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only a coordinator rebuilds projections"));
+    }
+    let body: Replay = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e))?;
+    // A node answers only for the projections it has: ask first who has which.
+    let nodes = state.services.node_statuses(state.health_wait).await?;
+    if nodes.is_empty() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_node", "no node answered"));
+    }
+    let known = nodes.iter().flat_map(|n| &n.projections).any(|p| p.name == body.projection);
+    if body.projection != "all" && !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "projection_not_found",
+            format!("no projection {:?} on any node", body.projection),
+        ));
+    }
+    tracing::warn!(actor = %actor, projection = %body.projection, "replay asked");
+    let request = ReplayRequest { projection: body.projection.clone(), node: None };
+    let answers = state.services.replay(&request, state.health_wait * 3).await?;
+    if answers.is_empty() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_node", "no node answered"));
+    }
+    let nodes = answers.into_iter().map(|a| ReplayOnNode { node: a.node, started: a.started }).collect();
+    Ok((StatusCode::ACCEPTED, Json(ReplayStarted { nodes })))
 }

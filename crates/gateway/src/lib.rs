@@ -8,7 +8,7 @@
 pub mod api;
 pub mod auth;
 mod error;
-mod health;
+pub mod health;
 mod openapi;
 pub mod web;
 
@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/me", get(web::me))
+        .route("/api/replays", axum::routing::post(health::replay))
         .merge(api::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

@@ -57,6 +57,27 @@ pub fn document(ops: &[Op]) -> OpenApi {
             .build(),
     );
 
+    let replay = schema::<crate::health::Replay>(&mut schemas);
+    let started = schema::<crate::health::ReplayStarted>(&mut schemas);
+    paths.add_path_operation(
+        "/api/replays",
+        vec![HttpMethod::Post],
+        OperationBuilder::new()
+            .tag("platform")
+            .summary(Some(
+                "Rebuild a projection (or all) from the streams on every running node; /health shows the progress \
+                 (admin)",
+            ))
+            .request_body(Some(RequestBodyBuilder::new().content("application/json", json(replay)).build()))
+            .response(
+                "202",
+                ResponseBuilder::new().description("started").content("application/json", json(started)).build(),
+            )
+            .response("403", error_response("not a coordinator"))
+            .response("404", error_response("projection_not_found"))
+            .response("503", error_response("no_node"))
+            .build(),
+    );
     let me = schema::<crate::web::Me>(&mut schemas);
     paths.add_path_operation(
         "/api/me",

@@ -24,11 +24,14 @@ pub struct ServiceError {
     pub kind: ErrorKind,
     pub code: String,
     pub message: String,
+    /// What went wrong, item by item, when there is more than one thing (the lines of an import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ServiceError {
     pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl fmt::Display) -> Self {
-        ServiceError { kind, code: code.into(), message: message.to_string() }
+        ServiceError { kind, code: code.into(), message: message.to_string(), details: None }
     }
 
     pub fn validation(code: impl Into<String>, message: impl fmt::Display) -> Self {
@@ -51,6 +54,12 @@ impl ServiceError {
         Self::new(ErrorKind::Unavailable, code, message)
     }
 
+    /// The same error, with what went wrong item by item.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
     /// Logs the details and returns an error that does not leak them.
     pub fn internal(context: &str, detail: impl fmt::Display) -> Self {
         tracing::error!(context, detail = %detail, "internal error");
@@ -66,6 +75,6 @@ impl From<Rejection> for ServiceError {
             RejectionKind::Conflict => ErrorKind::Conflict,
             RejectionKind::Forbidden => ErrorKind::Forbidden,
         };
-        ServiceError { kind, code: r.code, message: r.message }
+        ServiceError { kind, code: r.code, message: r.message, details: None }
     }
 }

@@ -4,10 +4,11 @@ import { uid } from './ui.js';
 const TOKEN = 'foodaid.token';
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details;
   }
 }
 
@@ -35,7 +36,7 @@ export async function call(method, path, { body, key, occurredAt, params, raw } 
   if (!res.ok) {
     let err = { code: 'http_' + res.status, message: res.statusText };
     try { err = await res.json(); } catch { /* not JSON: keep the status */ }
-    throw new ApiError(res.status, err.code, err.message);
+    throw new ApiError(res.status, err.code, err.message, err.details);
   }
   return raw ? res.blob() : res.json();
 }

@@ -8,15 +8,18 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use distribution::{Assessment, Association, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed};
 use eventcore::AggregateId;
+use eventcore::CommandMeta;
 use projections::{ApplyError, Engine, Projection, ProjectionHandle, ProjectionStore, RecordedEvent, Tx, View};
 use runtime::{Actor, CommandRunner, QueryRequest, Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 use vault::Vault;
 
+use super::import::{self, ImportHouseholds};
 use super::SERVICE;
 use crate::common::{
-    meta, new_id, parse_id, process_command, query_params, require, require_scope, storage, wait_for_min_seq,
+    combine, meta, new_id, parse_id, process_command, query_params, require, require_scope, storage, wait_for_min_seq,
     with_view, ServiceContext,
 };
 
@@ -47,7 +50,7 @@ impl PersonalData {
         Ok(tidy)
     }
 
-    fn check(&self) -> Result<(), ServiceError> {
+    pub(super) fn check(&self) -> Result<(), ServiceError> {
         let fields = [&self.first_name, &self.last_name, &self.phone, &self.address];
         if self.last_name.trim().is_empty() || self.first_name.trim().is_empty() {
             return Err(ServiceError::validation("invalid_personal_data", "first and last names are required"));
@@ -62,7 +65,7 @@ impl PersonalData {
     }
 
     /// What duplicate detection compares: names and birth date.
-    fn identity(&self) -> String {
+    pub(super) fn identity(&self) -> String {
         format!("{} {} {}", self.last_name, self.first_name, self.birth_date)
     }
 }
@@ -328,6 +331,72 @@ pub(super) fn register(
                 personal,
             };
             households.execute(id, command, meta(&request)).await
+        },
+    );
+    process_command(
+        host,
+        "import_households",
+        association,
+        state.clone(),
+        move |(households, associations, vault), request, body: ImportHouseholds| async move {
+            let association_id = parse_id(&own_association(&request.actor, body.association_id)?, "association")?;
+            let (association, _) = associations.load(&association_id).await?;
+            if association.name.is_none() {
+                return Err(ServiceError::not_found(
+                    "association_not_found",
+                    format!("no association {association_id}"),
+                ));
+            }
+            let relays: Vec<(String, String)> =
+                association.relay_points.values().map(|r| (r.relay_id.to_string(), r.name.to_string())).collect();
+            let lines = import::parse(&body.csv, &relays).map_err(|errors| {
+                let details = serde_json::to_value(&errors).expect("line errors serialise");
+                ServiceError::validation(
+                    "invalid_import",
+                    format!("{} error(s) in the file: nothing was imported", errors.len()),
+                )
+                .with_details(details)
+            })?;
+            let rule = association.eligibility.unwrap_or(default_rule);
+            let mut replies = Vec::new();
+            for line in lines {
+                // The same person in the same association is the same household, whichever file.
+                let who = format!("{association_id} {}", line.personal.identity());
+                let hash = vault.identity_hash(&who).await.map_err(vault_error)?;
+                let derived = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/household/{hash}").as_bytes());
+                let id = AggregateId::try_from(derived.to_string()).expect("uuids are valid ids");
+                let step = |name: &str| CommandMeta {
+                    command_id: format!("{}/{id}{name}", request.command_id),
+                    ..meta(&request)
+                };
+                let (register_meta, assess_meta) = (step(""), step("/assessment"));
+                let personal = seal(&vault, &id, &line.personal).await?;
+                let command = HouseholdCommand::Register {
+                    association_id: association_id.to_string(),
+                    relay_point_id: line.relay_point_id,
+                    composition: line.composition,
+                    diet: line.diet,
+                    consent: true,
+                    personal,
+                };
+                match households.execute(id.clone(), command, register_meta).await {
+                    Ok(reply) => replies.push(reply),
+                    // Registered before (an earlier import): left as it is.
+                    Err(e) if e.code == "household_already_registered" => continue,
+                    Err(e) => return Err(e),
+                }
+                if let Some((resources_cents, charges_cents)) = line.assessment {
+                    let command = HouseholdCommand::Assess {
+                        assessed_on: Utc::now().date_naive(),
+                        resources_cents,
+                        charges_cents,
+                        threshold_cents: rule.threshold_cents,
+                        validity_days: rule.validity_days,
+                    };
+                    replies.push(households.execute(id, command, assess_meta).await?);
+                }
+            }
+            Ok(combine(format!("import-{association_id}"), SERVICE, replies))
         },
     );
     process_command(

@@ -2,6 +2,7 @@
 //! follow.
 
 mod households;
+mod import;
 mod parcels;
 mod reports;
 mod wave;
@@ -10,6 +11,7 @@ pub use households::{
     AssessHousehold, ConsentChange, EraseHousehold, GetHousehold, HouseholdRow, HouseholdView, HouseholdsProjection,
     ListHouseholds, PersonalData, RegisterHousehold, UpdateHousehold,
 };
+pub use import::{ImportHouseholds, LineError};
 pub use parcels::{
     CancelParcel, CloseDay, FairShare, GetParcel, ListParcels, ParcelRow, ParcelStep, ParcelsProjection,
     RedistributeParcel, RequestParcel, RequestParcels, ShareRow,

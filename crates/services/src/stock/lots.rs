@@ -309,6 +309,10 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
             shortfalls: Vec::new(),
             updated_at: at,
         };
+        if matches!(row.purpose, Purpose::Transfer { .. }) {
+            // Transfers are few: listed from their own index.
+            tx.put("transfer", id.as_bytes(), id.as_bytes().to_vec());
+        }
         tx.put_json("reservation", id.as_bytes(), &row);
         return Ok(());
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, NaiveDate, Utc};
 use runtime::{Reactor, Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
-use stock::{AdjustReason, Lot, LotCommand, LotStatus, Reservation, ZoneCode};
+use stock::{AdjustReason, Lot, LotCommand, LotStatus, Purpose, Reservation, ZoneCode};
 use utoipa::ToSchema;
 use values::{FoodGroup, StorageClass};
 
@@ -137,6 +137,13 @@ pub struct GetRecall {
 #[serde(deny_unknown_fields)]
 pub struct GetReservation {
     pub reservation_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTransfers {
+    /// Only those leaving or reaching this site.
+    pub site_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -399,6 +406,23 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         view.get_json::<ReservationRow>("reservation", p.reservation_id.as_bytes()).map_err(storage)?.ok_or_else(|| {
             ServiceError::not_found("reservation_not_found", format!("no reservation {}", p.reservation_id))
         })
+    });
+    projection_query(&mut host, "list_transfers", ctx, &view, Some(warehouse), |view, p: ListTransfers| {
+        let mut rows = Vec::new();
+        for item in view.scan("transfer", b"") {
+            let (_, id) = item.map_err(storage)?;
+            if let Some(row) = view.get_json::<ReservationRow>("reservation", &id).map_err(storage)? {
+                let to = match &row.purpose {
+                    Purpose::Transfer { to_site } => to_site.as_str(),
+                    _ => "",
+                };
+                if p.site_id.as_ref().is_none_or(|s| *s == row.site_id || s == to) {
+                    rows.push(row);
+                }
+            }
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+        Ok(rows)
     });
     projection_query(&mut host, "expiring_lots", ctx, &view, Some(warehouse), |view, p: Expiring| {
         let until: NaiveDate = Utc::now().date_naive() + Duration::days(i64::from(p.days.min(3650)));

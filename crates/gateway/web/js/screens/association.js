@@ -2,7 +2,7 @@
 // fair-share ledger.
 import { get, post, after } from '../api.js';
 import { t, label, ALLERGENS } from '../i18n.js';
-import { h, fill, field, input, select, checkbox, table, notice, busy, values, day, tabs, uid } from '../ui.js';
+import { h, fill, field, input, select, checkbox, table, notice, busy, values, day, tabs, uid, download } from '../ui.js';
 
 export async function show(view, sub, me) {
   const [tab] = (sub || 'households').split('/');
@@ -13,7 +13,7 @@ export async function show(view, sub, me) {
   const draw = async () => {
     const association = associations.find(a => a.association_id === current);
     if (!association) return fill(body, notice('error', t('as.unknown')));
-    const screens = { households, parcels, fairshare };
+    const screens = { households, parcels, fairshare, import: importer };
     await (screens[tab] || households)(body, association);
   };
   const chooser = me.role === 'association' ? null : (() => {
@@ -25,6 +25,7 @@ export async function show(view, sub, me) {
     ['#/association/households', t('as.households')],
     ['#/association/parcels', t('as.parcels')],
     ['#/association/fairshare', t('as.fairshare')],
+    ['#/association/import', t('imp.tab')],
   ]), chooser, body);
   await draw();
 }
@@ -172,4 +173,70 @@ async function fairshare(body) {
       [t('as.given'), r => `${(r.given_g / 1000).toFixed(1)} kg`],
       [t('as.coverage'), r => `${r.coverage_pct.toFixed(0)} %`],
     ], rows, r => (r.coverage_pct < 50 ? 'soon' : '')));
+}
+
+// --- Import from a spreadsheet -------------------------------------------------------------------
+
+const TEMPLATE = 'nom;prenom;date_de_naissance;telephone;adresse;point_relais;adultes;ados;enfants;bebes;' +
+  'sans_porc;halal;vegetarien;sans_cuisine;allergies;ressources;charges;consentement\r\n' +
+  'Diallo;Awa;14/03/1985;06 00 00 00 00;3 rue des Lilas;;2;0;1;0;oui;non;non;non;arachides;900;700;oui\r\n';
+
+/** A spreadsheet's text: UTF-8, or the Windows encoding older spreadsheet programs still write. */
+async function readText(file) {
+  const bytes = await file.arrayBuffer();
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return new TextDecoder('windows-1252').decode(bytes);
+  }
+}
+
+/** A short fingerprint of the file: the same file sent twice is the same import. */
+function fingerprint(text) {
+  let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (h2 >>> 0).toString(16) + (h1 >>> 0).toString(16);
+}
+
+async function importer(body, association) {
+  const file = input('file', { type: 'file', accept: '.csv,text/csv,text/plain' });
+  const out = h('div', { 'aria-live': 'polite' });
+  const go = h('button', { class: 'primary big', type: 'submit' }, t('imp.go'));
+  const form = h('form', { class: 'card', onsubmit: async e => {
+    e.preventDefault();
+    const chosen = file.files[0];
+    if (!chosen) return fill(out, notice('error', t('imp.choose')));
+    const csv = await readText(chosen);
+    const rows = csv.split(/\r?\n/).slice(1).filter(l => l.replace(/[;,\s]/g, '')).length;
+    const key = `import-${association.association_id}-${fingerprint(csv)}`;
+    let failure = null;
+    const reply = await busy(go, out, () => post('/api/households/import',
+      { association_id: association.association_id, csv }, { key }).catch(err => { failure = err; throw err; }));
+    if (failure?.details) {
+      return fill(out, notice('error', t('imp.refused', { n: failure.details.length })),
+        table([
+          [t('imp.line'), x => String(x.line)],
+          [t('imp.column'), x => x.column || '—'],
+          [t('imp.problem'), x => t('imp.' + x.code, {}, x.message)],
+        ], failure.details));
+    }
+    if (!reply) return;
+    const registered = reply.events.filter(ev => ev.type === 'household_registered').length;
+    fill(out, notice('ok', t('imp.done', { n: registered, skipped: Math.max(0, rows - registered) })),
+      h('a', { href: '#/association/households' }, t('imp.see')));
+  } },
+  h('h1', {}, t('imp.title', { name: association.name })),
+  h('p', {}, t('imp.explain')),
+  h('p', {}, h('code', { class: 'columns' }, TEMPLATE.split('\r\n')[0])),
+  h('button', { type: 'button', class: 'link', onclick: () =>
+    download('foyers-modele.csv', new Blob(['\ufeff' + TEMPLATE], { type: 'text/csv' })) }, t('imp.template')),
+  field(t('imp.file'), file),
+  go, out);
+  fill(body, form);
 }

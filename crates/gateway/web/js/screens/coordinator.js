@@ -24,8 +24,9 @@ export async function show(view, sub) {
     ['#/coordinator/recall', t('co.recall')],
     ['#/coordinator/reports', t('co.reports')],
     ['#/coordinator/statements', t('co.statements')],
+    ['#/coordinator/platform', t('co.platform')],
   ]), body);
-  const screens = { wave, routes, recall, reports, statements };
+  const screens = { wave, routes, recall, reports, statements, platform };
   await (screens[tab] || wave)(body);
 }
 
@@ -315,4 +316,52 @@ async function statements(body) {
     h('div', { class: 'row' }, field(t('wh.donor'), donor), field(t('co.year'), year)),
     h('div', { class: 'row' }, open, csv), out));
   await summary();
+}
+
+// --- Platform: projections and their rebuild -------------------------------------------------------
+
+async function platform(body) {
+  const out = h('div', { 'aria-live': 'polite' });
+  const progress = h('div', { 'aria-live': 'polite' });
+  const lagOf = p => Object.values(p.lag).reduce((a, b) => a + b, 0);
+  const draw = health => fill(out,
+    notice(health.status === 'ok' ? 'ok' : 'error', t('co.platform_status', { status: label('health', health.status), nodes: health.nodes.join(', ') })),
+    table([
+      [t('co.node'), p => p.node],
+      [t('co.projection'), p => p.name],
+      [t('wh.status'), p => label('projection', p.state) + (p.stuck ? ` · ${p.stuck.stream}#${p.stuck.seq}: ${p.stuck.reason}` : '')],
+      [t('co.lag'), p => String(lagOf(p))],
+      [t('co.rebuild'), p => rebuildButton(p.name)],
+    ], health.projections, p => (p.stuck ? 'held' : '')),
+    h('div', { class: 'row' }, rebuildButton('all')));
+  const rebuildButton = name => {
+    const b = h('button', { type: 'button', class: name === 'all' ? 'danger big' : '', onclick: async () => {
+      if (!confirm(t('co.rebuild_confirm', { name }))) return;
+      const started = await busy(b, progress, async () => {
+        const reply = await post('/api/replays', { projection: name });
+        const names = new Set(reply.nodes.flatMap(n => n.started));
+        const bar = h('progress', { max: 100, value: 0 });
+        const text = h('span');
+        fill(progress, h('div', { class: 'progress', role: 'status' }, bar, text));
+        // Follow the rebuild on /health: what is left to record over what the streams hold.
+        for (let first = true; ; first = false) {
+          const health = await get('/health');
+          const rebuilt = health.projections.filter(p => names.has(p.name));
+          const total = rebuilt.reduce((a, p) => a + Object.keys(p.lag).reduce((x, st) => x + (health.streams[st] || 0), 0), 0);
+          const left = rebuilt.reduce((a, p) => a + lagOf(p), 0);
+          const pct = total ? Math.round((100 * (total - left)) / total) : 100;
+          bar.value = pct;
+          text.textContent = t('co.rebuild_progress', { done: total - left, total, pct });
+          draw(health);
+          if (rebuilt.some(p => p.stuck)) throw new Error(t('co.rebuild_stuck'));
+          if (!first && left === 0 && rebuilt.every(p => p.state === 'running')) return reply;
+          await new Promise(r => setTimeout(r, 400));
+        }
+      });
+      if (started) fill(progress, notice('ok', t('co.rebuild_done', { name })));
+    } }, name === 'all' ? t('co.rebuild_all') : t('co.rebuild'));
+    return b;
+  };
+  fill(body, h('div', { class: 'card' }, h('h1', {}, t('co.platform_title')), h('p', {}, t('co.platform_explain')), progress), out);
+  draw(await get('/health'));
 }

@@ -13,11 +13,12 @@ export async function show(view, sub) {
     ['#/warehouse/stock', t('wh.stock')],
     ['#/warehouse/picking', t('wh.picking')],
     ['#/warehouse/counts', t('wh.counts')],
+    ['#/warehouse/transfers', t('wh.transfers')],
   ]));
   const body = h('div');
   view.append(body);
   const sites = await get('/api/sites');
-  const screens = { reception, stock, picking, counts };
+  const screens = { reception, stock, picking, counts, transfers };
   await (screens[tab] || reception)(body, sites);
 }
 
@@ -282,3 +283,66 @@ function adjustControl(lot, reload) {
   return h('div', { class: 'inline' }, delta, reason, go, out);
 }
 
+
+// --- Transfers between sites ----------------------------------------------------------------------
+
+async function transfers(body, sites) {
+  const site = siteSelect(sites);
+  const out = h('div');
+  const load = async reply => {
+    const others = sites.filter(x => x.site_id !== site.value);
+    const [list, stockLines, here] = await Promise.all([
+      get('/api/transfers', { site_id: site.value, min_seq: after(reply) }), get('/api/stock', { site_id: site.value }),
+      get('/api/lots', { site_id: site.value })]);
+    // A transfer taken in made lots here that name it.
+    const received = new Set(here.filter(l => l.origin?.kind === 'transfer').map(l => l.origin.transfer_id));
+    const names = new Map(sites.map(x => [x.site_id, x.name]));
+    const products = stockLines.filter(l => l.available > 0);
+    const lines = h('div');
+    const addLine = () => lines.append(h('div', { class: 'row transfer-line' },
+      field(t('wh.product'), select('product_id', products.map(p => [p.product_id, `${p.product_name} (${p.available})`]))),
+      field(t('wh.quantity'), input('quantity', { type: 'number', min: 1, step: 1, required: true, inputmode: 'numeric' }))));
+    addLine();
+    const result = h('div', { 'aria-live': 'polite' });
+    const send = h('button', { class: 'primary big', type: 'submit' }, t('wh.reserve_transfer'));
+    const to = select('to_site', others.map(x => [x.site_id, x.name]));
+    const key = uid('transfer-');
+    const form = h('form', { class: 'card', onsubmit: async e => {
+      e.preventDefault();
+      const wanted = [...lines.children].map(values).map(v => ({ product_id: v.product_id, quantity: v.quantity }));
+      const reserved = await busy(send, result, () => post('/api/reservations',
+        { site_id: site.value, purpose: { kind: 'transfer', to_site: to.value }, lines: wanted }, { key }));
+      if (reserved) await load(reserved);
+    } },
+    h('h2', {}, t('wh.new_transfer')),
+    others.length ? field(t('wh.to_site'), to) : notice('warn', t('wh.one_site')),
+    lines,
+    h('button', { type: 'button', onclick: addLine }, t('wh.add_line')),
+    send, result);
+    fill(out,
+      products.length && others.length ? form : null,
+      h('h2', {}, t('wh.transfers_list')),
+      table([
+        [t('wh.transfer'), r => r.reservation_id],
+        [t('wh.route'), r => `${names.get(r.site_id) || r.site_id} → ${names.get(r.purpose.to_site) || r.purpose.to_site}`],
+        [t('wh.status'), r => (received.has(r.reservation_id) ? label('reservation', 'received') : label('reservation', r.status))],
+        [t('wh.units'), r => r.lines.map(l => `${products.find(p => p.product_id === l.product_id)?.product_name || l.product_id} × ${l.quantity}`).join(', ')],
+        ['', r => (received.has(r.reservation_id) ? '' : transferStep(r, site.value, load))],
+      ], list));
+  };
+  site.addEventListener('change', () => load());
+  fill(body, h('div', { class: 'card' }, h('h1', {}, t('wh.transfers_title')), field(t('wh.site'), site)), out);
+  await load();
+}
+
+function transferStep(r, here, reload) {
+  const step = r.site_id === here && ['confirmed', 'picked'].includes(r.status) ? ['dispatch', t('wh.dispatch')]
+    : r.purpose.to_site === here && r.status === 'dispatched' ? ['receive', t('wh.receive')] : null;
+  if (!step) return '';
+  const out = h('div');
+  const b = h('button', { type: 'button', class: 'primary', onclick: async () => {
+    const reply = await busy(b, out, () => post(`/api/reservations/${r.reservation_id}/${step[0]}`, {}, { key: `${step[0]}-${r.reservation_id}` }));
+    if (reply) await reload(reply);
+  } }, step[1]);
+  return h('div', {}, b, out);
+}
