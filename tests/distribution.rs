@@ -546,7 +546,11 @@ async fn parcels_nobody_collected_come_back_or_go_to_another_household_and_repor
     let recall = json!({"recall_id": "rc-y", "product_id": "yoghurt", "lot_numbers": ["Y1"], "reason": "Listeria"});
     let (status, reply) = admin.post("/api/recalls", "rc-y", recall).await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
-    let (_, trace) = admin.get(&format!("/api/recalls/rc-y/trace?min_seq={}", min_seq(&redistributed))).await;
+    // The redirect reaches stock through a saga: wait for the trace to show it.
+    let trace = wait_for(admin, &format!("/api/recalls/rc-y/trace?min_seq=stock:{}", reply["seq"]), |t| {
+        t["shipments"].as_array().is_some_and(|s| s.iter().any(|x| x["redirected_from"] == "hh-3"))
+    })
+    .await;
     let by_reference = |id: &str| {
         trace["shipments"].as_array().unwrap().iter().find(|s| s["reference"] == parcel(id)).cloned().unwrap()
     };

@@ -128,11 +128,14 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       await line1.getByLabel('Code-barres (GTIN)').fill('3760012345014');
       await line1.getByLabel('Code-barres (GTIN)').press('Enter');
       await line1.locator('.found', { hasText: 'Pâtes complètes 500 g · féculents' }).waitFor();
+      // The scanner's Enter moves on to the quantity: the next field to type in, without a tap.
+      assert.equal(await page.evaluate(() => document.activeElement.name), 'quantity');
       await line1.getByLabel('Quantité (unités)').fill('40');
       await line1.getByLabel('Quantité (unités)').dispatchEvent('change');
       assert.equal(await line1.getByLabel('Poids total (kg)').inputValue(), '20');
       await line1.getByLabel('Date de durabilité minimale (DDM)').fill(day(200));
       await line1.getByLabel('N° de lot').fill('E2E-PATES');
+      await line1.getByLabel('Valeur déclarée (€, pour le reçu fiscal)').fill('35.50');
       await page.getByRole('button', { name: '+ Ajouter une ligne' }).click();
       const line2 = page.locator('fieldset.line').nth(1);
       await line2.getByLabel('Code-barres (GTIN)').fill('3760012345021');
@@ -146,6 +149,9 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       await page.getByRole('button', { name: 'Enregistrer le don' }).click();
       await page.getByText('Don enregistré : 1 ligne(s) en stock, 1 refusée(s).').waitFor();
       await page.getByText('DLC trop proche pour être distribuée à temps').waitFor();
+      const donations = await admin('/api/donations');
+      const pasta = donations.flatMap(d => d.lines).find(l => l.lot_number === 'E2E-PATES');
+      assert.equal(pasta.declared_value_cents, 3550, 'the declared value is recorded for the tax receipt');
       await shot(page, 'flow-1-donation-recorded');
     });
 
@@ -278,6 +284,15 @@ test('volunteers, associations, coordinators and drivers work a day through the 
         }
         await page.locator('.all-sent').waitFor();
       }
+      // The app opens without network too: its files from the service worker, the route from
+      // the device, and what the platform recorded.
+      assert.ok(await page.evaluate(() => navigator.serviceWorker.ready.then(r => !!r.active)), 'service worker active');
+      await context.setOffline(true);
+      await page.reload();
+      await page.getByText(/Hors ligne/).waitFor();
+      await card.locator('.status.completed').first().waitFor();
+      await context.setOffline(false);
+      await page.reload();
       await card.getByRole('button', { name: 'Terminer la tournée' }).click();
       await page.getByText('Tournée terminée. Merci !').waitFor();
       await page.locator('.all-sent').waitFor();

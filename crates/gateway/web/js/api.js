@@ -43,17 +43,6 @@ export async function call(method, path, { body, key, occurredAt, params, raw } 
 
 export const get = (path, params) => call('GET', path, { params });
 export const post = (path, body = {}, opts = {}) => call('POST', path, { ...opts, body });
-export const put = (path, body = {}, opts = {}) => call('PUT', path, { ...opts, body });
 
 /** `min_seq` for a query that must see a command's commit (read-your-writes). */
 export const after = reply => (reply ? `${reply.stream}:${reply.seq}` : undefined);
-
-/** Waits until `check(answer)` holds for a query (what other services do in response takes a moment). */
-export async function until(path, params, check, seconds = 10) {
-  const end = Date.now() + seconds * 1000;
-  for (;;) {
-    const answer = await get(path, params);
-    if (check(answer) || Date.now() > end) return answer;
-    await new Promise(r => setTimeout(r, 300));
-  }
-}

@@ -57,6 +57,7 @@ const TEXT = {
   'wh.date_ddm': ['Date de durabilité minimale (DDM)', 'Best-before date'],
   'wh.temperature': ['Température (°C)', 'Temperature (°C)'],
   'wh.lot_number': ['N° de lot', 'Lot number'],
+  'wh.value': ['Valeur déclarée (€, pour le reçu fiscal)', 'Declared value (€, for the tax receipt)'],
   'wh.add_line': ['+ Ajouter une ligne', '+ Add a line'],
   'wh.remove_line': ['Retirer cette ligne', 'Remove this line'],
   'wh.record': ['Enregistrer le don', 'Record the donation'],

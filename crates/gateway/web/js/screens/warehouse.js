@@ -83,6 +83,7 @@ function line(products) {
   const dateField = field(t('wh.date'), date);
   const temperature = input('temperature_c', { type: 'number', step: 0.1, inputmode: 'decimal' });
   const lot = input('lot_number', { autocomplete: 'off' });
+  const value = input('value_eur', { type: 'number', min: 0, step: 0.01, inputmode: 'decimal' });
   let unit = null;
   const known = p => {
     unit = p;
@@ -119,7 +120,7 @@ function line(products) {
     found,
     h('div', { class: 'row' },
       field(t('wh.quantity'), quantity), field(t('wh.weight_kg'), weight), dateField,
-      field(t('wh.temperature'), temperature), field(t('wh.lot_number'), lot)),
+      field(t('wh.temperature'), temperature), field(t('wh.lot_number'), lot), field(t('wh.value'), value)),
     h('button', { type: 'button', class: 'link', onclick: () => el.remove() }, t('wh.remove_line')));
   return el;
 }
@@ -132,6 +133,7 @@ function readLine(el) {
   if (v.date) out.date = v.date;
   if (v.temperature_c !== null) out.temperature_c = v.temperature_c;
   if (v.lot_number) out.lot_number = v.lot_number;
+  if (v.value_eur !== null) out.declared_value_cents = Math.round(v.value_eur * 100);
   return out;
 }
 
