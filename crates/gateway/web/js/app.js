@@ -1,7 +1,7 @@
 // The app's frame: sign-in, the menu each role sees, and the screen the address names.
 import { session, get } from './api.js';
 import { t, lang, setLang } from './i18n.js';
-import { h, fill, errorNotice } from './ui.js';
+import { h, fill, notice, errorNotice } from './ui.js';
 import * as signin from './screens/signin.js';
 import * as warehouse from './screens/warehouse.js';
 import * as association from './screens/association.js';
@@ -72,10 +72,16 @@ export async function route() {
     return signin.show(main, async me => {
       session.me = me;
       localStorage.setItem('foodaid.me', JSON.stringify(me));
-      location.hash = allowed()[0][0];
+      const first = allowed()[0]?.[0];
+      if (first && !location.hash.startsWith(first)) location.hash = first;
+      else route();
     });
   }
   const screens = allowed();
+  if (!screens.length) {
+    fill(main, h('section', { class: 'screen' }, notice('error', t('nav.no_screen'))));
+    return;
+  }
   const screen = screens.find(([href]) => hash.startsWith(href));
   if (!screen) {
     location.replace(screens[0][0]);

@@ -15,6 +15,7 @@ const TEXT = {
   'nav.driver': ['Tournées', 'Routes'],
   'nav.coordinator': ['Coordination', 'Coordination'],
   'nav.sign_out': ['Se déconnecter', 'Sign out'],
+  'nav.no_screen': ['Ce jeton ne donne accès à aucun écran.', 'This token opens no screen.'],
   'role.admin': ['coordination', 'coordinator'],
   'role.warehouse': ['entrepôt', 'warehouse'],
   'role.association': ['association', 'association'],

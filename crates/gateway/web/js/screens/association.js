@@ -126,12 +126,14 @@ async function parcels(body, association, reply) {
   const eligible = families.filter(x => x.assessment?.eligible && !x.erased);
   const out = h('div', { 'aria-live': 'polite' });
   const submit = h('button', { class: 'primary big', type: 'submit' }, t('as.request'));
+  // One key per request being made: a double tap or a retry asks once.
+  const key = uid('parcel-');
   const form = h('form', { class: 'card', onsubmit: async e => {
     e.preventDefault();
     const v = values(form);
     const payload = { household_id: v.household_id, date: v.date, emergency: v.emergency };
     if (v.relay_point_id) payload.relay_point_id = v.relay_point_id;
-    const sent = await busy(submit, out, () => post('/api/parcels', payload, { key: `parcel-${v.household_id}-${v.date}` }));
+    const sent = await busy(submit, out, () => post('/api/parcels', payload, { key }));
     if (sent) await parcels(body, association, sent);
   } },
   h('h2', {}, t('as.new_request')),
