@@ -12,7 +12,10 @@ import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BIN = process.env.FOODAID_BIN || path.join(ROOT, 'target/debug/foodaid');
@@ -362,6 +365,34 @@ test('volunteers, associations, coordinators and drivers work a day through the 
           await shot(page, `${list[0].replace(/\//g, '-')}-en`);
         }
       }
+    });
+
+    await t.test('every screen passes the axe accessibility rules', async () => {
+      const screens = {
+        warehouse: ['warehouse/reception', 'warehouse/stock', 'warehouse/picking', 'warehouse/counts', 'warehouse/transfers'],
+        association: ['association/households', 'association/parcels', 'association/fairshare', 'association/import'],
+        admin: ['coordinator/wave', 'coordinator/routes', 'coordinator/recall', 'coordinator/reports',
+          'coordinator/statements', 'coordinator/platform', `driver/${tomorrow}`],
+      };
+      const found = [];
+      for (const [who, list] of Object.entries({ signin: [], ...screens })) {
+        // axe is injected into the page, which the app's policy forbids: this context lets it in.
+        const context = await browser.newContext({ viewport: PHONE, locale: 'fr-FR', bypassCSP: true });
+        contexts.push(context);
+        const page = await context.newPage();
+        await page.goto(who === 'signin' ? foodaid.base : `${foodaid.base}/#token=${foodaid.tokens[who]}`);
+        for (const screen of ['', ...list]) {
+          if (screen) await page.goto(`${foodaid.base}/#/${screen}`);
+          await page.locator(who === 'signin' ? 'main form' : 'main section.screen').waitFor();
+          await page.waitForLoadState('networkidle');
+          await page.addScriptTag({ path: AXE });
+          const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+          for (const v of result.violations) {
+            found.push(`${screen || who}: ${v.id} (${v.impact}) ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | ')}`);
+          }
+        }
+      }
+      assert.deepEqual(found, [], found.join('\n'));
     });
 
     assert.deepEqual(problems, [], 'no script errors in any page');

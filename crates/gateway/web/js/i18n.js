@@ -100,6 +100,7 @@ const TEXT = {
   'wh.transfer': ['Transfert', 'Transfer'],
   'wh.route': ['Trajet', 'From → to'],
   'wh.dispatch': ['Expédier', 'Dispatch'],
+  'wh.next_step': ['Étape suivante', 'Next step'],
   'wh.receive': ['Réceptionner', 'Receive'],
 
   'as.association': ['Association', 'Association'],
@@ -194,6 +195,7 @@ const TEXT = {
   'imp.unreadable_file': ['fichier illisible', 'unreadable file'],
 
   'drv.today': ['Aujourd’hui', 'Today'],
+  'drv.title': ['Tournées du {date}', 'Routes of {date}'],
   'drv.tomorrow': ['Demain', 'Tomorrow'],
   'drv.offline': ['Hors ligne : vos actions sont gardées sur l’appareil et partiront au retour du réseau.',
     'Offline: your actions are kept on the device and sent when the network returns.'],

@@ -14,7 +14,8 @@ export async function show(view, sub, me) {
   fill(view, tabs(`#/driver/${sub || day(0)}`, [
     [`#/driver/${day(0)}`, t('drv.today')],
     [`#/driver/${day(1)}`, t('drv.tomorrow')],
-  ]), banner, body);
+  ]), h('h1', {}, t('drv.title', { date: new Date(`${date}T12:00:00`).toLocaleDateString(undefined, { weekday: 'long', day: 'numeric', month: 'long' }) })),
+  banner, body);
   const cacheKey = `foodaid.routes.${date}`;
   let routes = JSON.parse(localStorage.getItem(cacheKey) || 'null');
   let offline = false;

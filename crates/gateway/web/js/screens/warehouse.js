@@ -329,7 +329,7 @@ async function transfers(body, sites) {
         [t('wh.route'), r => `${names.get(r.site_id) || r.site_id} → ${names.get(r.purpose.to_site) || r.purpose.to_site}`],
         [t('wh.status'), r => (received.has(r.reservation_id) ? label('reservation', 'received') : label('reservation', r.status))],
         [t('wh.units'), r => r.lines.map(l => `${products.find(p => p.product_id === l.product_id)?.product_name || l.product_id} × ${l.quantity}`).join(', ')],
-        ['', r => (received.has(r.reservation_id) ? '' : transferStep(r, site.value, load))],
+        [t('wh.next_step'), r => (received.has(r.reservation_id) ? '' : transferStep(r, site.value, load))],
       ], list));
   };
   site.addEventListener('change', () => load());
