@@ -438,7 +438,8 @@ pub fn operations() -> Vec<Op> {
             schema::<dist::ImportHouseholds>,
         )
         .doc(
-            "Import households from a spreadsheet's CSV (; or , separated; French or English columns: prenom, nom, \
+            "Import households (at most 1000) from a spreadsheet's CSV (; or , separated; French or English \
+             columns: prenom, nom, \
              date_de_naissance, telephone, adresse, point_relais, adultes, ados, enfants, bebes, sans_porc, halal, \
              vegetarien, sans_cuisine, allergies, ressources, charges, consentement). Every line is checked first: \
              any error gives 422 invalid_import with details [{line, column, code, message}] and nothing is \

@@ -189,7 +189,7 @@ const TEXT = {
   'imp.duplicate_in_file': ['même personne qu’une ligne précédente', 'same person as an earlier line'],
   'imp.invalid_personal_data': ['nom et prénom obligatoires', 'first and last names are required'],
   'imp.invalid_composition': ['composition impossible (au moins un adulte ou ado, 20 au plus par tranche)', 'impossible composition (an adult or teen at least, 20 at most per band)'],
-  'imp.too_many_lines': ['2000 foyers au plus par import', 'at most 2000 households per import'],
+  'imp.too_many_lines': ['1000 foyers au plus par import : coupez le fichier en plusieurs', 'at most 1000 households per import: split the file'],
   'imp.no_lines': ['le fichier ne contient aucun foyer', 'the file has no household'],
   'imp.unreadable_line': ['ligne illisible', 'unreadable line'],
   'imp.unreadable_file': ['fichier illisible', 'unreadable file'],

@@ -10,18 +10,19 @@ use distribution::{Assessment, Association, Composition, Diet, Household, Househ
 use eventcore::AggregateId;
 use eventcore::CommandMeta;
 use projections::{ApplyError, Engine, Projection, ProjectionHandle, ProjectionStore, RecordedEvent, Tx, View};
-use runtime::{Actor, CommandRunner, QueryRequest, Role, ServiceError, ServiceHost};
+use runtime::{Actor, CommandReply, CommandRunner, QueryRequest, Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use vault::Vault;
 
-use super::import::{self, ImportHouseholds};
+use super::import::{self, ImportHouseholds, ImportLine};
 use super::SERVICE;
 use crate::common::{
     combine, meta, new_id, parse_id, process_command, query_params, require, require_scope, storage, wait_for_min_seq,
     with_view, ServiceContext,
 };
+use futures::{StreamExt, TryStreamExt};
 
 /// Who the household is: sealed, never in an event in clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -253,6 +254,62 @@ async fn seal(vault: &Vault, household: &AggregateId, personal: &PersonalData) -
     Ok(Sealed { nonce: sealed.nonce, ciphertext: sealed.ciphertext })
 }
 
+/// Lines of an import registered at once.
+const IMPORT_CONCURRENCY: usize = 16;
+
+/// Registers one checked line of an import (and assesses it when the file says how), or
+/// leaves alone the household it already is; the commits made.
+async fn import_line(
+    households: &CommandRunner<Household>,
+    vault: &Vault,
+    request: &runtime::CommandRequest,
+    association_id: &str,
+    rule: distribution::EligibilityRule,
+    line: ImportLine,
+) -> Result<Vec<CommandReply>, ServiceError> {
+    // The same person in the same association is the same household, whichever file.
+    let who = format!("{association_id} {}", line.personal.identity());
+    let hash = vault.identity_hash(&who).await.map_err(vault_error)?;
+    let derived = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/household/{hash}").as_bytes());
+    let id = AggregateId::try_from(derived.to_string()).expect("uuids are valid ids");
+    let step = |name: &str| CommandMeta { command_id: format!("{}/{id}{name}", request.command_id), ..meta(request) };
+    let (register_meta, assess_meta) = (step(""), step("/assessment"));
+    // A household registered before keeps its key and identity in the vault as they are:
+    // nothing is sealed again (an erased one stays erased). Its own sealed data goes with the
+    // command, which a retry of this very import gets the first answer to, and any other
+    // import is refused (and skipped).
+    let (existing, _) = households.load(&id).await?;
+    let personal = match (&existing.association_id, existing.personal) {
+        (None, _) => seal(vault, &id, &line.personal).await?,
+        (Some(_), Some(sealed)) => sealed,
+        (Some(_), None) => return Ok(Vec::new()),
+    };
+    let command = HouseholdCommand::Register {
+        association_id: association_id.to_owned(),
+        relay_point_id: line.relay_point_id,
+        composition: line.composition,
+        diet: line.diet,
+        consent: true,
+        personal,
+    };
+    let mut replies = match households.execute(id.clone(), command, register_meta).await {
+        Ok(reply) => vec![reply],
+        Err(e) if e.code == "household_already_registered" => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if let Some((resources_cents, charges_cents)) = line.assessment {
+        let command = HouseholdCommand::Assess {
+            assessed_on: Utc::now().date_naive(),
+            resources_cents,
+            charges_cents,
+            threshold_cents: rule.threshold_cents,
+            validity_days: rule.validity_days,
+        };
+        replies.push(households.execute(id, command, assess_meta).await?);
+    }
+    Ok(replies)
+}
+
 /// Loads a household and checks the actor may act for its association.
 async fn owned(
     households: &CommandRunner<Household>,
@@ -358,44 +415,21 @@ pub(super) fn register(
                 .with_details(details)
             })?;
             let rule = association.eligibility.unwrap_or(default_rule);
-            let mut replies = Vec::new();
-            for line in lines {
-                // The same person in the same association is the same household, whichever file.
-                let who = format!("{association_id} {}", line.personal.identity());
-                let hash = vault.identity_hash(&who).await.map_err(vault_error)?;
-                let derived = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/household/{hash}").as_bytes());
-                let id = AggregateId::try_from(derived.to_string()).expect("uuids are valid ids");
-                let step = |name: &str| CommandMeta {
-                    command_id: format!("{}/{id}{name}", request.command_id),
-                    ..meta(&request)
-                };
-                let (register_meta, assess_meta) = (step(""), step("/assessment"));
-                let personal = seal(&vault, &id, &line.personal).await?;
-                let command = HouseholdCommand::Register {
-                    association_id: association_id.to_string(),
-                    relay_point_id: line.relay_point_id,
-                    composition: line.composition,
-                    diet: line.diet,
-                    consent: true,
-                    personal,
-                };
-                match households.execute(id.clone(), command, register_meta).await {
-                    Ok(reply) => replies.push(reply),
-                    // Registered before (an earlier import): left as it is.
-                    Err(e) if e.code == "household_already_registered" => continue,
-                    Err(e) => return Err(e),
-                }
-                if let Some((resources_cents, charges_cents)) = line.assessment {
-                    let command = HouseholdCommand::Assess {
-                        assessed_on: Utc::now().date_naive(),
-                        resources_cents,
-                        charges_cents,
-                        threshold_cents: rule.threshold_cents,
-                        validity_days: rule.validity_days,
-                    };
-                    replies.push(households.execute(id, command, assess_meta).await?);
-                }
-            }
+            // Households are independent aggregates: several lines at once, the reply in file order.
+            let mut done: Vec<(usize, Vec<CommandReply>)> = futures::stream::iter(lines)
+                .map(|line| {
+                    let (households, vault, request) = (&households, &vault, &request);
+                    let association_id = association_id.as_str();
+                    async move {
+                        let n = line.line;
+                        import_line(households, vault, request, association_id, rule, line).await.map(|r| (n, r))
+                    }
+                })
+                .buffer_unordered(IMPORT_CONCURRENCY)
+                .try_collect()
+                .await?;
+            done.sort_by_key(|(n, _)| *n);
+            let replies = done.into_iter().flat_map(|(_, r)| r).collect();
             Ok(combine(format!("import-{association_id}"), SERVICE, replies))
         },
     );

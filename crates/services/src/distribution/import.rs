@@ -17,7 +17,7 @@ use values::Allergen;
 use super::households::PersonalData;
 
 /// At most this many households per import.
-pub const MAX_LINES: usize = 2000;
+pub const MAX_LINES: usize = 1000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
