@@ -151,7 +151,7 @@ pub async fn replay(
             format!("no projection {:?} on any node", body.projection),
         ));
     }
-    tracing::warn!(actor = %actor, projection = %body.projection, "replay asked");
+    tracing::info!(actor = %actor, projection = %body.projection, "replay asked");
     let request = ReplayRequest { projection: body.projection.clone(), node: None };
     let answers = state.services.replay(&request, state.health_wait * 3).await?;
     if answers.is_empty() {

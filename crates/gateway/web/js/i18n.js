@@ -8,7 +8,7 @@ export const GROUPS = ['starches', 'fruit_vegetables', 'dairy', 'meat_fish_eggs'
 export const ALLERGENS = ['gluten', 'crustaceans', 'eggs', 'fish', 'peanuts', 'soybeans', 'milk', 'nuts', 'celery', 'mustard', 'sesame', 'sulphites', 'lupin', 'molluscs'];
 
 // key: [français, English]
-const TEXT = {
+export const TEXT = {
   'nav.menu': ['Menu', 'Menu'],
   'nav.warehouse': ['Entrepôt', 'Warehouse'],
   'nav.association': ['Association', 'Association'],
