@@ -1,6 +1,6 @@
 // The warehouse: reception of donations, stock by zone, pick lists, counts and adjustments.
 import { get, post, after } from '../api.js';
-import { t, label } from '../i18n.js';
+import { t, label, GROUPS } from '../i18n.js';
 import { h, fill, field, input, select, table, notice, errorNotice, busy, values, day, kg, uid, tabs } from '../ui.js';
 
 const remember = (k, v) => (v === undefined ? localStorage.getItem('foodaid.' + k) : localStorage.setItem('foodaid.' + k, v));
@@ -35,6 +35,16 @@ async function reception(body, sites) {
   const donor = select('donor_id', [['', t('wh.choose_donor')], ...donors.map(d => [d.donor_id, d.name])],
     { required: true, value: remember('donor') || '' });
   donor.addEventListener('change', () => remember('donor', donor.value));
+  // A long list of donors: typing part of the name keeps the matching ones, and picks the only one.
+  const search = input('donor_search', { type: 'search', autocomplete: 'off', placeholder: t('wh.search_donor') });
+  search.addEventListener('input', () => {
+    const q = search.value.trim().toLowerCase();
+    const shown = [...donor.options].filter(o => {
+      o.hidden = !!o.value && !!q && !o.textContent.toLowerCase().includes(q);
+      return o.value && !o.hidden;
+    });
+    if (shown.length === 1) { donor.value = shown[0].value; remember('donor', donor.value); }
+  });
   const lines = h('div', { class: 'lines' });
   const out = h('div', { 'aria-live': 'polite' });
   // One key per donation being entered: sending it twice (a retry, a double tap) records it once.
@@ -58,7 +68,7 @@ async function reception(body, sites) {
     lines.querySelector('[name=gtin]').focus();
   } },
   h('h1', {}, t('wh.reception_title')),
-  h('div', { class: 'row' }, field(t('wh.donor'), donor), field(t('wh.site'), siteSelect(sites))),
+  h('div', { class: 'row' }, field(t('wh.search_donor_label'), search), field(t('wh.donor'), donor), field(t('wh.site'), siteSelect(sites))),
   lines,
   h('div', { class: 'row' },
     h('button', { type: 'button', class: 'big', onclick: () => {
@@ -93,15 +103,25 @@ function line(products) {
     fill(found, `${p.name} · ${label('group', p.food_group)} · ${label('storage', p.storage)}`);
     if (quantity.value && !weight.value && p.unit_weight_g) weight.value = (quantity.value * p.unit_weight_g) / 1000;
   };
+  let looked = null;
   const lookup = async () => {
     const code = gtin.value.replace(/\s/g, '');
-    if (!code) return;
+    // Enter and leaving the field both ask: once per code (a form being filled stays).
+    if (!code || code === looked) return;
+    looked = code;
     try {
       known(await get(`/api/gtin/${code}`));
       quantity.focus();
     } catch (err) {
       unit = null;
-      fill(found, errorNotice(err));
+      if (err.code !== 'product_not_found') looked = null; // a lookup that failed may be tried again
+      // A product never seen before: the volunteer describes it once, here.
+      fill(found, errorNotice(err), err.code === 'product_not_found' ? newProduct(code, p => {
+        products.push(p);
+        product.append(h('option', { value: p.product_id }, p.name));
+        known(p);
+        quantity.focus();
+      }) : null);
     }
   };
   // A barcode scanner types the digits then Enter: look the product up, do not send the form.
@@ -109,7 +129,7 @@ function line(products) {
   gtin.addEventListener('change', lookup);
   product.addEventListener('change', () => {
     const p = products.find(x => x.product_id === product.value);
-    if (p) { gtin.value = p.gtin || ''; known(p); }
+    if (p) { gtin.value = p.gtin || ''; looked = gtin.value; known(p); }
   });
   quantity.addEventListener('change', () => {
     if (unit?.unit_weight_g && quantity.value) weight.value = (quantity.value * unit.unit_weight_g) / 1000;
@@ -123,6 +143,30 @@ function line(products) {
       field(t('wh.temperature'), temperature), field(t('wh.lot_number'), lot), field(t('wh.value'), value)),
     h('button', { type: 'button', class: 'link', onclick: () => el.remove() }, t('wh.remove_line')));
   return el;
+}
+
+/** Describes a product a barcode names for the first time; `done` gets its row. */
+function newProduct(gtin, done) {
+  const out = h('div', { 'aria-live': 'polite' });
+  const save = h('button', { class: 'primary', type: 'button' }, t('wh.define'));
+  const box = h('div', { class: 'card new-product' },
+    h('h3', {}, t('wh.new_product', { gtin })),
+    h('div', { class: 'row' },
+      field(t('wh.product_name'), input('name', { required: true, autocomplete: 'off' })),
+      field(t('common.group'), select('food_group', GROUPS.map(g => [g, label('group', g)]))),
+      field(t('wh.storage'), select('storage', ['ambient', 'chilled', 'frozen'].map(x => [x, label('storage', x)]))),
+      field(t('wh.date_kind'), select('date_kind', ['ddm', 'dlc', 'none'].map(x => [x, label('date_kind', x)]))),
+      field(t('wh.unit_weight'), input('unit_weight_g', { type: 'number', min: 1, step: 1, inputmode: 'numeric' }))),
+    save, out);
+  save.addEventListener('click', async () => {
+    const v = values(box);
+    if (!v.name) return fill(out, notice('error', t('wh.need_name')));
+    const body = { gtin, name: v.name, food_group: v.food_group, storage: v.storage, date_kind: v.date_kind };
+    if (v.unit_weight_g) body.unit_weight_g = v.unit_weight_g;
+    const reply = await busy(save, out, () => post('/api/products', body, { key: `product-${gtin}` }));
+    if (reply) done(await get(`/api/products/${reply.aggregate_id}`, { min_seq: after(reply) }));
+  });
+  return box;
 }
 
 function readLine(el) {
