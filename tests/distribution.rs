@@ -366,9 +366,8 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
     assert_eq!(status, StatusCode::OK, "{reply}");
     let (status, err) = a.put("/api/associations/asso-a/parcel-days", "bad", json!({"days": 40})).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_parcel_days")));
-    // The wave reads the association from its read model: let it catch up first.
-    let (_, association) = a.get(&format!("/api/associations/asso-a?min_seq={}", min_seq(&reply))).await;
-    assert_eq!(association["parcel_days"], 14);
+    // No wait here: the wave itself waits until its read models hold every acknowledged change
+    // (the fortnight just set among them).
     let (status, wave) = admin.post("/api/waves", "w1", json!({"site_id": "gerland", "date": day})).await;
     assert_eq!(status, StatusCode::OK, "{wave}");
     assert_eq!(wave["events"].as_array().unwrap().len(), 2, "{wave}");
@@ -382,6 +381,8 @@ async fn a_wave_composes_requested_parcels_from_donated_stock_and_reserves_them(
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("date_required")));
     let (status, _) = wh.get("/api/parcels?association_id=asso-a").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the warehouse lists days, not an association's records");
+    let (_, association) = a.get(&format!("/api/associations/asso-a?min_seq={}", min_seq(&reply))).await;
+    assert_eq!(association["parcel_days"], 14);
     for id in ["hh-1", "hh-2"] {
         let (_, parcel) = a.get(&format!("/api/parcels/{id}-{day}?min_seq={}", min_seq(&wave))).await;
         assert_eq!(parcel["status"], "composed", "{parcel}");

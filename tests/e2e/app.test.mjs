@@ -166,9 +166,19 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       assert.equal(await line3.getByLabel('Poids total (kg)').inputValue(), '4');
       await line3.getByLabel('Date de durabilité minimale (DDM)').fill(day(300));
       await shot(page, 'flow-1-donation-form');
+      // A slip of the finger (200 kg of pasta for 40 packs of 500 g) is asked about first.
+      await line1.getByLabel('Poids total (kg)').fill('200');
+      let asked = null;
+      page.once('dialog', d => { asked = d.message(); d.dismiss(); });
+      await page.getByRole('button', { name: 'Enregistrer le don' }).click();
+      await eventually('the question about the weight', () => asked);
+      assert.match(asked, /1 ligne\(s\) ont un poids très différent/);
+      assert.equal(await page.getByText(/Don enregistré/).count(), 0, 'nothing recorded when the volunteer says no');
+      await line1.getByLabel('Poids total (kg)').fill('20');
       await page.getByRole('button', { name: 'Enregistrer le don' }).click();
       await page.getByText('Don enregistré : 2 ligne(s) en stock, 1 refusée(s).').waitFor();
       await page.getByText('DLC trop proche pour être distribuée à temps').waitFor();
+      await page.getByText('Yaourt nature x4 · 12 · 6 kg').waitFor();
       const donations = await admin('/api/donations');
       const pasta = donations.flatMap(d => d.lines).find(l => l.lot_number === 'E2E-PATES');
       assert.equal(pasta.declared_value_cents, 3550, 'the declared value is recorded for the tax receipt');

@@ -285,11 +285,19 @@ fn waited(e: WaitError) -> ServiceError {
     }
 }
 
-/// Waits (bounded) until `projection` has applied everything `stream` holds now: a process that
-/// decides from a read model sees every commit acknowledged before it started.
-pub async fn caught_up(ctx: &ServiceContext, projection: &ProjectionHandle, stream: &str) -> Result<(), ServiceError> {
+/// Waits (bounded) until each of `projections` has applied everything `stream` holds now: a
+/// process that decides from read models sees every commit acknowledged before it started.
+pub async fn caught_up(
+    ctx: &ServiceContext,
+    projections: &[&ProjectionHandle],
+    stream: &str,
+) -> Result<(), ServiceError> {
     let last = ctx.events.last_sequences().await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
-    projection.wait_for(stream, last.get(stream).copied().unwrap_or(0), ctx.query_wait).await.map_err(waited)
+    let seq = last.get(stream).copied().unwrap_or(0);
+    for projection in projections {
+        projection.wait_for(stream, seq, ctx.query_wait).await.map_err(waited)?;
+    }
+    Ok(())
 }
 
 /// Waits (bounded) until `projection` has recorded the request's `min_seq` on its streams.

@@ -72,6 +72,7 @@ export const TEXT = {
   'wh.remove_line': ['Retirer cette ligne', 'Remove this line'],
   'wh.record': ['Enregistrer le don', 'Record the donation'],
   'wh.need_donor': ['Choisissez le donateur.', 'Choose the donor.'],
+  'wh.odd_weight': ['{n} ligne(s) ont un poids très différent de celui des unités. Enregistrer quand même ?', '{n} line(s) weigh far from what their units weigh. Record anyway?'],
   'wh.need_line': ['Ajoutez au moins un produit.', 'Add at least one product.'],
   'wh.recorded': ['Don enregistré : {n} ligne(s) en stock, {refused} refusée(s).', 'Donation recorded: {n} line(s) into stock, {refused} refused.'],
   'wh.accepted': ['En stock', 'Into stock'],

@@ -251,10 +251,10 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         let rule = EligibilityRule { threshold_cents: body.threshold_cents, validity_days: body.validity_days };
         Ok((id, AssociationCommand::SetEligibilityRule(rule)))
     });
-    households::register(&mut host, ctx, engine, &associations);
+    let households = households::register(&mut host, ctx, engine, &associations);
     let parcels = parcels::register(&mut host, ctx, engine);
     reports::register(&mut host, ctx, &parcels);
-    wave::register(&mut host, ctx);
+    wave::register(&mut host, ctx, [projection.clone(), households, parcels]);
 
     projection_query(&mut host, "list_associations", ctx, &projection, None, |view, _: NoParams| {
         let mut rows: Vec<AssociationRow> = view.scan_json("association", b"").map_err(storage)?;

@@ -18,9 +18,9 @@ use values::FoodGroup;
 use super::households::{HouseholdRow, HouseholdsProjection};
 use super::parcels::{ParcelRow, ParcelsProjection};
 use super::{AssociationRow, AssociationsProjection, SERVICE};
-use crate::common::{combine, parse_id, process_command, storage, ServiceContext};
+use crate::common::{caught_up, combine, parse_id, process_command, storage, ServiceContext};
 use crate::stock::LotRow;
-use projections::Projection;
+use projections::{Projection, ProjectionHandle};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -268,9 +268,14 @@ async fn compose_wave(
     Ok(combine(format!("wave-{}-{site_id}", body.date), SERVICE, replies))
 }
 
-pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext) {
+/// `reads`: the read models a wave decides from (associations, households, parcels).
+pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, reads: [ProjectionHandle; 3]) {
     let admins: &'static [Role] = &[];
-    process_command(host, "compose_wave", admins, ctx.clone(), |ctx, request, body: ComposeWave| async move {
+    let state = (ctx.clone(), std::sync::Arc::new(reads));
+    process_command(host, "compose_wave", admins, state, |(ctx, reads), request, body: ComposeWave| async move {
+        // Every request, household and association acknowledged before the wave is in it.
+        let reads: Vec<&ProjectionHandle> = reads.iter().collect();
+        caught_up(&ctx, &reads, SERVICE).await?;
         compose_wave(ctx, request, body).await
     });
 }

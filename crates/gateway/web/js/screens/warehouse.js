@@ -59,6 +59,13 @@ async function reception(body, sites) {
     };
     if (!payload.donor_id) return fill(out, notice('error', t('wh.need_donor')));
     if (!payload.lines.length) return fill(out, notice('error', t('wh.need_line')));
+    // A weight far from what the units weigh is most often a typing slip: ask once.
+    const odd = payload.lines.filter(l => {
+      const p = products.find(x => x.product_id === l.product_id || (l.gtin && x.gtin?.endsWith(l.gtin)));
+      const expected = p?.unit_weight_g ? p.unit_weight_g * l.quantity : null;
+      return expected && (l.weight_g > 2 * expected || l.weight_g < expected / 2);
+    });
+    if (odd.length && !confirm(t('wh.odd_weight', { n: odd.length }))) return;
     const reply = await busy(submit, out, () => post('/api/donations', payload, { key }));
     if (!reply) return;
     key = uid('reception-');
@@ -101,7 +108,7 @@ function line(products) {
     dateField.querySelector('label').textContent = p.date_kind === 'dlc' ? t('wh.date_dlc') : p.date_kind === 'ddm' ? t('wh.date_ddm') : t('wh.date');
     temperature.required = p.storage !== 'ambient';
     fill(found, `${p.name} · ${label('group', p.food_group)} · ${label('storage', p.storage)}`);
-    if (quantity.value && !weight.value && p.unit_weight_g) weight.value = (quantity.value * p.unit_weight_g) / 1000;
+    suggest();
   };
   let looked = null;
   const lookup = async () => {
@@ -131,9 +138,16 @@ function line(products) {
     const p = products.find(x => x.product_id === product.value);
     if (p) { gtin.value = p.gtin || ''; looked = gtin.value; known(p); }
   });
-  quantity.addEventListener('change', () => {
-    if (unit?.unit_weight_g && quantity.value) weight.value = (quantity.value * unit.unit_weight_g) / 1000;
-  });
+  // The weight follows the quantity until the volunteer types one; a weight already there is
+  // selected when its field is entered, so typing replaces it rather than adding to it.
+  let weighed = false;
+  function suggest() {
+    if (!weighed && unit?.unit_weight_g && quantity.value) weight.value = (quantity.value * unit.unit_weight_g) / 1000;
+  }
+  quantity.addEventListener('input', suggest);
+  quantity.addEventListener('change', suggest);
+  weight.addEventListener('input', () => { weighed = true; });
+  weight.addEventListener('focus', () => weight.select());
   const el = h('fieldset', { class: 'line' },
     h('legend', {}, t('wh.line')),
     h('div', { class: 'row' }, field(t('wh.gtin'), gtin), field(t('wh.product'), product)),
@@ -337,9 +351,8 @@ async function transfers(body, sites) {
   const out = h('div');
   const load = async reply => {
     const others = sites.filter(x => x.site_id !== site.value);
-    const [list, stockLines, here] = await Promise.all([
-      get('/api/transfers', { site_id: site.value, min_seq: after(reply) }), get('/api/stock', { site_id: site.value }),
-      get('/api/lots', { site_id: site.value })]);
+    const seen = { site_id: site.value, min_seq: after(reply) };
+    const [list, stockLines, here] = await Promise.all([get('/api/transfers', seen), get('/api/stock', seen), get('/api/lots', seen)]);
     // A transfer taken in made lots here that name it.
     const received = new Set(here.filter(l => l.origin?.kind === 'transfer').map(l => l.origin.transfer_id));
     const names = new Map(sites.map(x => [x.site_id, x.name]));
