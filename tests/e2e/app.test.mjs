@@ -83,6 +83,8 @@ test('volunteers, associations, coordinators and drivers work a day through the 
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
   });
+  // This run's photographs only.
+  fs.rmSync(SHOTS, { recursive: true, force: true });
   fs.mkdirSync(SHOTS, { recursive: true });
   const problems = [];
   const contexts = [];
