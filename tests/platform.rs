@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use testkit::TestNats;
 
-use support::{run, token, Api, Foodaid, BIN};
+use support::{run, token, wait_for, Api, Foodaid, BIN};
 
 fn donor(id: &str) -> Value {
     json!({"donor_id": id, "kind": "retailer", "name": format!("Magasin {id}"), "address": "Lyon"})
@@ -34,6 +34,11 @@ async fn up_with_demo_answers_health_and_stops_cleanly_on_sigterm() {
     let token = tokens["admin"].as_str().unwrap().to_owned();
     let me = Api::new(&foodaid.http, tokens["driver"].as_str().unwrap()).get("/api/me").await.1;
     assert_eq!(me, json!({"role": "driver", "scope": "drv-monique", "name": "demo driver Monique"}));
+    for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::DELETE] {
+        let (status, err) =
+            Api::new(&foodaid.http, &token).send(method.clone(), "/api/donorz", None, None).await.unwrap();
+        assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{method}");
+    }
     let index = reqwest::get(format!("{}/", foodaid.http)).await.unwrap();
     assert_eq!(index.headers()["content-type"], "text/html");
     assert!(index.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
@@ -152,16 +157,11 @@ async fn a_kill_9_loses_no_acknowledged_command_and_projections_equal_a_replay()
     let warehouse = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
     let (status, _) = warehouse.post("/api/replays", "r3", json!({"projection": "donors"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let health: Value = reqwest::get(format!("{}/health", foodaid.http)).await.unwrap().json().await.unwrap();
-        let donors = health["projections"].as_array().unwrap().iter().find(|p| p["name"] == "donors").unwrap().clone();
-        if donors["state"] == "running" && donors["lag"]["donations"] == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the rebuild catches up: {donors}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for(&api, "/health", |health| {
+        let donors = health["projections"].as_array().unwrap().iter().find(|p| p["name"] == "donors").unwrap();
+        donors["state"] == "running" && donors["lag"]["donations"] == 0
+    })
+    .await;
     assert_eq!(digests(dir.path()), incremental, "a rebuild asked over HTTP gives the same projections");
     assert!(foodaid.terminate().success());
 }

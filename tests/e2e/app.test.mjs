@@ -96,7 +96,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
     page.on('pageerror', e => problems.push(`${name}: ${e.message}`));
     page.on('console', m => { if (m.type() === 'error' && !/Failed to load resource|net::ERR_INTERNET_DISCONNECTED/.test(m.text())) problems.push(`${name}: ${m.text()}`); });
     await page.goto(`${foodaid.base}/#token=${token}`);
-    await page.locator('header .who').getByText(name === 'driver' ? 'chauffeur' : /./).first().waitFor();
+    await page.locator('header .who span').waitFor(); // the name shows once signed in
     return { page, context };
   }
   const shot = async (page, name) => {

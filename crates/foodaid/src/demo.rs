@@ -392,9 +392,8 @@ pub async fn load(
         };
         tokens.push((who, token));
     }
-    let json: serde_json::Map<String, Value> =
-        tokens.iter().map(|(who, t)| ((*who).to_owned(), Value::String(t.clone()))).collect();
-    std::fs::write(&token_file, serde_json::to_string_pretty(&json)?)
+    let by_role: std::collections::BTreeMap<_, _> = tokens.iter().cloned().collect();
+    std::fs::write(&token_file, serde_json::to_string_pretty(&by_role)?)
         .with_context(|| format!("writing {}", token_file.display()))?;
     let admin = settings.data_dir.join("demo-admin-token");
     std::fs::write(&admin, &tokens[0].1).with_context(|| format!("writing {}", admin.display()))?;

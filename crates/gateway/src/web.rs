@@ -6,8 +6,7 @@
 //! revalidates and gets a new version as soon as the node has one; the app's service worker
 //! keeps its own copy for offline use.
 
-use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use runtime::Actor;
@@ -28,11 +27,14 @@ pub async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
-pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    if path == "api" || path.starts_with("api/") {
+/// Everything no route took: a file of the app for a `GET`, else the API's `not_found` (an
+/// endpoint mistyped is not found, whatever its method).
+pub async fn asset(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    if method != Method::GET || path == "api" || path.starts_with("api/") {
         return crate::not_found().await.into_response();
     }
-    serve(&path, &headers)
+    serve(path, &headers)
 }
 
 fn serve(path: &str, headers: &HeaderMap) -> Response {

@@ -289,7 +289,7 @@ fn waited(e: WaitError) -> ServiceError {
 /// process that decides from read models sees every commit acknowledged before it started.
 pub async fn caught_up(
     ctx: &ServiceContext,
-    projections: &[&ProjectionHandle],
+    projections: &[ProjectionHandle],
     stream: &str,
 ) -> Result<(), ServiceError> {
     let last = ctx.events.last_sequences().await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;

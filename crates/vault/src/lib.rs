@@ -41,6 +41,11 @@ pub struct Sealed {
     pub ciphertext: String,
 }
 
+/// What makes two identities the same person: lower case, letters and digits only.
+pub fn normalise_identity(identity: &str) -> String {
+    identity.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
 #[derive(Clone)]
 pub struct Vault {
     js: jetstream::Context,
@@ -148,13 +153,11 @@ impl Vault {
             .map_err(|_| VaultError::Corrupt(format!("sealed data of {owner} does not open with its key")))
     }
 
-    /// The keyed hash of a normalised identity (lower case, letters and digits only).
+    /// The keyed hash of a [normalised](normalise_identity) identity.
     pub async fn identity_hash(&self, identity: &str) -> Result<String, VaultError> {
         let secret = self.get_or_create(SECRET_SUBJECT).await?;
-        let normalised: String =
-            identity.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("any key length");
-        mac.update(normalised.as_bytes());
+        mac.update(normalise_identity(identity).as_bytes());
         Ok(hex::encode(mac.finalize().into_bytes()))
     }
 

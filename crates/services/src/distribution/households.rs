@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use distribution::{Assessment, Association, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed};
+use distribution::{
+    Assessment, Association, Composition, Diet, EligibilityRule, Household, HouseholdCommand, HouseholdEvent, Sealed,
+};
 use eventcore::AggregateId;
 use eventcore::CommandMeta;
 use projections::{ApplyError, Engine, Projection, ProjectionHandle, ProjectionStore, RecordedEvent, Tx, View};
@@ -264,13 +266,13 @@ async fn import_line(
     vault: &Vault,
     request: &runtime::CommandRequest,
     association_id: &str,
-    rule: distribution::EligibilityRule,
+    rule: EligibilityRule,
     line: ImportLine,
 ) -> Result<Vec<CommandReply>, ServiceError> {
     // The same person in the same association is the same household, whichever file.
     let who = format!("{association_id} {}", line.personal.identity());
     let hash = vault.identity_hash(&who).await.map_err(vault_error)?;
-    let derived = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/household/{hash}").as_bytes());
+    let derived = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("foodaid/household-identity/{hash}").as_bytes());
     let id = AggregateId::try_from(derived.to_string()).expect("uuids are valid ids");
     let step = |name: &str| CommandMeta { command_id: format!("{}/{id}{name}", request.command_id), ..meta(request) };
     let (register_meta, assess_meta) = (step(""), step("/assessment"));
@@ -298,13 +300,7 @@ async fn import_line(
         Err(e) => return Err(e),
     };
     if let Some((resources_cents, charges_cents)) = line.assessment {
-        let command = HouseholdCommand::Assess {
-            assessed_on: Utc::now().date_naive(),
-            resources_cents,
-            charges_cents,
-            threshold_cents: rule.threshold_cents,
-            validity_days: rule.validity_days,
-        };
+        let command = assess(rule, Utc::now().date_naive(), resources_cents, charges_cents);
         replies.push(households.execute(id, command, assess_meta).await?);
     }
     Ok(replies)
@@ -336,16 +332,36 @@ pub(super) fn own_association(actor: &Actor, given: Option<String>) -> Result<St
     Ok(association)
 }
 
+/// A registered association.
+async fn registered_association(
+    associations: &CommandRunner<Association>,
+    association_id: &AggregateId,
+) -> Result<Association, ServiceError> {
+    let (association, _) = associations.load(association_id).await?;
+    if association.name.is_none() {
+        return Err(ServiceError::not_found("association_not_found", format!("no association {association_id}")));
+    }
+    Ok(association)
+}
+
+/// An assessment by the association's rule (the collective's when it has none).
+fn assess(rule: EligibilityRule, assessed_on: NaiveDate, resources_cents: u64, charges_cents: u64) -> HouseholdCommand {
+    HouseholdCommand::Assess {
+        assessed_on,
+        resources_cents,
+        charges_cents,
+        threshold_cents: rule.threshold_cents,
+        validity_days: rule.validity_days,
+    }
+}
+
 /// Checks that `relay` is one of `association`'s relay points.
 async fn check_relay(
     associations: &CommandRunner<Association>,
     association_id: &AggregateId,
     relay: &str,
 ) -> Result<AggregateId, ServiceError> {
-    let (association, _) = associations.load(association_id).await?;
-    if association.name.is_none() {
-        return Err(ServiceError::not_found("association_not_found", format!("no association {association_id}")));
-    }
+    let association = registered_association(associations, association_id).await?;
     let relay = parse_id(relay, "relay")?;
     if !association.relay_points.contains_key(&relay) {
         return Err(ServiceError::not_found(
@@ -397,13 +413,7 @@ pub(super) fn register(
         state.clone(),
         move |(households, associations, vault), request, body: ImportHouseholds| async move {
             let association_id = parse_id(&own_association(&request.actor, body.association_id)?, "association")?;
-            let (association, _) = associations.load(&association_id).await?;
-            if association.name.is_none() {
-                return Err(ServiceError::not_found(
-                    "association_not_found",
-                    format!("no association {association_id}"),
-                ));
-            }
+            let association = registered_association(&associations, &association_id).await?;
             let relays: Vec<(String, String)> =
                 association.relay_points.values().map(|r| (r.relay_id.to_string(), r.name.to_string())).collect();
             let lines = import::parse(&body.csv, &relays).map_err(|errors| {
@@ -468,13 +478,8 @@ pub(super) fn register(
             let household = owned(&households, &request.actor, &id).await?;
             let association_id = parse_id(household.association_id.as_deref().unwrap_or_default(), "association")?;
             let rule = associations.load(&association_id).await?.0.eligibility.unwrap_or(default_rule);
-            let command = HouseholdCommand::Assess {
-                assessed_on: body.assessed_on.unwrap_or_else(|| Utc::now().date_naive()),
-                resources_cents: body.resources_cents,
-                charges_cents: body.charges_cents,
-                threshold_cents: rule.threshold_cents,
-                validity_days: rule.validity_days,
-            };
+            let on = body.assessed_on.unwrap_or_else(|| Utc::now().date_naive());
+            let command = assess(rule, on, body.resources_cents, body.charges_cents);
             households.execute(id, command, meta(&request)).await
         },
     );

@@ -267,7 +267,7 @@ pub fn parse(csv_text: &str, relays: &[(String, String)]) -> Result<Vec<ImportLi
                 }
             }
         }
-        if columns.contains_key(&Column::Consent) && !consent && problems.0.len() == before {
+        if !consent {
             let name = &columns[&Column::Consent].1;
             problems.add(line, name, "consent_required", "without the household's consent nothing is kept");
         }
@@ -327,8 +327,8 @@ pub fn parse(csv_text: &str, relays: &[(String, String)]) -> Result<Vec<ImportLi
                 None
             }
         };
-        let identity = normalise(&format!("{} {} {}", personal.last_name, personal.first_name, personal.birth_date));
-        if let Some(first) = seen.insert(identity, line) {
+        // The same person as the vault will see it, whose household id derives from it.
+        if let Some(first) = seen.insert(vault::normalise_identity(&personal.identity()), line) {
             problems.add(line, "", "duplicate_in_file", format!("the same person as line {first}"));
         }
         if problems.0.len() == before {
@@ -407,6 +407,7 @@ mod tests {
             vec![
                 (2, "", "incomplete_assessment"),
                 (3, "adults", "invalid_number"),
+                (3, "consent", "consent_required"),
                 (3, "birth_date", "invalid_date"),
                 (3, "", "invalid_personal_data"),
                 (3, "relay_point", "relay_point_not_found"),

@@ -605,22 +605,20 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
     });
     let parcel_readers: Option<&'static [Role]> = Some(&[Role::Association, Role::Warehouse]);
     scoped_query(host, "list_parcels", ctx, &view, parcel_readers, |view, actor, p: ListParcels| {
-        // The warehouse (and coordinators) see a whole day across associations: the pick list.
-        let whole_day = actor.role != Role::Association && p.association_id.is_none();
-        let (index, prefix) = match (whole_day, p.date) {
-            (true, Some(d)) => ("by_date", format!("{d}\0")),
-            (true, None) if actor.role == Role::Warehouse => {
+        let warehouse = actor.role == Role::Warehouse;
+        let (index, prefix) = match (p.association_id, p.date) {
+            // The pick list: a whole day across associations, for the warehouse and coordinators.
+            (None, Some(d)) if warehouse || actor.is_privileged() => ("by_date", format!("{d}\0")),
+            (None, None) if warehouse => {
                 return Err(ServiceError::validation("date_required", "say which distribution day"));
             }
-            _ => {
-                if actor.role == Role::Warehouse {
-                    return Err(ServiceError::forbidden("forbidden", "the warehouse lists a whole day's parcels"));
-                }
-                let association = super::households::own_association(actor, p.association_id)?;
-                match p.date {
-                    Some(d) => ("by_association", format!("{association}\0{d}\0")),
-                    None => ("by_association", format!("{association}\0")),
-                }
+            (Some(_), _) if warehouse => {
+                return Err(ServiceError::forbidden("forbidden", "the warehouse lists a whole day's parcels"));
+            }
+            (given, date) => {
+                let association = super::households::own_association(actor, given)?;
+                let day = date.map(|d| format!("{d}\0")).unwrap_or_default();
+                ("by_association", format!("{association}\0{day}"))
             }
         };
         let mut rows = Vec::new();

@@ -274,8 +274,7 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, reads: [Pro
     let state = (ctx.clone(), std::sync::Arc::new(reads));
     process_command(host, "compose_wave", admins, state, |(ctx, reads), request, body: ComposeWave| async move {
         // Every request, household and association acknowledged before the wave is in it.
-        let reads: Vec<&ProjectionHandle> = reads.iter().collect();
-        caught_up(&ctx, &reads, SERVICE).await?;
+        caught_up(&ctx, &reads[..], SERVICE).await?;
         compose_wave(ctx, request, body).await
     });
 }

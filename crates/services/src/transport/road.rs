@@ -121,7 +121,7 @@ impl Road {
             .and_then(|p| GeoPoint::new(p.lat, p.lon).ok())
             .ok_or_else(|| ServiceError::validation("site_without_position", "give the site a position first"))?;
         // The day as it is: every job, vehicle and driver acknowledged before this command.
-        caught_up(&self.ctx, &[&self.view], SERVICE).await?;
+        caught_up(&self.ctx, std::slice::from_ref(&self.view), SERVICE).await?;
         let (site_id, date) = (body.site_id.clone(), body.date);
         let (jobs, vehicles, drivers) = with_view(&self.ctx.projections, self.view.name(), move |view| {
             let jobs: Vec<JobRow> = view.scan_json("job", format!("{date}/").as_bytes()).map_err(storage)?;

@@ -2,7 +2,7 @@
 // navigation link, and arrive / complete / fail buttons that work without network.
 import { get } from '../api.js';
 import { t, label } from '../i18n.js';
-import { h, fill, field, input, select, notice, day, tabs } from '../ui.js';
+import { h, fill, field, input, select, notice, errorNotice, day, tabs } from '../ui.js';
 import * as outbox from '../outbox.js';
 
 let redraw = null;
@@ -19,18 +19,21 @@ export async function show(view, sub, me) {
   const cacheKey = `foodaid.routes.${date}`;
   let routes = JSON.parse(localStorage.getItem(cacheKey) || 'null');
   let offline = false;
+  // A refusal when reading the routes (the token revoked, ...): shown, the last copy kept.
+  let failure = null;
   const refresh = async () => {
     try {
       routes = await get('/api/routes', { date });
       localStorage.setItem(cacheKey, JSON.stringify(routes));
-      offline = false;
+      [offline, failure] = [false, null];
     } catch (err) {
-      if (err.code !== 'network') throw err;
-      offline = true;
+      if (err.code === 'network') offline = true;
+      else failure = err;
     }
   };
   const draw = () => {
     drawBanner(banner, offline, async () => { await outbox.flush(); await refresh(); draw(); });
+    if (failure) banner.prepend(errorNotice(failure));
     if (!routes) return fill(body, notice('error', t('drv.no_copy')));
     if (!routes.length) return fill(body, notice('ok', t('drv.no_route', { date })));
     fill(body, routes.map(r => routeCard(r, me)));
@@ -39,7 +42,7 @@ export async function show(view, sub, me) {
   if (redraw) outbox.offChange(redraw);
   redraw = async () => {
     if (!view.isConnected) return outbox.offChange(redraw);
-    if (!outbox.pending().length && !offline) await refresh().catch(() => {});
+    if (!outbox.pending().length && !offline) await refresh();
     draw();
   };
   outbox.onChange(redraw);
