@@ -129,7 +129,7 @@ async fn a_kill_9_loses_no_acknowledged_command_and_projections_equal_a_replay()
     // Resending an acknowledged command after the crash answers with the first commit.
     let (first, (seq, _)) = acked.iter().next().unwrap();
     let (status, again) = api.post("/api/donors", &format!("k-{first}"), donor(first)).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::CREATED, "a retry answers as the first did");
     assert_eq!((again["duplicate"].as_bool(), again["seq"].as_u64()), (Some(true), Some(*seq)));
 
     // The incrementally built projections equal a replay from the streams.

@@ -238,7 +238,7 @@ async fn reservations_follow_fefo_and_1000_concurrent_requests_never_oversell() 
     );
     // The same request again: the first answer, nothing more reserved.
     let (status, again) = wh.post("/api/reservations", "parcel-1", body).await;
-    assert_eq!((status, again["duplicate"].as_bool()), (StatusCode::OK, Some(true)), "{again}");
+    assert_eq!((status, again["duplicate"].as_bool()), (StatusCode::CREATED, Some(true)), "{again}");
     assert_eq!(&again["events"][0]["data"]["allocations"], allocations);
     let (_, r) = wh.get(&format!("/api/reservations/parcel-1?min_seq={}", min_seq(&reply))).await;
     assert_eq!(r["status"], "confirmed");

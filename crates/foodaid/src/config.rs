@@ -69,6 +69,8 @@ pub struct ProjectionSettings {
 pub struct CommandSettings {
     pub max_retries: u32,
     pub cache_size: usize,
+    /// Days a command's first answer is kept for retries with its idempotency key; 0: for ever.
+    pub answer_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +135,11 @@ impl Settings {
             duplicate_window: Duration::from_secs(self.nats.duplicate_window_secs),
             ..Default::default()
         }
+    }
+
+    /// How long a command's first answer is kept (zero: for ever).
+    pub fn answer_retention(&self) -> Duration {
+        Duration::from_secs(self.commands.answer_days * 24 * 3600)
     }
 
     pub fn token_cache(&self) -> Duration {

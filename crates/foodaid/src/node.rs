@@ -61,7 +61,22 @@ pub async fn build(settings: &Settings, client: &async_nats::Client, names: &[&'
             .context("opening the vault of personal-data keys")?,
         client: ServiceClient::new(client.clone(), Duration::from_millis(settings.nats.request_timeout_ms)),
     };
-    let hosts = names.iter().map(|n| services::build(n, &ctx, &mut engine).expect("known service")).collect();
+    let journal = runtime::AnswerJournal::open(
+        store.jetstream(),
+        settings.nats.replicas,
+        settings.answer_retention(),
+        Duration::from_secs(settings.nats.duplicate_window_secs),
+    )
+    .await
+    .context("opening the answer journal")?;
+    let hosts = names
+        .iter()
+        .map(|n| {
+            let mut host = services::build(n, &ctx, &mut engine).expect("known service");
+            host.remember_answers(journal.clone());
+            host
+        })
+        .collect();
     Ok(Parts { store, engine, hosts })
 }
 

@@ -15,7 +15,7 @@ use utoipa::openapi::{RefOr, Schema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::{AppState, RequestId};
+use crate::{AppState, Caller, RequestId};
 
 pub type Schemas = Vec<(String, RefOr<Schema>)>;
 pub type SchemaFn = fn(&mut Schemas) -> RefOr<Schema>;
@@ -727,6 +727,7 @@ pub fn routes() -> Router<AppState> {
         let path = op.path;
         let handler = move |state: State<AppState>,
                             actor: Option<Extension<Actor>>,
+                            caller: Option<Extension<Caller>>,
                             request_id: Extension<RequestId>,
                             raw_path: RawPathParams,
                             query: Query<Vec<(String, String)>>,
@@ -734,7 +735,8 @@ pub fn routes() -> Router<AppState> {
                             body: Bytes| {
             let op = op.clone();
             let path: BTreeMap<String, String> = raw_path.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-            async move { forward(op, state, actor, request_id, path, query, headers, body).await }
+            let caller = caller.map(|Extension(c)| c);
+            async move { forward(op, state, actor, caller, request_id, path, query, headers, body).await }
         };
         router = router.route(path, on(filter, handler));
     }
@@ -746,6 +748,7 @@ async fn forward(
     op: Op,
     State(state): State<AppState>,
     actor: Option<Extension<Actor>>,
+    caller: Option<Caller>,
     Extension(request_id): Extension<RequestId>,
     path: BTreeMap<String, String>,
     Query(query): Query<Vec<(String, String)>>,
@@ -793,8 +796,10 @@ async fn forward(
             let mut request = CommandRequest::new(command_id, actor, Value::Object(payload));
             request.correlation_id = Some(request_id.0);
             request.occurred_at = occurred_at;
+            request.caller = caller.map(|c| c.0);
             let reply = state.services.command(op.service, op.name, &request).await?;
-            let status = if op.creates && !reply.duplicate { StatusCode::CREATED } else { StatusCode::OK };
+            // A retry gets the first answer, status included.
+            let status = if op.creates { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(reply)).into_response())
         }
         OpKind::Query => {

@@ -34,6 +34,10 @@ pub use error::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct RequestId(pub Uuid);
 
+/// The id of the token a request came with: idempotency keys are scoped to it.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
 #[derive(Clone)]
 pub struct AppState {
     pub services: ServiceClient,
@@ -128,6 +132,10 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
             Ok(Some(actor)) => {
                 tracing::debug!(actor = %actor, "authenticated");
                 request.extensions_mut().insert(actor);
+                if let Some((id, _)) = token.strip_prefix("fa_").and_then(|t| t.split_once('_')) {
+                    let caller = Caller(id.to_owned());
+                    request.extensions_mut().insert(caller);
+                }
             }
             Ok(None) => return ApiError::unauthenticated().into_response(),
             Err(e) => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", e).into_response(),

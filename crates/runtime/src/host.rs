@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -8,14 +8,15 @@ use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::journal::{fingerprint, Answer, AnswerJournal, AnswerKey};
 use crate::reactor::Reactor;
 use crate::wire::Reply;
-use crate::{CommandReply, CommandRequest, QueryRequest, ServiceError};
+use crate::{CommandReply, CommandRequest, QueryRequest, Role, ServiceError};
 
 pub type CommandHandler =
     Arc<dyn Fn(CommandRequest) -> BoxFuture<'static, Result<CommandReply, ServiceError>> + Send + Sync>;
@@ -27,12 +28,17 @@ pub fn parse_payload<P: DeserializeOwned>(payload: &Value) -> Result<P, ServiceE
 }
 
 /// The commands and queries of one service, served over NATS request/reply.
+///
+/// Commands and queries take their own slots: a query waiting for its projection (`min_seq`)
+/// never holds up a command.
 pub struct ServiceHost {
     service: &'static str,
     commands: HashMap<String, CommandHandler>,
     queries: HashMap<String, QueryHandler>,
     reactors: Vec<Reactor>,
     max_in_flight: usize,
+    journal: Option<AnswerJournal>,
+    keys: KeyLocks,
 }
 
 impl ServiceHost {
@@ -43,7 +49,25 @@ impl ServiceHost {
             queries: HashMap::new(),
             reactors: Vec::new(),
             max_in_flight: 256,
+            journal: None,
+            keys: KeyLocks::default(),
         }
+    }
+
+    /// Remembers the first answer of every command from a caller (see [`crate::journal`]), so
+    /// that a retry with the same idempotency key gets it back before any handler runs.
+    pub fn remember_answers(&mut self, journal: AnswerJournal) -> &mut Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The names of its commands and queries, for checks that every operation has a handler.
+    pub fn command_names(&self) -> impl Iterator<Item = &str> {
+        self.commands.keys().map(String::as_str)
+    }
+
+    pub fn query_names(&self) -> impl Iterator<Item = &str> {
+        self.queries.keys().map(String::as_str)
     }
 
     pub fn service(&self) -> &'static str {
@@ -95,37 +119,50 @@ impl ServiceHost {
         tracker: TaskTracker,
     ) -> Result<(), async_nats::Error> {
         let group = format!("foodaid.{}", self.service);
-        let mut commands = client.queue_subscribe(format!("foodaid.cmd.{}.*", self.service), group.clone()).await?;
-        let mut queries = client.queue_subscribe(format!("foodaid.qry.{}.*", self.service), group).await?;
-        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let commands = client.queue_subscribe(format!("foodaid.cmd.{}.*", self.service), group.clone()).await?;
+        let queries = client.queue_subscribe(format!("foodaid.qry.{}.*", self.service), group).await?;
         let js = async_nats::jetstream::new(client.clone());
         for reactor in &self.reactors {
             tracker.spawn(reactor.clone().run(js.clone(), cancel.clone()));
         }
         tracing::info!(service = self.service, "service listening");
+        tokio::join!(
+            self.clone().take(commands, client.clone(), cancel.clone(), tracker.clone()),
+            self.clone().take(queries, client, cancel, tracker),
+        );
+        tracing::info!(service = self.service, "service stopped listening");
+        Ok(())
+    }
+
+    /// Takes requests of one kind, each as a task of `tracker`, at most `max_in_flight` at once.
+    async fn take(
+        self: Arc<Self>,
+        mut requests: async_nats::Subscriber,
+        client: async_nats::Client,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
         loop {
             let message = tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(m) = commands.next() => m,
-                Some(m) = queries.next() => m,
-                else => break,
+                m = requests.next() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
             };
             let permit = tokio::select! {
                 _ = cancel.cancelled() => break,
                 p = permits.clone().acquire_owned() => p.expect("semaphore open"),
             };
-            let host = self.clone();
-            let client = client.clone();
+            let (host, client) = (self.clone(), client.clone());
             tracker.spawn(async move {
                 host.handle(client, message).await;
                 drop(permit);
             });
         }
         // Stop taking new work; requests already taken finish in their tasks.
-        let _ = commands.unsubscribe().await;
-        let _ = queries.unsubscribe().await;
-        tracing::info!(service = self.service, "service stopped listening");
-        Ok(())
+        let _ = requests.unsubscribe().await;
     }
 
     async fn handle(&self, client: async_nats::Client, message: async_nats::Message) {
@@ -167,12 +204,51 @@ impl ServiceHost {
                 "the idempotency key must be 1 to 128 characters without spaces",
             ));
         }
-        let result = handler(request).await;
+        let result = match &self.journal {
+            // The platform's own jobs and sagas are idempotent by the ids they derive.
+            Some(journal) if request.actor.role != Role::System => {
+                self.answer_once(journal, name, handler, request).await
+            }
+            _ => handler(request).await,
+        };
         match &result {
             Ok(reply) => tracing::info!(seq = reply.seq, duplicate = reply.duplicate, "command committed"),
             Err(e) => tracing::info!(code = %e.code, "command refused"),
         }
         result
+    }
+
+    /// Runs a caller's command once per idempotency key: a key already answered gets that
+    /// answer back, marked `duplicate`, before any check against the current state.
+    async fn answer_once(
+        &self,
+        journal: &AnswerJournal,
+        name: &str,
+        handler: &CommandHandler,
+        mut request: CommandRequest,
+    ) -> Result<CommandReply, ServiceError> {
+        let key = AnswerKey::new(self.service, name, &request);
+        let fingerprint = fingerprint(&request);
+        // A double tap reaching this instance twice waits for the first to finish.
+        let _serial = self.keys.lock(key.subject()).await;
+        if let Some(first) = journal.get(&key).await? {
+            return repeat(first, &fingerprint);
+        }
+        // The key is the caller's: the same key from someone else is another command, on
+        // aggregates and in ids derived from it alike.
+        request.command_id = format!("{}:{name}:{}", request.caller(), request.command_id);
+        let reply = handler(request).await?;
+        let answer = Answer { fingerprint, reply, answered_at: chrono::Utc::now() };
+        match journal.put(&key, &answer).await {
+            Ok(Some(first)) if first.fingerprint == answer.fingerprint => repeat(first, &answer.fingerprint),
+            Ok(_) => Ok(answer.reply),
+            Err(e) => {
+                // Committed all the same: a retry is decided again, and the runner's command
+                // ids answer it for single-aggregate commands.
+                tracing::warn!(service = self.service, command = name, error = %e, "answer not remembered");
+                Ok(answer.reply)
+            }
+        }
     }
 
     async fn run_query(&self, name: &str, payload: &[u8]) -> Result<Value, ServiceError> {
@@ -186,6 +262,46 @@ impl ServiceHost {
             tracing::Span::current().record("request_id", tracing::field::display(id));
         }
         handler(request).await
+    }
+}
+
+/// The first answer, for a repeat of the same request; the same key with another body is refused.
+fn repeat(first: Answer, fingerprint: &str) -> Result<CommandReply, ServiceError> {
+    if first.fingerprint != fingerprint {
+        return Err(ServiceError::validation(
+            "idempotency_key_reused",
+            "this idempotency key was already used for another request; use a new key for a new request",
+        ));
+    }
+    Ok(CommandReply { duplicate: true, ..first.reply })
+}
+
+/// In-process locks on idempotency keys in use, dropped when nobody holds or waits for them.
+#[derive(Default)]
+struct KeyLocks {
+    held: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    key: String,
+    _held: OwnedMutexGuard<()>,
+}
+
+impl KeyLocks {
+    async fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let lock = self.held.lock().expect("key locks").entry(key.to_owned()).or_default().clone();
+        KeyGuard { locks: self, key: key.to_owned(), _held: lock.lock_owned().await }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().expect("key locks");
+        // The map's copy and this guard's: nobody else waits.
+        if held.get(&self.key).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            held.remove(&self.key);
+        }
     }
 }
 

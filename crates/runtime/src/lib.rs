@@ -6,7 +6,9 @@
 //!   the concurrency check, and retries a bounded number of times on conflict. A command id seen
 //!   before returns the first answer instead of deciding again.
 //! - [`ServiceHost`] subscribes to `foodaid.cmd.<service>.*` and `foodaid.qry.<service>.*` in the
-//!   queue group `foodaid.<service>`, so several instances share the work.
+//!   queue group `foodaid.<service>`, so several instances share the work. With an
+//!   [`AnswerJournal`], a caller's repeated idempotency key gets its first answer back before
+//!   any handler runs.
 //! - [`ServiceClient`] is the other end, used by the HTTP gateway, the CLI and sagas.
 //! - [`Reactor`] lets a service act on another's events (saga steps), once per cluster.
 //! - [`ServiceError`] is how every failure travels: a kind, a stable code, a message.
@@ -16,6 +18,7 @@
 mod client;
 mod error;
 mod host;
+pub mod journal;
 mod node;
 mod reactor;
 mod runner;
@@ -24,6 +27,7 @@ mod wire;
 pub use client::ServiceClient;
 pub use error::{ErrorKind, ServiceError};
 pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};
+pub use journal::AnswerJournal;
 pub use node::{serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS};
 pub use reactor::{Reaction, Reactor, ReactorHandler};
 pub use runner::{CommandRunner, RunnerConfig};

@@ -105,6 +105,10 @@ pub struct CommandRequest {
     #[serde(default)]
     pub occurred_at: Option<DateTime<Utc>>,
     pub payload: Value,
+    /// Who sent it, when the sender knows better than the actor: the API token's id. Idempotency
+    /// keys are scoped to it (see [`CommandRequest::caller`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
 }
 
 impl CommandRequest {
@@ -116,6 +120,16 @@ impl CommandRequest {
             causation_id: None,
             occurred_at: None,
             payload,
+            caller: None,
+        }
+    }
+
+    /// Whose idempotency keys this request's key is among: the token that sent it, or else the
+    /// actor. Two callers sending the same key send two commands.
+    pub fn caller(&self) -> String {
+        match &self.caller {
+            Some(token) => format!("token:{token}"),
+            None => self.actor.to_string(),
         }
     }
 }
