@@ -52,6 +52,11 @@ async fn up_with_demo_answers_health_and_stops_cleanly_on_sigterm() {
     let (status, donors) = api.get("/api/donors").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(donors.as_array().unwrap().len(), 5);
+    // A sequence the stream has not reached is refused at once, not waited for.
+    let asked = Instant::now();
+    let (status, err) = api.get("/api/donors?min_seq=donations:999999999").await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("min_seq_unreachable")));
+    assert!(asked.elapsed() < Duration::from_secs(4), "answered before the 5 s wait: {:?}", asked.elapsed());
     let nats_url = std::fs::read_to_string(dir.path().join("nats.url")).unwrap();
     assert!(foodaid.terminate().success(), "SIGTERM drains and exits 0");
     let port: u16 = nats_url.trim().rsplit(':').next().unwrap().parse().unwrap();

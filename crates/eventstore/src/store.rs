@@ -205,6 +205,12 @@ impl EventStore {
         decode_commit(service, message.sequence, &message.headers, &message.payload)
     }
 
+    /// Last sequence of one service's stream.
+    pub async fn last_sequence(&self, service: &str) -> Result<u64, StoreError> {
+        let mut stream = self.stream(service)?.clone();
+        Ok(stream.info().await.map_err(unavailable)?.state.last_sequence)
+    }
+
     /// Last sequence of each stream, for status and catch-up checks.
     pub async fn last_sequences(&self) -> Result<HashMap<String, u64>, StoreError> {
         let mut out = HashMap::new();

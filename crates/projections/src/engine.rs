@@ -108,6 +108,11 @@ impl ProjectionHandle {
         }
     }
 
+    /// Whether the projection has recorded `stream` up to `seq` already.
+    pub fn reached(&self, stream: &str, seq: u64) -> bool {
+        self.inner.progress.borrow().checkpoints.get(stream).copied().unwrap_or(0) >= seq
+    }
+
     /// Waits until the projection has recorded `stream` up to `seq` (read-your-writes).
     pub async fn wait_for(&self, stream: &str, seq: u64, timeout: Duration) -> Result<(), WaitError> {
         let mut rx = self.inner.progress.subscribe();

@@ -212,3 +212,89 @@ async fn instances_share_requests_and_errors_travel_as_data() {
     let reply = in_flight.await.unwrap().unwrap();
     assert_eq!(reply.version, 41);
 }
+
+#[tokio::test]
+async fn queries_waiting_never_hold_up_commands() {
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let runner = Arc::new(CommandRunner::new(store.clone(), "stock", RunnerConfig::default()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let mut h = host(runner, Probe::default());
+    let (g, w) = (gate.clone(), waiting.clone());
+    // A query that waits as one waiting for its projection would.
+    h.query("slow", move |_request| {
+        let (gate, waiting) = (g.clone(), w.clone());
+        async move {
+            waiting.fetch_add(1, Ordering::SeqCst);
+            let _ = gate.acquire().await;
+            Ok::<_, runtime::ServiceError>(json!({}))
+        }
+    });
+    tracker.spawn(Arc::new(h).serve(nats.client().await, cancel.clone(), tracker.clone()));
+    let client = ServiceClient::new(nats.client().await, Duration::from_secs(30));
+    let actor = Actor::system("test");
+    let mut queries = Vec::new();
+    for _ in 0..300 {
+        let (client, query) = (client.clone(), runtime::QueryRequest::new(actor.clone(), json!({})));
+        queries.push(tokio::spawn(async move { client.query::<serde_json::Value>("stock", "slow", &query).await }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while waiting.load(Ordering::SeqCst) < 256 {
+        assert!(std::time::Instant::now() < deadline, "the queries never filled their slots");
+        tokio::task::yield_now().await;
+    }
+    // Every query slot is taken; a command still goes through.
+    let quick = ServiceClient::new(nats.client().await, Duration::from_secs(5));
+    let request = CommandRequest::new("while-queries-wait", actor.clone(), json!({"by": 1}));
+    let reply = quick.command("stock", "add", &request).await.expect("a command is not held up by queries");
+    assert_eq!(reply.version, 1);
+    gate.add_permits(1000);
+    for q in queries {
+        q.await.unwrap().unwrap();
+    }
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[tokio::test]
+async fn a_callers_key_gets_its_first_answer_back_whatever_changed() {
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let runner = Arc::new(CommandRunner::new(store.clone(), "stock", RunnerConfig::default()));
+    let probe = Probe::default();
+    let mut h = host(runner, probe.clone());
+    let journal =
+        runtime::AnswerJournal::open(store.jetstream(), 1, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
+    h.remember_answers(journal);
+    tracker.spawn(Arc::new(h).serve(nats.client().await, cancel.clone(), tracker.clone()));
+    let client = ServiceClient::new(nats.client().await, Duration::from_secs(10));
+    let send = |caller: &str, key: &str, by: u64| {
+        let mut request = CommandRequest::new(key, Actor::admin("coordinator"), json!({"by": by}));
+        request.caller = Some(caller.to_owned());
+        let client = client.clone();
+        async move { client.command("stock", "add", &request).await }
+    };
+
+    let first = send("t1", "k", 600).await.unwrap();
+    assert!(!first.duplicate);
+    // The counter is now too full for another 600: the retry is answered before any check.
+    let again = send("t1", "k", 600).await.unwrap();
+    assert_eq!(again, runtime::CommandReply { duplicate: true, ..first.clone() });
+    assert_eq!(probe.commands.load(Ordering::SeqCst), 1, "the handler ran once");
+    // Another caller's same key is another command, decided on today's state.
+    let err = send("t2", "k", 600).await.unwrap_err();
+    assert_eq!(err.code, "counter_full");
+    // A key names one request: the same key with another body is refused.
+    assert_eq!(send("t1", "k", 5).await.unwrap_err().code, "idempotency_key_reused");
+    // A refused command is not remembered: its key is free for the request that fits.
+    let fits = send("t2", "k", 100).await.unwrap();
+    assert!(!fits.duplicate && fits.version == 2, "{fits:?}");
+    assert!(send("t2", "k", 100).await.unwrap().duplicate);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}

@@ -307,8 +307,18 @@ pub async fn wait_for_min_seq(
     request: &QueryRequest,
 ) -> Result<(), ServiceError> {
     for (stream, seq) in &request.min_seq {
-        if !projection.streams().contains(&stream.as_str()) {
+        if !projection.streams().contains(&stream.as_str()) || projection.reached(stream, *seq) {
             continue;
+        }
+        // A sequence the stream has not reached yet never will be in time: say so at once
+        // rather than hold a request slot for the whole wait.
+        let last =
+            ctx.events.last_sequence(stream).await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
+        if *seq > last {
+            return Err(ServiceError::validation(
+                "min_seq_unreachable",
+                format!("min_seq {stream}:{seq} is beyond the stream's last commit ({last})"),
+            ));
         }
         projection.wait_for(stream, *seq, ctx.query_wait).await.map_err(waited)?;
     }
