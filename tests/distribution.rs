@@ -80,6 +80,27 @@ async fn households_are_private_to_their_association_sealed_and_erased_for_good(
     assert_eq!(seen["diet"]["allergies"], json!(["peanuts"]));
     let (status, err) = b.get("/api/households/hh-1").await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("household_not_found")));
+
+    // Refused registrations and changes write nothing anywhere: no key nor identity in the
+    // vault, and another association's household keeps its duplicate index as it was.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let before = support::settled(&js).await;
+    let mut nobody = household("asso-a", "Nobody", "Home");
+    nobody["composition"] = json!({"adults": 0, "teens": 0, "children": 0, "infants": 0});
+    let (status, err) = a.post("/api/households", "hh-empty", nobody).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_composition")));
+    let mut taken = household("asso-b", "Someone", "Else");
+    taken["household_id"] = json!("hh-1");
+    let (status, err) = b.post("/api/households", "hh-1-again", taken).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("household_already_registered")));
+    let change = json!({"composition": {"adults": 0, "teens": 0, "children": 1, "infants": 0},
+        "personal": {"first_name": "Autre", "last_name": "Nom", "birth_date": "1990-01-01"}});
+    let (status, err) = a.send(reqwest::Method::PATCH, "/api/households/hh-1", Some("u0"), Some(change)).await.unwrap();
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_composition")));
+    assert_eq!(support::settled(&js).await, before, "refused commands wrote something");
+    let (_, seen) = a.get("/api/households/hh-1").await;
+    assert_eq!((&seen["possible_duplicates"], &seen["personal"]["first_name"]), (&json!(["asso-b"]), &json!("Aïcha")));
+
     let (status, _) =
         b.send(reqwest::Method::PATCH, "/api/households/hh-1", Some("u1"), Some(json!({"diet": {}}))).await.unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -10,53 +10,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use gateway::api::{operations, Op, OpKind};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{in_days, min_seq, token, Api, Foodaid};
+use support::{in_days, min_seq, settled, token, Api, Foodaid};
 use testkit::TestNats;
-
-/// The last sequence of every stream on the server: events, answers, tokens, vault.
-async fn stream_heads(js: &async_nats::jetstream::Context) -> BTreeMap<String, u64> {
-    let mut heads = BTreeMap::new();
-    let mut names = js.stream_names();
-    while let Some(name) = names.next().await {
-        let name = name.unwrap();
-        let info = js.get_stream(&name).await.unwrap().info().await.unwrap().state.last_sequence;
-        heads.insert(name, info);
-    }
-    heads
-}
-
-/// Waits until every saga has handled what it was given and the streams stop moving, so that
-/// what a retry writes (nothing, it should be) is not mistaken for a saga's work.
-async fn settled(js: &async_nats::jetstream::Context) -> BTreeMap<String, u64> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut before = stream_heads(js).await;
-    loop {
-        let mut busy = Vec::new();
-        for name in before.keys() {
-            let stream = js.get_stream(name).await.unwrap();
-            let mut consumers = stream.consumers();
-            while let Some(c) = consumers.next().await {
-                let c = c.unwrap();
-                if c.name.starts_with("react_") && (c.num_pending > 0 || c.num_ack_pending > 0) {
-                    busy.push(c.name);
-                }
-            }
-        }
-        let now = stream_heads(js).await;
-        if busy.is_empty() && now == before {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "the platform never settled: {busy:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        before = now;
-    }
-}
 
 struct Retries {
     ops: BTreeMap<&'static str, Op>,

@@ -654,3 +654,113 @@ async fn lots_are_put_away_adjusted_counted_expired_and_summed_up() {
     assert!(audit.contains("audit passed"), "{audit}");
     assert!(foodaid.terminate().success());
 }
+
+/// A site with `lots` lots of rice, `units` units each (donation `d-<n>`).
+async fn rice_site(admin: &Api, wh: &Api, lots: usize, units: u32) {
+    let site = json!({"site_id": "gerland", "name": "Gerland", "zones": [{"code": "A1", "storage": "ambient"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    let donor = json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl"});
+    assert_eq!(wh.post("/api/donors", "donor", donor).await.0, StatusCode::CREATED);
+    let rice = json!({"product_id": "rice", "name": "Riz", "food_group": "starches", "storage": "ambient", "date_kind": "ddm"});
+    assert_eq!(wh.post("/api/products", "rice", rice).await.0, StatusCode::CREATED);
+    for n in 0..lots {
+        // Each lot a day apart, so FEFO puts them in one order.
+        let lines = json!([{"product_id": "rice", "quantity": units, "weight_g": 1000 * units, "date": in_days(100 + n as i64)}]);
+        let donation =
+            json!({"donation_id": format!("d-{n}"), "donor_id": "lidl", "site_id": "gerland", "lines": lines});
+        assert_eq!(wh.post("/api/donations", &format!("d-{n}"), donation).await.0, StatusCode::CREATED);
+    }
+    wait_for(wh, "/api/lots", |v| v.as_array().is_some_and(|a| a.len() == lots)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_is_never_refused_while_the_site_has_the_units() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh_token = token(dir.path(), Some(&url), &["--role", "warehouse"]);
+    let wh = Api::new(&foodaid.http, &wh_token);
+    // 60 lots of one unit: six volunteers reserving one unit at a time all plan on the same
+    // first lots from a read model that lags behind them.
+    rice_site(&admin, &wh, 60, 1).await;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for c in 0..6 {
+        let (api, refused) = (Api::new(&foodaid.http, &wh_token), refused.clone());
+        clients.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let id = format!("r-{c}-{i}");
+                let body = json!({"reservation_id": id, "site_id": "gerland",
+                    "lines": [{"product_id": "rice", "quantity": 1}]});
+                let (status, reply) = api.post("/api/reservations", &id, body).await;
+                if status != StatusCode::CREATED {
+                    eprintln!("{id}: {status} {reply}");
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(refused.load(Ordering::SeqCst), 0, "60 units, 60 one-unit reservations: none refused");
+    // Now the site is empty: the next one is refused, and writes nothing.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let before = support::settled(&js).await;
+    let body = json!({"site_id": "gerland", "lines": [{"product_id": "rice", "quantity": 1}]});
+    let (status, err) = wh.post("/api/reservations", "r-more", body).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")), "{err}");
+    let unknown = json!({"site_id": "gerland", "lines": [{"product_id": "caviar", "quantity": 1}]});
+    let (status, err) = wh.post("/api/reservations", "r-caviar", unknown).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")), "{err}");
+    assert_eq!(support::settled(&js).await, before, "a refused reservation writes nothing");
+    let audit: Value =
+        serde_json::from_str(&support::run(dir.path(), Some(&url), &["stock", "audit", "--json"])).unwrap();
+    assert_eq!((&audit["problems"], &audit["open_reservations"]), (&json!([]), &json!(0)), "{audit}");
+    assert!(foodaid.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_cut_short_by_a_crash_gives_its_units_back_after_the_timeout() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    // The process dies (kill -9) after the lots granted their units, before the reservation
+    // records it: nothing will ever settle it, since nobody retries.
+    let failing = Foodaid::up_with(dir.path(), Some(&url), &[], &[("FOODAID_FAILPOINT", "reserve.before_settle")]);
+    let admin = Api::new(&failing.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh_token = token(dir.path(), Some(&url), &["--role", "warehouse"]);
+    let wh = Api::new(&failing.http, &wh_token);
+    rice_site(&admin, &wh, 3, 4).await;
+    let body =
+        json!({"reservation_id": "lost", "site_id": "gerland", "lines": [{"product_id": "rice", "quantity": 6}]});
+    assert!(wh.send(reqwest::Method::POST, "/api/reservations", Some("lost"), Some(body)).await.is_err(), "no answer");
+    let mut failing = failing;
+    assert!(!failing.child.wait().unwrap().success(), "killed at the failpoint");
+    let audit: Value =
+        serde_json::from_str(&support::run(dir.path(), Some(&url), &["stock", "audit", "--json"])).unwrap();
+    assert_eq!(audit["open_reservations"], 1, "the crash left a reservation open: {audit}");
+
+    // Restarted, the platform gives the units back once the reservation is older than the
+    // timeout (none here), and only then.
+    let env =
+        [("FOODAID__POLICIES__RESERVATION_TIMEOUT_MINUTES", "0"), ("FOODAID__JOBS__RESERVATIONS_INTERVAL_SECS", "1")];
+    let foodaid = Foodaid::up_with(dir.path(), Some(&url), &[], &env);
+    let wh = Api::new(&foodaid.http, &wh_token);
+    let expired = wait_for(&wh, "/api/reservations/lost", |r| r["status"] == "failed").await;
+    assert_eq!(expired["shortfalls"][0]["requested"], 6, "{expired}");
+    let lots = wait_for(&wh, "/api/lots", |v| v.as_array().unwrap().iter().all(|l| l["available"] == 4)).await;
+    assert_eq!(lots.as_array().unwrap().len(), 3, "{lots}");
+    let audit = support::run(dir.path(), Some(&url), &["stock", "audit", "--json"]);
+    let report: Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!((&report["problems"], &report["open_reservations"]), (&json!([]), &json!(0)), "{audit}");
+    // All the units are there to reserve again.
+    let body = json!({"site_id": "gerland", "lines": [{"product_id": "rice", "quantity": 12}]});
+    assert_eq!(wh.post("/api/reservations", "again", body).await.0, StatusCode::CREATED);
+    assert!(foodaid.terminate().success());
+}

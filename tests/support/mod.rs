@@ -2,12 +2,14 @@
 
 #![allow(dead_code)] // each test target uses its own part
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -33,9 +35,15 @@ pub fn command(data_dir: &Path, nats_url: Option<&str>) -> Command {
 
 impl Foodaid {
     pub fn up(data_dir: &Path, nats_url: Option<&str>, extra: &[&str]) -> Foodaid {
+        Foodaid::up_with(data_dir, nats_url, extra, &[])
+    }
+
+    /// Like [`Foodaid::up`], with settings given as environment variables.
+    pub fn up_with(data_dir: &Path, nats_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Foodaid {
         let port = natsd::free_port().unwrap();
         let mut cmd = command(data_dir, nats_url);
         cmd.arg("up").args(["--http", &format!("127.0.0.1:{port}")]).args(extra);
+        cmd.envs(env.iter().copied());
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("foodaid starts");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let lines = stdout.clone();
@@ -208,4 +216,43 @@ pub async fn eligible_household(a: &Api, id: &str, composition: Value, diet: Val
         a.post(&format!("/api/households/{id}/assessments"), &format!("as-{id}"), assess).await.0,
         StatusCode::OK
     );
+}
+
+/// The last sequence of every stream on the server: events, answers, tokens, vault.
+pub async fn stream_heads(js: &async_nats::jetstream::Context) -> BTreeMap<String, u64> {
+    let mut heads = BTreeMap::new();
+    let mut names = js.stream_names();
+    while let Some(name) = names.next().await {
+        let name = name.unwrap();
+        let info = js.get_stream(&name).await.unwrap().info().await.unwrap().state.last_sequence;
+        heads.insert(name, info);
+    }
+    heads
+}
+
+/// Waits until every saga has handled what it was given and the streams stop moving, so that
+/// what a retry writes (nothing, it should be) is not mistaken for a saga's work.
+pub async fn settled(js: &async_nats::jetstream::Context) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut before = stream_heads(js).await;
+    loop {
+        let mut busy = Vec::new();
+        for name in before.keys() {
+            let stream = js.get_stream(name).await.unwrap();
+            let mut consumers = stream.consumers();
+            while let Some(c) = consumers.next().await {
+                let c = c.unwrap();
+                if c.name.starts_with("react_") && (c.num_pending > 0 || c.num_ack_pending > 0) {
+                    busy.push(c.name);
+                }
+            }
+        }
+        let now = stream_heads(js).await;
+        if busy.is_empty() && now == before {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the platform never settled: {busy:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        before = now;
+    }
 }

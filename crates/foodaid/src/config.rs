@@ -31,6 +31,7 @@ pub struct JobSettings {
     pub expiry_interval_minutes: u64,
     pub collection_interval_minutes: u64,
     pub pickups_interval_minutes: u64,
+    pub reservations_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

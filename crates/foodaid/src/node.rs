@@ -148,6 +148,11 @@ pub async fn run(
         tracker.spawn(expiry_job(service_client.clone(), every, shutdown.clone()));
     }
 
+    if names.contains(&"stock") && settings.jobs.reservations_interval_secs > 0 {
+        let every = Duration::from_secs(settings.jobs.reservations_interval_secs);
+        tracker.spawn(reservations_job(service_client.clone(), every, shutdown.clone()));
+    }
+
     if names.contains(&"distribution") && settings.jobs.collection_interval_minutes > 0 {
         let every = Duration::from_secs(60 * settings.jobs.collection_interval_minutes);
         let days = settings.policies.collection_days;
@@ -215,6 +220,27 @@ async fn expiry_job(client: ServiceClient, every: Duration, shutdown: Cancellati
         match client.command("stock", "run_expiry", &request).await {
             Ok(reply) => tracing::info!(events = reply.events.len(), %today, "expiry run done"),
             Err(e) => tracing::warn!(error = %e, "expiry run failed; will try again"),
+        }
+    })
+    .await
+}
+
+/// Expires the reservations planned and never settled for longer than the timeout (their
+/// request died with its process). Each is expired once, whichever node asks.
+async fn reservations_job(client: ServiceClient, every: Duration, shutdown: CancellationToken) {
+    periodically(every, every, shutdown, || async {
+        let now = chrono::Utc::now();
+        let request = runtime::CommandRequest::new(
+            format!("expire-reservations/{}", now.format("%Y-%m-%dT%H:%M:%S")),
+            runtime::Actor::system("reservations"),
+            serde_json::json!({}),
+        );
+        match client.command("stock", "expire_reservations", &request).await {
+            Ok(reply) if !reply.events.is_empty() => {
+                tracing::warn!(events = reply.events.len(), "reservations never settled were expired")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring stale reservations failed; will try again"),
         }
     })
     .await

@@ -17,6 +17,7 @@
 
 mod client;
 mod error;
+mod failpoint;
 mod host;
 pub mod journal;
 mod node;
@@ -26,6 +27,7 @@ mod wire;
 
 pub use client::ServiceClient;
 pub use error::{ErrorKind, ServiceError};
+pub use failpoint::{failpoint, FAILPOINT_VAR};
 pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};
 pub use journal::AnswerJournal;
 pub use node::{serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS};

@@ -48,6 +48,9 @@ pub struct Policies {
     pub collection_days: u32,
     /// How routes are planned and the cold chain kept on the road.
     pub transport: TransportRules,
+    /// Minutes after which a reservation planned and never settled (its request died with its
+    /// process and was not retried) fails and gives back what it held.
+    pub reservation_timeout_minutes: u32,
 }
 
 /// The transport service's rules.
@@ -111,6 +114,7 @@ impl Default for Policies {
             needs: distribution::NeedsReference::default(),
             collection_days: 2,
             transport: TransportRules::default(),
+            reservation_timeout_minutes: 15,
         }
     }
 }

@@ -14,5 +14,6 @@ pub use lot::{AdjustReason, Destination, Lot, LotCommand, LotEvent, LotStatus, O
 pub use recall::{Recall, RecallCommand, RecallCriteria, RecallEvent};
 pub use reservation::{
     Allocation, PlanLine, Purpose, Reservation, ReservationCommand, ReservationEvent, ReservationStatus, Shortfall,
+    MAX_CANDIDATES,
 };
 pub use site::{Site, SiteCommand, SiteEvent, StorageClass, Zone, ZoneCode};

@@ -24,6 +24,9 @@ pub struct PlanLine {
     pub product_id: String,
     pub quantity: u32,
     pub candidates: Vec<String>,
+    /// The caller named the lots (the parcel composer's choice): no others are tried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chosen: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +53,15 @@ pub enum ReservationCommand {
         lines: Vec<PlanLine>,
         partial: bool,
     },
+    /// Adds lots to a planned line, after those it had: its lots gave less than asked (other
+    /// reservations took their units meanwhile) and the site has more of the product.
+    AddCandidates {
+        line: u32,
+        lots: Vec<String>,
+    },
+    /// Gives up a reservation whose request never came back to settle it (a process killed
+    /// between its plan and its settlement): it fails, and the service releases what it held.
+    Expire,
     /// Records what the lots granted: confirmed, or failed if a line fell short and the
     /// reservation does not accept partial quantities (its shortfalls then say how much the lots
     /// could grant, and the service gives it all back).
@@ -73,15 +85,36 @@ pub enum ReservationCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum ReservationEvent {
-    ReservationPlanned { site_id: String, purpose: Purpose, lines: Vec<PlanLine>, partial: bool },
-    ReservationConfirmed { allocations: Vec<Allocation>, shortfalls: Vec<Shortfall> },
-    ReservationFailed { shortfalls: Vec<Shortfall> },
+    ReservationPlanned {
+        site_id: String,
+        purpose: Purpose,
+        lines: Vec<PlanLine>,
+        partial: bool,
+    },
+    ReservationCandidatesAdded {
+        line: u32,
+        lots: Vec<String>,
+    },
+    ReservationConfirmed {
+        allocations: Vec<Allocation>,
+        shortfalls: Vec<Shortfall>,
+    },
+    ReservationFailed {
+        shortfalls: Vec<Shortfall>,
+        /// Given up after `reservation_timeout_minutes` without a settlement.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        expired: bool,
+    },
     ReservationReleased {},
     ReservationPicked {},
-    ReservationShipped { destination: Destination },
+    ReservationShipped {
+        destination: Destination,
+    },
     ReservationDispatched {},
     ReservationReturned {},
-    ReservationRedirected { destination: Destination },
+    ReservationRedirected {
+        destination: Destination,
+    },
 }
 
 impl DomainEvent for ReservationEvent {}
@@ -114,6 +147,9 @@ pub struct Reservation {
 
 /// Most lines in one reservation: a parcel has a dozen at most.
 const MAX_LINES: usize = 100;
+
+/// Most lots one line may be planned on, extensions included.
+pub const MAX_CANDIDATES: usize = 256;
 
 impl Reservation {
     /// Lots that may hold units of this reservation.
@@ -172,6 +208,48 @@ impl Aggregate for Reservation {
                     partial: *partial,
                 }])
             }
+            ReservationCommand::AddCandidates { line, lots } => {
+                self.require(&[Planned], "extend")?;
+                let planned = self.lines.get((*line as usize).wrapping_sub(1)).ok_or_else(|| {
+                    Rejection::validation("invalid_line", format!("the reservation has no line {line}"))
+                })?;
+                if planned.chosen {
+                    return Err(Rejection::validation(
+                        "lots_chosen",
+                        format!("line {line} takes the lots chosen for it only"),
+                    ));
+                }
+                let new: Vec<String> = lots.iter().filter(|l| !planned.candidates.contains(l)).cloned().collect();
+                if new.is_empty() {
+                    return Ok(vec![]);
+                }
+                if planned.candidates.len() + new.len() > MAX_CANDIDATES {
+                    return Err(Rejection::validation(
+                        "too_many_lots",
+                        format!("a line is planned on {MAX_CANDIDATES} lots at most"),
+                    ));
+                }
+                Ok(vec![ReservationEvent::ReservationCandidatesAdded { line: *line, lots: new }])
+            }
+            ReservationCommand::Expire => match self.status {
+                None => Err(Rejection::not_found("reservation_not_found", "no such reservation")),
+                Some(Planned) => {
+                    let shortfalls = self
+                        .lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, line)| Shortfall {
+                            line: i as u32 + 1,
+                            product_id: line.product_id.clone(),
+                            requested: line.quantity,
+                            allocated: 0,
+                        })
+                        .collect();
+                    Ok(vec![ReservationEvent::ReservationFailed { shortfalls, expired: true }])
+                }
+                // Settled meanwhile: nothing to give up.
+                _ => Ok(vec![]),
+            },
             ReservationCommand::Settle { allocations } => {
                 match self.require(&[Planned, Confirmed, Failed], "settle")? {
                     Planned => {}
@@ -208,7 +286,7 @@ impl Aggregate for Reservation {
                     return Err(Rejection::validation("invalid_allocation", "more allocated than asked for"));
                 }
                 if !shortfalls.is_empty() && (!self.partial || allocations.is_empty()) {
-                    return Ok(vec![ReservationEvent::ReservationFailed { shortfalls }]);
+                    return Ok(vec![ReservationEvent::ReservationFailed { shortfalls, expired: false }]);
                 }
                 Ok(vec![ReservationEvent::ReservationConfirmed { allocations: allocations.clone(), shortfalls }])
             }
@@ -263,7 +341,12 @@ impl Aggregate for Reservation {
                 self.allocations = allocations.clone();
                 self.shortfalls = shortfalls.clone();
             }
-            ReservationEvent::ReservationFailed { shortfalls } => {
+            ReservationEvent::ReservationCandidatesAdded { line, lots } => {
+                if let Some(planned) = self.lines.get_mut((*line as usize).wrapping_sub(1)) {
+                    planned.candidates.extend(lots.iter().cloned());
+                }
+            }
+            ReservationEvent::ReservationFailed { shortfalls, .. } => {
                 self.status = Some(ReservationStatus::Failed);
                 self.shortfalls = shortfalls.clone();
             }
@@ -288,8 +371,13 @@ mod tests {
             site_id: "gerland".into(),
             purpose: Purpose::Parcel { association_id: Some("asso-restos".into()) },
             lines: vec![
-                PlanLine { product_id: "pasta".into(), quantity: 3, candidates: vec!["lot-a".into(), "lot-b".into()] },
-                PlanLine { product_id: "milk".into(), quantity: 2, candidates: vec!["lot-m".into()] },
+                PlanLine {
+                    product_id: "pasta".into(),
+                    quantity: 3,
+                    candidates: vec!["lot-a".into(), "lot-b".into()],
+                    chosen: false,
+                },
+                PlanLine { product_id: "milk".into(), quantity: 2, candidates: vec!["lot-m".into()], chosen: false },
             ],
             partial,
         }
@@ -325,7 +413,7 @@ mod tests {
         let shortfall = Shortfall { line: 2, product_id: "milk".into(), requested: 2, allocated: 1 };
         given::<Reservation>([planned(false)])
             .when(ReservationCommand::Settle { allocations: short.clone() })
-            .then([ReservationEvent::ReservationFailed { shortfalls: vec![shortfall.clone()] }]);
+            .then([ReservationEvent::ReservationFailed { shortfalls: vec![shortfall.clone()], expired: false }]);
         given::<Reservation>([planned(true)])
             .when(ReservationCommand::Settle { allocations: short.clone() })
             .then([ReservationEvent::ReservationConfirmed { allocations: short, shortfalls: vec![shortfall] }]);
@@ -335,6 +423,40 @@ mod tests {
         given::<Reservation>([planned(false)])
             .when(ReservationCommand::Settle { allocations: vec![alloc(1, "lot-a", 4)] })
             .then_rejected("invalid_allocation");
+    }
+
+    #[test]
+    fn a_line_short_of_its_lots_is_planned_on_more_and_settled_from_them() {
+        let more = ReservationCommand::AddCandidates { line: 2, lots: vec!["lot-m".into(), "lot-n".into()] };
+        let added = ReservationEvent::ReservationCandidatesAdded { line: 2, lots: vec!["lot-n".into()] };
+        given::<Reservation>([planned(false)]).when(more.clone()).then([added.clone()]);
+        given::<Reservation>([planned(false), added.clone()]).when(more).then([]);
+        given::<Reservation>([planned(false)])
+            .when(ReservationCommand::AddCandidates { line: 3, lots: vec!["lot-x".into()] })
+            .then_rejected("invalid_line");
+        let from_new = vec![alloc(1, "lot-a", 3), alloc(2, "lot-m", 1), alloc(2, "lot-n", 1)];
+        given::<Reservation>([planned(false), added])
+            .when(ReservationCommand::Settle { allocations: from_new.clone() })
+            .then([ReservationEvent::ReservationConfirmed { allocations: from_new, shortfalls: vec![] }]);
+        let confirmed = ReservationEvent::ReservationConfirmed { allocations: vec![], shortfalls: vec![] };
+        given::<Reservation>([planned(false), confirmed])
+            .when(ReservationCommand::AddCandidates { line: 1, lots: vec!["lot-x".into()] })
+            .then_rejected("reservation_state");
+    }
+
+    #[test]
+    fn a_reservation_never_settled_expires_and_one_settled_does_not() {
+        let everything_short = vec![
+            Shortfall { line: 1, product_id: "pasta".into(), requested: 3, allocated: 0 },
+            Shortfall { line: 2, product_id: "milk".into(), requested: 2, allocated: 0 },
+        ];
+        given::<Reservation>([planned(false)])
+            .when(ReservationCommand::Expire)
+            .then([ReservationEvent::ReservationFailed { shortfalls: everything_short, expired: true }]);
+        let confirmed =
+            ReservationEvent::ReservationConfirmed { allocations: vec![alloc(1, "lot-a", 3)], shortfalls: vec![] };
+        given::<Reservation>([planned(true), confirmed]).when(ReservationCommand::Expire).then([]);
+        given::<Reservation>([]).when(ReservationCommand::Expire).then_rejected("reservation_not_found");
     }
 
     #[test]

@@ -247,6 +247,18 @@ fn vault_error(e: vault::VaultError) -> ServiceError {
     }
 }
 
+/// Refuses now what the household would refuse, before anything is written for the command (the
+/// vault is written before the aggregate, which must not happen for a command it refuses).
+async fn decided_on(
+    households: &CommandRunner<Household>,
+    id: &AggregateId,
+    command: &HouseholdCommand,
+) -> Result<(), ServiceError> {
+    let (household, _) = households.load(id).await?;
+    eventcore::Aggregate::decide(&household, command)?;
+    Ok(())
+}
+
 /// Seals personal data under the household's key and records its identity for duplicate checks.
 async fn seal(vault: &Vault, household: &AggregateId, personal: &PersonalData) -> Result<Sealed, ServiceError> {
     let personal = personal.tidy()?;
@@ -394,15 +406,21 @@ pub(super) fn register(
             require_scope(&request.actor, Role::Association, association_id.as_str())?;
             let relay = check_relay(&associations, &association_id, &body.relay_point_id).await?;
             let id = new_id(body.household_id, &request, "household")?;
-            let personal = seal(&vault, &id, &body.personal).await?;
-            let command = HouseholdCommand::Register {
+            let mut command = HouseholdCommand::Register {
                 association_id: association_id.to_string(),
                 relay_point_id: relay.to_string(),
                 composition: body.composition,
                 diet: body.diet,
                 consent: body.consent,
-                personal,
+                personal: Sealed { nonce: String::new(), ciphertext: String::new() },
             };
+            // Decided before anything is sealed: a refusal leaves no key nor identity behind
+            // (another association's household id among them).
+            let personal = body.personal.tidy()?;
+            decided_on(&households, &id, &command).await?;
+            if let HouseholdCommand::Register { personal: sealed, .. } = &mut command {
+                *sealed = seal(&vault, &id, &personal).await?;
+            }
             households.execute(id, command, meta(&request)).await
         },
     );
@@ -455,16 +473,19 @@ pub(super) fn register(
                 let association_id = parse_id(household.association_id.as_deref().unwrap_or_default(), "association")?;
                 check_relay(&associations, &association_id, relay).await?;
             }
-            let personal = match &body.personal {
-                Some(p) => Some(seal(&vault, &id, p).await?),
-                None => None,
-            };
-            let command = HouseholdCommand::Update {
+            let personal = body.personal.as_ref().map(PersonalData::tidy).transpose()?;
+            let placeholder = personal.as_ref().map(|_| Sealed { nonce: String::new(), ciphertext: String::new() });
+            let mut command = HouseholdCommand::Update {
                 relay_point_id: body.relay_point_id,
                 composition: body.composition,
                 diet: body.diet,
-                personal,
+                personal: placeholder,
             };
+            // Decided before anything is sealed: a refused change leaves the vault as it was.
+            decided_on(&households, &id, &command).await?;
+            if let (HouseholdCommand::Update { personal: Some(sealed), .. }, Some(p)) = (&mut command, &personal) {
+                *sealed = seal(&vault, &id, p).await?;
+            }
             households.execute(id, command, meta(&request)).await
         },
     );

@@ -313,8 +313,13 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
             // Transfers are few: listed from their own index.
             tx.put("transfer", id.as_bytes(), id.as_bytes().to_vec());
         }
+        // Reservations planned and not settled yet, with when: those left so too long expire.
+        tx.put_json("planned", id.as_bytes(), &at);
         tx.put_json("reservation", id.as_bytes(), &row);
         return Ok(());
+    }
+    if matches!(event, ReservationEvent::ReservationConfirmed { .. } | ReservationEvent::ReservationFailed { .. }) {
+        tx.delete("planned", id.as_bytes());
     }
     tx.update_json("reservation", id.as_bytes(), |row: &mut ReservationRow| {
         row.updated_at = at;
@@ -325,7 +330,8 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
                 row.allocations = allocations.into_iter().map(AllocationRow::from).collect();
                 row.shortfalls = shortfalls.into_iter().map(ShortfallRow::from).collect();
             }
-            ReservationEvent::ReservationFailed { shortfalls } => {
+            ReservationEvent::ReservationCandidatesAdded { .. } => {}
+            ReservationEvent::ReservationFailed { shortfalls, .. } => {
                 row.status = ReservationStatus::Failed;
                 row.shortfalls = shortfalls.into_iter().map(ShortfallRow::from).collect();
             }
@@ -349,7 +355,8 @@ pub(super) fn fefo_candidates(
     site_id: &str,
     product_id: &str,
     quantity: u32,
-) -> Result<Vec<String>, ServiceError> {
+    excluded: &[String],
+) -> Result<Candidates, ServiceError> {
     const MIN_CANDIDATES: usize = 4;
     const MAX_CANDIDATES: usize = 32;
     let mut candidates = Vec::new();
@@ -360,18 +367,40 @@ pub(super) fn fefo_candidates(
             return Err(ServiceError::internal("planning a reservation", "bad FEFO entry"));
         };
         let available = u32::from_be_bytes(*available);
-        if available == 0 {
+        let id = String::from_utf8_lossy(id).into_owned();
+        if available == 0 || excluded.contains(&id) {
             continue;
         }
         covered += u64::from(available);
-        candidates.push(String::from_utf8_lossy(id).into_owned());
+        candidates.push(id);
         if candidates.len() >= MAX_CANDIDATES
             || (candidates.len() >= MIN_CANDIDATES && covered >= 2 * u64::from(quantity))
         {
             break;
         }
     }
-    Ok(candidates)
+    Ok(Candidates { lots: candidates, available: covered })
+}
+
+/// Lots to try for a line, and the units the read model shows available on them.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Candidates {
+    pub lots: Vec<String>,
+    pub available: u64,
+}
+
+/// Reservations planned before `before` and not settled since.
+pub(super) fn planned_before(view: &View, before: DateTime<Utc>) -> Result<Vec<String>, ServiceError> {
+    let mut stale = Vec::new();
+    for item in view.scan("planned", b"") {
+        let (id, at) = item.map_err(storage)?;
+        let at: DateTime<Utc> =
+            serde_json::from_slice(&at).map_err(|e| ServiceError::internal("reading planned reservations", e))?;
+        if at < before {
+            stale.push(String::from_utf8_lossy(&id).into_owned());
+        }
+    }
+    Ok(stale)
 }
 
 /// Every lot of a product (any site, any status).

@@ -25,7 +25,7 @@ pub use sites::{AddZone, CreateSite, GetSite, SiteRow, SitesProjection, ZoneBody
 
 use crate::common::{
     aggregate_command, combine, meta, number, parse_id, process_command, projection_query, storage, with_view,
-    ServiceContext,
+    NoParams, ServiceContext,
 };
 use crate::donations::{food_group_schema, storage_schema};
 use projections::{Engine, Projection};
@@ -201,6 +201,8 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         reservations: reservations.clone(),
         sites: sites.clone(),
         projections: ctx.projections.clone(),
+        view: view.clone(),
+        ctx: ctx.clone(),
     };
 
     {
@@ -219,6 +221,11 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let st = stock.clone();
     process_command(&mut host, "reserve_stock", warehouse, st.clone(), |s, request, body: ReserveStock| async move {
         s.reserve(request, body).await
+    });
+    // Asked by the platform's job every `jobs.reservations_interval_secs`.
+    let timeout = Duration::minutes(i64::from(ctx.policies.reservation_timeout_minutes));
+    process_command(&mut host, "expire_reservations", &[], st.clone(), move |s, request, _: NoParams| async move {
+        s.expire_stale(request, timeout).await
     });
     // Steps on a whole reservation, named by its id.
     for name in ["release_reservation", "pick_reservation", "return_shipment", "dispatch_transfer", "receive_transfer"]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use donations::DonationEvent;
 use eventcore::{AggregateId, CommandMeta};
-use projections::ProjectionStore;
+use projections::{ProjectionHandle, ProjectionStore};
 use runtime::{CommandReply, CommandRequest, CommandRunner, ErrorKind, Reaction, ServiceError};
 use serde::Deserialize;
 use stock::{
@@ -16,8 +16,8 @@ use stock::{
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::lots::{fefo_candidates, LotsProjection};
-use crate::common::{meta, new_id, parse_id, storage, with_view};
+use super::lots::{fefo_candidates, planned_before, Candidates, LotsProjection};
+use crate::common::{caught_up, meta, new_id, parse_id, storage, with_view, ServiceContext};
 use projections::Projection;
 
 /// The id of the lot an accepted donation line becomes: readable when it fits.
@@ -125,7 +125,13 @@ pub(super) struct Stock {
     pub reservations: Arc<CommandRunner<Reservation>>,
     pub sites: Arc<CommandRunner<Site>>,
     pub projections: ProjectionStore,
+    /// The `lots` read model's progress, to plan from everything acknowledged.
+    pub view: ProjectionHandle,
+    pub ctx: ServiceContext,
 }
+
+/// Rounds of new lots a line short of units is extended by before the reservation settles.
+const EXTENSIONS: usize = 8;
 
 fn step_meta(request: &CommandRequest, step: &str, reservation: &AggregateId) -> CommandMeta {
     CommandMeta { command_id: format!("{step}/{reservation}"), ..meta(request) }
@@ -158,18 +164,37 @@ impl Stock {
                     return Err(ServiceError::not_found("site_not_found", format!("no site {to}")));
                 }
             }
-            let (site, asked) = (site_id.to_string(), body.lines);
+            let (site, asked, partial) = (site_id.to_string(), body.lines, body.partial);
             let lines = with_view(&self.projections, LotsProjection.name(), move |view| {
-                asked
-                    .into_iter()
-                    .map(|line| {
-                        let candidates = match line.lots {
-                            Some(lots) => chosen_lots(view, &site, &line.product_id, lots)?,
-                            None => fefo_candidates(view, &site, &line.product_id, line.quantity)?,
-                        };
-                        Ok(PlanLine { product_id: line.product_id, quantity: line.quantity, candidates })
-                    })
-                    .collect()
+                let mut lines = Vec::with_capacity(asked.len());
+                let mut short = Vec::new();
+                for line in asked {
+                    let chosen = line.lots.is_some();
+                    let candidates = match line.lots {
+                        Some(lots) => chosen_lots(view, &site, &line.product_id, lots)?,
+                        None => {
+                            let found = fefo_candidates(view, &site, &line.product_id, line.quantity, &[])?;
+                            if found.available < u64::from(line.quantity) {
+                                short.push(format!(
+                                    "{}: {} asked, {} available",
+                                    line.product_id, line.quantity, found.available
+                                ));
+                            }
+                            found.lots
+                        }
+                    };
+                    lines.push(PlanLine { product_id: line.product_id, quantity: line.quantity, candidates, chosen });
+                }
+                // What the site plainly does not have is refused before anything is written;
+                // only a shortfall the lots themselves reveal (taken meanwhile) fails a plan.
+                let nothing = lines.iter().all(|l| l.candidates.is_empty());
+                if !short.is_empty() && (!partial || nothing) {
+                    return Err(ServiceError::conflict(
+                        "insufficient_stock",
+                        format!("not enough stock: {}", short.join("; ")),
+                    ));
+                }
+                Ok(lines)
             })
             .await?;
             let plan = ReservationCommand::Plan { site_id: site_id.to_string(), purpose, lines, partial: body.partial };
@@ -210,7 +235,9 @@ impl Stock {
     }
 
     /// Asks each line's lots, in plan order, for what they can grant; lines go concurrently
-    /// (they are different products, so different lots).
+    /// (they are different products, so different lots). A line its lots leave short is planned
+    /// on more lots of the site, once the read model holds every change acknowledged, so a
+    /// reservation is never refused while the site has the units.
     async fn allocate(
         &self,
         request: &CommandRequest,
@@ -218,11 +245,40 @@ impl Stock {
         reservation: &Reservation,
         resuming: bool,
     ) -> Result<(CommandReply, Reservation), ServiceError> {
+        let lines = reservation
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| self.allocate_line(request, id, reservation, i as u32 + 1, line.clone(), resuming));
+        let allocations: Vec<Allocation> = futures::future::try_join_all(lines).await?.into_iter().flatten().collect();
+        runtime::failpoint("reserve.before_settle");
+        // All or nothing: the reservation records what the lots could grant (its shortfalls say
+        // how much was there), then a failed one gives everything back.
+        let settle = ReservationCommand::Settle { allocations };
+        let (reply, settled) =
+            self.reservations.execute_with_state(id.clone(), settle, step_meta(request, "settle", id)).await?;
+        if settled.status == Some(ReservationStatus::Failed) {
+            self.release_everywhere(request, id, &settled).await?;
+        }
+        Ok((reply, settled))
+    }
+
+    /// What one line's lots grant, in plan order, extending the plan when they fall short.
+    async fn allocate_line(
+        &self,
+        request: &CommandRequest,
+        id: &AggregateId,
+        reservation: &Reservation,
+        n: u32,
+        mut line: PlanLine,
+        resuming: bool,
+    ) -> Result<Vec<Allocation>, ServiceError> {
         let today = Utc::now().date_naive();
-        let lines = reservation.lines.iter().enumerate().map(|(i, line)| async move {
-            let mut granted = Vec::new();
-            let mut remaining = line.quantity;
-            for lot in &line.candidates {
+        let mut granted = Vec::new();
+        let mut remaining = line.quantity;
+        let mut tried = 0;
+        for round in 0..=EXTENSIONS {
+            for lot in &line.candidates[tried..] {
                 let lot_id = parse_id(lot, "lot")?;
                 if remaining == 0 {
                     // A retry may find units an earlier attempt left on lots past the point
@@ -243,22 +299,71 @@ impl Stock {
                 };
                 if held > 0 {
                     let quantity = held.min(remaining);
-                    granted.push(Allocation { line: i as u32 + 1, lot_id: lot.clone(), quantity });
+                    granted.push(Allocation { line: n, lot_id: lot.clone(), quantity });
                     remaining -= quantity;
                 }
             }
-            Ok::<_, ServiceError>(granted)
-        });
-        let allocations: Vec<Allocation> = futures::future::try_join_all(lines).await?.into_iter().flatten().collect();
-        // All or nothing: the reservation records what the lots could grant (its shortfalls say
-        // how much was there), then a failed one gives everything back.
-        let settle = ReservationCommand::Settle { allocations };
-        let (reply, settled) =
-            self.reservations.execute_with_state(id.clone(), settle, step_meta(request, "settle", id)).await?;
-        if settled.status == Some(ReservationStatus::Failed) {
-            self.release_everywhere(request, id, &settled).await?;
+            tried = line.candidates.len();
+            // Lots the caller chose are all it wants; FEFO lines look further.
+            if remaining == 0 || round == EXTENSIONS || line.chosen {
+                break;
+            }
+            let more = self.more_lots(&reservation.site_id, &line, remaining).await?;
+            if more.is_empty() {
+                break;
+            }
+            let extend = ReservationCommand::AddCandidates { line: n, lots: more };
+            let step = format!("extend-{n}-{}", line.candidates.len());
+            let (_, state) =
+                self.reservations.execute_with_state(id.clone(), extend, step_meta(request, &step, id)).await?;
+            line = state.lines[n as usize - 1].clone();
+            if line.candidates.len() == tried {
+                break;
+            }
         }
-        Ok((reply, settled))
+        Ok(granted)
+    }
+
+    /// Lots of the line's product at the site not planned on yet, with units available now.
+    async fn more_lots(&self, site: &str, line: &PlanLine, remaining: u32) -> Result<Vec<String>, ServiceError> {
+        caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
+        let (site, product, planned) = (site.to_owned(), line.product_id.clone(), line.candidates.clone());
+        let room = stock::MAX_CANDIDATES.saturating_sub(planned.len());
+        let found = with_view(&self.projections, LotsProjection.name(), move |view| {
+            fefo_candidates(view, &site, &product, remaining, &planned)
+        })
+        .await?;
+        let Candidates { mut lots, .. } = found;
+        lots.truncate(room);
+        Ok(lots)
+    }
+
+    /// Gives up the reservations planned more than `timeout` ago and never settled (their
+    /// request died with its process and was not retried): each fails, marked expired, and
+    /// gives back whatever its lots held for it. A reservation settled meanwhile is left as it is.
+    pub async fn expire_stale(
+        &self,
+        request: CommandRequest,
+        timeout: chrono::Duration,
+    ) -> Result<CommandReply, ServiceError> {
+        caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
+        let before = Utc::now() - timeout;
+        let stale =
+            with_view(&self.projections, LotsProjection.name(), move |view| planned_before(view, before)).await?;
+        let mut replies = Vec::new();
+        for id in stale {
+            let id = parse_id(&id, "reservation")?;
+            let (reply, state) = self
+                .reservations
+                .execute_with_state(id.clone(), ReservationCommand::Expire, step_meta(&request, "expire", &id))
+                .await?;
+            if state.status == Some(ReservationStatus::Failed) {
+                self.release_everywhere(&request, &id, &state).await?;
+                tracing::warn!(reservation = %id, "reservation never settled: expired, its holds released");
+            }
+            replies.push(reply);
+        }
+        Ok(crate::common::combine("expired-reservations".into(), super::SERVICE, replies))
     }
 
     /// Releases whatever a reservation holds on any lot it planned to use (idempotent).
