@@ -764,3 +764,70 @@ async fn a_reservation_cut_short_by_a_crash_gives_its_units_back_after_the_timeo
     assert_eq!(wh.post("/api/reservations", "again", body).await.0, StatusCode::CREATED);
     assert!(foodaid.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recall_holds_the_lots_that_arrive_after_it() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    for id in ["gerland", "givors"] {
+        let site = json!({"site_id": id, "name": id, "zones": [{"code": "F1", "storage": "chilled"}]});
+        assert_eq!(admin.post("/api/sites", id, site).await.0, StatusCode::CREATED);
+    }
+    let donor = json!({"donor_id": "fromagerie", "kind": "producer", "name": "Fromagerie"});
+    assert_eq!(wh.post("/api/donors", "donor", donor).await.0, StatusCode::CREATED);
+    let cheese = json!({"product_id": "cheese", "name": "Fourme", "food_group": "dairy", "storage": "chilled", "date_kind": "dlc"});
+    assert_eq!(wh.post("/api/products", "cheese", cheese).await.0, StatusCode::CREATED);
+    let donate = |id: &str, number: &str| {
+        json!({"donation_id": id, "donor_id": "fromagerie", "site_id": "gerland", "lines": [
+            {"product_id": "cheese", "quantity": 10, "weight_g": 2500, "date": in_days(20), "lot_number": number,
+             "temperature_c": 3.0}]})
+    };
+    let (status, reply) = wh.post("/api/donations", "d1", donate("d1", "L1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    wait_for(&wh, "/api/lots/d1-l1", |l| l["on_hand"] == 10).await;
+    // Some of it is on its way to Givors, some in a household's parcel.
+    let transfer = json!({"reservation_id": "t1", "site_id": "gerland", "purpose": {"kind": "transfer", "to_site": "givors"},
+        "lines": [{"product_id": "cheese", "quantity": 4}]});
+    assert_eq!(wh.post("/api/reservations", "t1", transfer).await.0, StatusCode::CREATED);
+    assert_eq!(wh.post("/api/reservations/t1/dispatch", "t1-out", json!({})).await.0, StatusCode::OK);
+    let parcel =
+        json!({"reservation_id": "p1", "site_id": "gerland", "lines": [{"product_id": "cheese", "quantity": 2}]});
+    assert_eq!(wh.post("/api/reservations", "p1", parcel).await.0, StatusCode::CREATED);
+    let to = json!({"destination": {"kind": "parcel", "reference": "colis-1", "household": "hh-9"}});
+    assert_eq!(wh.post("/api/reservations/p1/ship", "p1-ship", to).await.0, StatusCode::OK);
+
+    let recall = json!({"recall_id": "rc-1", "product_id": "cheese", "lot_numbers": ["L1"], "reason": "Listeria"});
+    let (status, reply) = admin.post("/api/recalls", "rc-1", recall).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (_, trace) = admin.get(&format!("/api/recalls/rc-1/trace?min_seq={}", min_seq(&reply))).await;
+    assert_eq!(trace["recall"]["lots"], json!(["d1-l1"]), "{trace}");
+
+    // After the recall: the transfer arrives, the parcel comes back, the donor brings more of
+    // the same lot, and another lot. Everything of lot L1 is held as it arrives.
+    assert_eq!(wh.post("/api/reservations/t1/receive", "t1-in", json!({})).await.0, StatusCode::OK);
+    assert_eq!(wh.post("/api/reservations/p1/return", "p1-back", json!({})).await.0, StatusCode::OK);
+    assert_eq!(wh.post("/api/donations", "d2", donate("d2", "l1")).await.0, StatusCode::CREATED);
+    assert_eq!(wh.post("/api/donations", "d3", donate("d3", "L2")).await.0, StatusCode::CREATED);
+    let trace =
+        wait_for(&admin, "/api/recalls/rc-1/trace", |t| t["recall"]["lots"].as_array().unwrap().len() == 3).await;
+    let mut held: Vec<&str> = trace["recall"]["lots"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    held.sort();
+    assert_eq!(held, ["d1-l1", "d2-l1", "t1-d1-l1"], "{trace}");
+    for lot in ["d1-l1", "d2-l1", "t1-d1-l1"] {
+        let row = wait_for(&wh, &format!("/api/lots/{lot}"), |l| l["status"] == "recalled").await;
+        assert_eq!(row["available"], 0, "{row}");
+    }
+    // The parcel's units came back to the recalled lot, held with the rest.
+    let (_, back) = wh.get("/api/lots/d1-l1").await;
+    assert_eq!(back["on_hand"], 4, "10 - 4 transferred - 2 shipped + 2 returned (chilled: written off) {back}");
+    let (_, other) = wh.get("/api/lots/d3-l1").await;
+    assert_eq!(other["status"], "available", "lot L2 is not recalled: {other}");
+    let body = json!({"site_id": "givors", "lines": [{"product_id": "cheese", "quantity": 1}]});
+    let (status, err) = wh.post("/api/reservations", "after", body).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")), "{err}");
+    assert!(foodaid.terminate().success());
+}

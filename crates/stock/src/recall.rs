@@ -26,22 +26,29 @@ impl RecallCriteria {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecallCommand {
-    /// Records a recall and the lots it held (the service holds them first).
+    /// Records a recall (with the lots already held for it, if any).
     Issue { criteria: RecallCriteria, reason: String, lots: Vec<String> },
+    /// Adds lots the recall holds: those found once it was recorded, and any lot received
+    /// later that its criteria cover.
+    Extend { lots: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum RecallEvent {
     RecallIssued { criteria: RecallCriteria, reason: String, lots: Vec<String> },
+    RecallExtended { lots: Vec<String> },
 }
 
 impl DomainEvent for RecallEvent {}
 
-/// A product recall (rappel conso): the lots it covers are blocked and traced.
+/// A product recall (rappel conso): the lots it covers are blocked and traced, those that arrive
+/// after it included.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recall {
-    pub issued: Option<(RecallCriteria, String, Vec<String>)>,
+    pub issued: Option<(RecallCriteria, String)>,
+    /// Every lot it holds.
+    pub lots: Vec<String>,
 }
 
 impl Aggregate for Recall {
@@ -50,7 +57,17 @@ impl Aggregate for Recall {
     type Event = RecallEvent;
 
     fn decide(&self, command: &RecallCommand) -> Result<Vec<RecallEvent>, Rejection> {
-        let RecallCommand::Issue { criteria, reason, lots } = command;
+        let (criteria, reason, lots) = match command {
+            RecallCommand::Issue { criteria, reason, lots } => (criteria, reason, lots),
+            RecallCommand::Extend { lots } => {
+                if self.issued.is_none() {
+                    return Err(Rejection::not_found("recall_not_found", "no such recall"));
+                }
+                let mut new: Vec<String> = lots.iter().filter(|l| !self.lots.contains(l)).cloned().collect();
+                new.dedup();
+                return Ok(if new.is_empty() { vec![] } else { vec![RecallEvent::RecallExtended { lots: new }] });
+            }
+        };
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(Rejection::validation("invalid_reason", "say why, in 1 to 500 characters"));
@@ -65,7 +82,7 @@ impl Aggregate for Recall {
             return Err(Rejection::validation("invalid_dates", "date_from is after date_to"));
         }
         match &self.issued {
-            Some((c, r, l)) if c == criteria && r == reason && l == lots => Ok(vec![]),
+            Some((c, r)) if c == criteria && r == reason => Ok(vec![]),
             Some(_) => Err(Rejection::conflict("recall_exists", "this recall id is already used")),
             None => Ok(vec![RecallEvent::RecallIssued {
                 criteria: criteria.clone(),
@@ -76,8 +93,13 @@ impl Aggregate for Recall {
     }
 
     fn apply(&mut self, event: &RecallEvent) {
-        let RecallEvent::RecallIssued { criteria, reason, lots } = event;
-        self.issued = Some((criteria.clone(), reason.clone(), lots.clone()));
+        match event {
+            RecallEvent::RecallIssued { criteria, reason, lots } => {
+                self.issued = Some((criteria.clone(), reason.clone()));
+                self.lots = lots.clone();
+            }
+            RecallEvent::RecallExtended { lots } => self.lots.extend(lots.iter().cloned()),
+        }
     }
 }
 
@@ -110,6 +132,22 @@ mod tests {
         given::<Recall>([])
             .when(RecallCommand::Issue { criteria: criteria(), reason: " ".into(), lots: vec![] })
             .then_rejected("invalid_reason");
+    }
+
+    #[test]
+    fn a_recall_holds_lots_found_after_it() {
+        let issued = RecallEvent::RecallIssued { criteria: criteria(), reason: "Listeria".into(), lots: vec![] };
+        let extend = RecallCommand::Extend { lots: vec!["a".into(), "b".into()] };
+        let extended = RecallEvent::RecallExtended { lots: vec!["a".into(), "b".into()] };
+        given::<Recall>([issued.clone()]).when(extend.clone()).then([extended.clone()]);
+        given::<Recall>([issued.clone(), extended.clone()])
+            .when(RecallCommand::Extend { lots: vec!["b".into(), "c".into()] })
+            .then([RecallEvent::RecallExtended { lots: vec!["c".into()] }]);
+        given::<Recall>([issued.clone(), extended]).when(extend.clone()).then([]);
+        given::<Recall>([]).when(extend).then_rejected("recall_not_found");
+        // Retried once lots were added, the issue is still the same recall.
+        let issue = RecallCommand::Issue { criteria: criteria(), reason: "Listeria".into(), lots: vec![] };
+        given::<Recall>([issued, RecallEvent::RecallExtended { lots: vec!["a".into()] }]).when(issue).then([]);
     }
 
     #[test]

@@ -187,22 +187,33 @@ impl Projection for LotsProjection {
         match event.aggregate_kind {
             "lot" => apply_lot(tx, id, at, event.decode::<LotEvent>()?),
             "reservation" => apply_reservation(tx, id, at, event.decode::<ReservationEvent>()?),
-            "recall" => {
-                let RecallEvent::RecallIssued { criteria, reason, lots } = event.decode::<RecallEvent>()?;
-                let row = RecallRow {
-                    recall_id: id.to_owned(),
-                    product_id: criteria.product_id,
-                    lot_numbers: criteria.lot_numbers,
-                    date_from: criteria.date_from,
-                    date_to: criteria.date_to,
-                    reason,
-                    lots,
-                    issued_at: at,
-                    issued_by: event.envelope.actor.to_string(),
-                };
-                tx.put_json("recall", id.as_bytes(), &row);
-                Ok(())
-            }
+            "recall" => match event.decode::<RecallEvent>()? {
+                RecallEvent::RecallIssued { criteria, reason, lots } => {
+                    // Every recall of a product, for the lots of it that arrive later.
+                    tx.put(
+                        "recall_product",
+                        format!("{}\0{id}", criteria.product_id).as_bytes(),
+                        id.as_bytes().to_vec(),
+                    );
+                    let row = RecallRow {
+                        recall_id: id.to_owned(),
+                        product_id: criteria.product_id,
+                        lot_numbers: criteria.lot_numbers,
+                        date_from: criteria.date_from,
+                        date_to: criteria.date_to,
+                        reason,
+                        lots,
+                        issued_at: at,
+                        issued_by: event.envelope.actor.to_string(),
+                    };
+                    tx.put_json("recall", id.as_bytes(), &row);
+                    Ok(())
+                }
+                RecallEvent::RecallExtended { lots } => {
+                    tx.update_json("recall", id.as_bytes(), |row: &mut RecallRow| row.lots.extend(lots))?;
+                    Ok(())
+                }
+            },
             _ => Ok(()),
         }
     }
@@ -401,6 +412,36 @@ pub(super) fn planned_before(view: &View, before: DateTime<Utc>) -> Result<Vec<S
         }
     }
     Ok(stale)
+}
+
+/// The recalls of a product whose criteria cover a lot numbered `lot_number` and dated `date`.
+pub(super) fn recalls_covering(
+    view: &View,
+    product_id: &str,
+    lot_number: Option<&str>,
+    date: Option<NaiveDate>,
+) -> Result<Vec<RecallRow>, ServiceError> {
+    let mut found = Vec::new();
+    for item in view.scan("recall_product", format!("{product_id}\0").as_bytes()) {
+        let (_, id) = item.map_err(storage)?;
+        if let Some(row) = view.get_json::<RecallRow>("recall", &id).map_err(storage)? {
+            if row.criteria().covers(product_id, lot_number, date) {
+                found.push(row);
+            }
+        }
+    }
+    Ok(found)
+}
+
+impl RecallRow {
+    pub fn criteria(&self) -> stock::RecallCriteria {
+        stock::RecallCriteria {
+            product_id: self.product_id.clone(),
+            lot_numbers: self.lot_numbers.clone(),
+            date_from: self.date_from,
+            date_to: self.date_to,
+        }
+    }
 }
 
 /// Every lot of a product (any site, any status).

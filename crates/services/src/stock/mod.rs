@@ -196,24 +196,26 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let reservations = ctx.runner::<Reservation>(SERVICE);
     let view = engine.register(LotsProjection);
     let warehouse: &'static [Role] = &[Role::Warehouse];
+    let recalls = ctx.runner::<stock::Recall>(SERVICE);
     let stock = process::Stock {
         lots: lots.clone(),
         reservations: reservations.clone(),
         sites: sites.clone(),
+        recalls: recalls.clone(),
         projections: ctx.projections.clone(),
         view: view.clone(),
         ctx: ctx.clone(),
     };
 
     {
-        let lots = lots.clone();
+        let stock = stock.clone();
         host.reactor(Reactor::new(
             "stock_receive_donations",
             crate::donations::SERVICE,
             "donations.donation.>",
             move |r| {
-                let lots = lots.clone();
-                async move { process::receive_donation(&lots, r).await }
+                let stock = stock.clone();
+                async move { process::receive_donation(&stock, r).await }
             },
         ));
     }
@@ -262,14 +264,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         st.clone(),
         |s, request, body: ShipReservation| async move { s.redirect(request, body).await },
     );
-    let recalls = ctx.runner::<stock::Recall>(SERVICE);
-    process_command(
-        &mut host,
-        "issue_recall",
-        &[],
-        (st, recalls),
-        |(s, recalls), request, body: IssueRecall| async move { s.recall(request, body, &recalls).await },
-    );
+    process_command(&mut host, "issue_recall", &[], st, |s, request, body: IssueRecall| async move {
+        s.recall(request, body).await
+    });
     let state = (lots.clone(), ctx.projections.clone());
     process_command(
         &mut host,

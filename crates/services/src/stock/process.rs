@@ -16,7 +16,7 @@ use stock::{
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::lots::{fefo_candidates, planned_before, Candidates, LotsProjection};
+use super::lots::{fefo_candidates, planned_before, recalls_covering, Candidates, LotsProjection};
 use crate::common::{caught_up, meta, new_id, parse_id, storage, with_view, ServiceContext};
 use projections::Projection;
 
@@ -43,8 +43,10 @@ fn reaction_meta(envelope: &eventcore::EventEnvelope, what: &str) -> CommandMeta
 }
 
 /// Every accepted donation line becomes a lot at the donation's site (the lines of one
-/// donation are taken in concurrently: each is its own lot).
-pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reaction) -> Result<(), ServiceError> {
+/// donation are taken in concurrently: each is its own lot); a lot an open recall covers is
+/// held as it arrives.
+pub(super) async fn receive_donation(stock: &Stock, reaction: Reaction) -> Result<(), ServiceError> {
+    let lots = &stock.lots;
     let mut recorded = None;
     let mut receipts = Vec::new();
     for (envelope, event) in reaction.events::<DonationEvent>()? {
@@ -71,8 +73,13 @@ pub(super) async fn receive_donation(lots: &CommandRunner<Lot>, reaction: Reacti
             DonationEvent::LineRefused { .. } | DonationEvent::DonationExpected(_) => {}
         }
     }
+    let received: Vec<(AggregateId, Receipt, CommandMeta)> =
+        receipts.iter().map(|(id, receipt, meta)| (id.clone(), receipt.clone(), meta.clone())).collect();
     let receive = receipts.into_iter().map(|(id, receipt, meta)| lots.execute(id, LotCommand::Receive(receipt), meta));
     futures::future::try_join_all(receive).await?;
+    for (id, receipt, meta) in received {
+        stock.hold_if_recalled(&id, &receipt, &meta).await?;
+    }
     Ok(())
 }
 
@@ -124,6 +131,7 @@ pub(super) struct Stock {
     pub lots: Arc<CommandRunner<Lot>>,
     pub reservations: Arc<CommandRunner<Reservation>>,
     pub sites: Arc<CommandRunner<Site>>,
+    pub recalls: Arc<CommandRunner<stock::Recall>>,
     pub projections: ProjectionStore,
     /// The `lots` read model's progress, to plan from everything acknowledged.
     pub view: ProjectionHandle,
@@ -612,20 +620,44 @@ impl Stock {
                 },
             };
             let lot_id = transferred_lot_id(&id, from_lot);
-            last = Some(
-                self.lots.execute(lot_id, LotCommand::Receive(receipt), step_meta(&request, "receive", &id)).await?,
-            );
+            let step = step_meta(&request, "receive", &id);
+            last = Some(self.lots.execute(lot_id.clone(), LotCommand::Receive(receipt.clone()), step.clone()).await?);
+            self.hold_if_recalled(&lot_id, &receipt, &step).await?;
         }
         last.ok_or_else(|| ServiceError::conflict("empty_transfer", "this transfer carries nothing"))
     }
 
-    /// Holds every lot the criteria cover at once, then records the recall with them.
-    pub async fn recall(
+    /// Holds a lot just received if a recall covers it, and adds it to that recall's lots (its
+    /// trace then follows it). The read model is waited for first: a recall recorded before the
+    /// lot is seen here, and one recorded after finds the lot itself (see [`Stock::recall`]).
+    pub async fn hold_if_recalled(
         &self,
-        request: CommandRequest,
-        body: IssueRecall,
-        recalls: &CommandRunner<stock::Recall>,
-    ) -> Result<CommandReply, ServiceError> {
+        lot_id: &AggregateId,
+        receipt: &Receipt,
+        meta: &CommandMeta,
+    ) -> Result<(), ServiceError> {
+        caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
+        let (product, number, date) = (receipt.product.product_id.clone(), receipt.lot_number.clone(), receipt.date);
+        let recalls = with_view(&self.projections, LotsProjection.name(), move |view| {
+            recalls_covering(view, &product, number.as_deref(), date)
+        })
+        .await?;
+        for recall in recalls {
+            let hold = LotCommand::Recall { recall_id: recall.recall_id.clone(), reason: recall.reason.clone() };
+            let held = CommandMeta { command_id: format!("recall/{}", recall.recall_id), ..meta.clone() };
+            self.lots.execute(lot_id.clone(), hold, held).await?;
+            let extend = stock::RecallCommand::Extend { lots: vec![lot_id.to_string()] };
+            let added = CommandMeta { command_id: format!("extend/{lot_id}"), ..meta.clone() };
+            self.recalls.execute(parse_id(&recall.recall_id, "recall")?, extend, added).await?;
+            tracing::warn!(lot = %lot_id, recall = %recall.recall_id, "a lot under recall arrived: held");
+        }
+        Ok(())
+    }
+
+    /// Records the recall, then holds every lot its criteria cover, at every site, and adds
+    /// them to it. Recorded first: a lot received meanwhile either is found here or finds the
+    /// recall itself ([`Stock::hold_if_recalled`]), whatever the order.
+    pub async fn recall(&self, request: CommandRequest, body: IssueRecall) -> Result<CommandReply, ServiceError> {
         let id = new_id(body.recall_id, &request, "recall")?;
         let product_id = match (body.product_id, body.gtin) {
             (Some(p), None) => p,
@@ -638,10 +670,10 @@ impl Stock {
             date_from: body.date_from,
             date_to: body.date_to,
         };
-        // Checked before anything is held.
-        let check =
-            stock::RecallCommand::Issue { criteria: criteria.clone(), reason: body.reason.clone(), lots: vec![] };
-        eventcore::Aggregate::decide(&stock::Recall::default(), &check)?;
+        let reason = body.reason.trim().to_owned();
+        let issue = stock::RecallCommand::Issue { criteria: criteria.clone(), reason: reason.clone(), lots: vec![] };
+        let mut replies = vec![self.recalls.execute(id.clone(), issue, meta(&request)).await?];
+        caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
         let covers = criteria.clone();
         let lots: Vec<String> = with_view(&self.projections, LotsProjection.name(), move |view| {
             Ok(super::lots::lots_of_product(view, &covers.product_id)?
@@ -652,10 +684,14 @@ impl Stock {
         })
         .await?;
         for lot in &lots {
-            let recall = LotCommand::Recall { recall_id: id.to_string(), reason: body.reason.clone() };
-            self.lots.execute(parse_id(lot, "lot")?, recall, step_meta(&request, "recall", &id)).await?;
+            let recall = LotCommand::Recall { recall_id: id.to_string(), reason: reason.clone() };
+            replies.push(self.lots.execute(parse_id(lot, "lot")?, recall, step_meta(&request, "recall", &id)).await?);
         }
-        let issue = stock::RecallCommand::Issue { criteria, reason: body.reason, lots };
-        recalls.execute(id, issue, meta(&request)).await
+        let extend = stock::RecallCommand::Extend { lots };
+        replies.push(self.recalls.execute(id.clone(), extend, step_meta(&request, "extend", &id)).await?);
+        // The answer is the recall's; its sequence covers every hold.
+        let mut reply = crate::common::combine(id.to_string(), super::SERVICE, replies);
+        reply.version = self.recalls.load(&id).await?.1;
+        Ok(reply)
     }
 }
