@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gateway::api::{operations, Op, OpKind};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{in_days, min_seq, settled, token, Api, Foodaid};
+use support::{in_days_at, min_seq, morning_zone, settled, token, Api, Foodaid};
 use testkit::TestNats;
 
 struct Retries {
@@ -62,7 +62,10 @@ async fn every_command_retried_with_its_key_gets_its_first_answer_and_writes_not
     let nats = TestNats::start().await;
     let url = nats.url();
     let dir = tempfile::tempdir().unwrap();
-    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    // Today's route is driven: a time zone where it is mid-morning, whatever the hour.
+    let (zone, calendar) = morning_zone();
+    let foodaid = Foodaid::up_with(dir.path(), Some(&url), &[], &[("FOODAID__TIME_ZONE", zone.as_str())]);
+    let in_days = |n: i64| in_days_at(&calendar, n);
     let api = |args: &[&str]| Api::new(&foodaid.http, &token(dir.path(), Some(&url), args));
     let (admin, wh) = (api(&["--role", "admin"]), api(&["--role", "warehouse"]));
     let a = api(&["--role", "association", "--scope", "asso-a"]);

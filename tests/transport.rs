@@ -6,7 +6,7 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{eligible_household, in_days, min_seq, token, wait_for, Api, Foodaid};
+use support::{eligible_household, in_days_at, min_seq, morning_zone, token, wait_for, Api, Foodaid};
 use testkit::TestNats;
 
 /// A stop of `route` by job id.
@@ -55,11 +55,15 @@ async fn shipped_parcels_and_pickups_are_planned_driven_and_replanned() {
     let nats = TestNats::start().await;
     let url = nats.url();
     let dir = tempfile::tempdir().unwrap();
-    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    // Today's routes are planned and driven: the platform runs in a time zone where it is
+    // mid-morning now, so the day's windows are ahead whatever the hour the test runs at.
+    let (zone, calendar) = morning_zone();
+    let foodaid = Foodaid::up_with(dir.path(), Some(&url), &[], &[("FOODAID__TIME_ZONE", zone.as_str())]);
+    let in_days = |n: i64| in_days_at(&calendar, n);
     let api = |args: &[&str]| Api::new(&foodaid.http, &token(dir.path(), Some(&url), args));
     let (admin, wh) = (api(&["--role", "admin"]), api(&["--role", "warehouse"]));
     let a = api(&["--role", "association", "--scope", "asso-a"]);
-    let day = in_days(1);
+    let day = in_days(0);
 
     // A warehouse with stock, two donors, an association with a relay point across town.
     let site = json!({"site_id": "gerland", "name": "Gerland", "position": {"lat": 45.7300, "lon": 4.8300},
@@ -215,6 +219,14 @@ async fn shipped_parcels_and_pickups_are_planned_driven_and_replanned() {
     let later = chrono::Utc::now() + chrono::Duration::hours(2);
     let (status, err) = act_at(driver_of("pk-lidl"), &path("pk-lidl", "arrive"), "ahead", json!({}), later).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("occurred_in_future")));
+    // Nor before the route's day: a phone whose clock says yesterday (here, not in UTC).
+    let yesterday = chrono::Utc::now() - chrono::Duration::hours(10);
+    let (status, err) = act_at(driver_of("pk-lidl"), &path("pk-lidl", "arrive"), "before", json!({}), yesterday).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("occurred_before_route_day")),
+        "{err}"
+    );
 
     // At Lidl, recorded offline an hour ago: arrived, and only 90 of the 120 kg were there.
     let earlier = chrono::Utc::now() - chrono::Duration::hours(1);

@@ -133,7 +133,7 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     let (status, reply) = wh.post("/api/donations", "don-2", donation.clone()).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(reply["events"][1]["data"]["reason"]["code"], "dlc_too_close");
-    assert_eq!(reply["events"][1]["data"]["reason"]["hours_left"], 38);
+    assert_eq!(reply["events"][1]["data"]["reason"]["hours_left"], 37, "to midnight in Paris, not UTC");
 
     // Bad input is refused with a clear code, and nothing is recorded.
     let cases = [
@@ -561,9 +561,15 @@ async fn lots_are_put_away_adjusted_counted_expired_and_summed_up() {
         let body = json!({"product_id": id, "name": id, "food_group": group, "storage": storage, "date_kind": kind});
         assert_eq!(wh.post("/api/products", id, body).await.0, StatusCode::CREATED);
     }
-    let donation = json!({"donation_id": "d1", "donor_id": "lidl", "site_id": "gerland", "received_at": "2026-01-01T08:00:00Z", "lines": [
-        {"product_id": "yoghurt", "quantity": 10, "weight_g": 5000, "date": "2026-01-10", "temperature_c": 3.0},
-        {"product_id": "pasta", "quantity": 20, "weight_g": 10000, "date": "2026-01-05"}]});
+    // Received ten days ago (recorded now): a yoghurt good for nine more days then, a pasta
+    // whose best-before date was four days ahead.
+    let paris = values::Calendar::default();
+    let received = paris.day_of(chrono::Utc::now()) - chrono::Duration::days(10);
+    let on = |days: i64| (received + chrono::Duration::days(days)).to_string();
+    let received_at = paris.at(received, chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap());
+    let donation = json!({"donation_id": "d1", "donor_id": "lidl", "site_id": "gerland", "received_at": received_at.to_rfc3339(), "lines": [
+        {"product_id": "yoghurt", "quantity": 10, "weight_g": 5000, "date": on(9), "temperature_c": 3.0},
+        {"product_id": "pasta", "quantity": 20, "weight_g": 10000, "date": on(4)}]});
     assert_eq!(wh.post("/api/donations", "d1", donation).await.0, StatusCode::CREATED);
     wait_for(&wh, "/api/lots", |v| v.as_array().unwrap().len() == 2).await;
 
@@ -613,13 +619,13 @@ async fn lots_are_put_away_adjusted_counted_expired_and_summed_up() {
     assert_eq!(
         stock,
         json!([{"site_id": "gerland", "product_id": "pasta", "product_name": "pasta", "food_group": "starches",
-        "storage": "ambient", "lots": 1, "on_hand": 17, "available": 17, "kg": 8.5, "next_date": "2026-01-05"}])
+        "storage": "ambient", "lots": 1, "on_hand": 17, "available": 17, "kg": 8.5, "next_date": on(4)}])
     );
-    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
-    let (_, past) = wh.get(&format!("/api/stock?as_of={yesterday}")).await;
-    assert_eq!(past, json!([]), "nothing was in stock before today");
-    let today = chrono::Utc::now().date_naive();
-    let (_, now) = wh.get(&format!("/api/stock?as_of={today}")).await;
+    let (_, past) = wh.get(&format!("/api/stock?as_of={}", on(-1))).await;
+    assert_eq!(past, json!([]), "nothing was in stock before the day it was received");
+    let (_, then) = wh.get(&format!("/api/stock?as_of={}", on(0))).await;
+    assert_eq!(then.as_array().unwrap().iter().map(|l| l["on_hand"].as_u64().unwrap()).collect::<Vec<_>>(), [20, 10]);
+    let (_, now) = wh.get(&format!("/api/stock?as_of={}", on(10))).await;
     assert_eq!(now.as_array().unwrap().iter().map(|l| l["on_hand"].as_u64().unwrap()).collect::<Vec<_>>(), [17, 10]);
     let (_, low) = wh.get("/api/stock/low").await;
     let starches = low.as_array().unwrap().iter().find(|l| l["food_group"] == "starches").unwrap();
@@ -630,10 +636,10 @@ async fn lots_are_put_away_adjusted_counted_expired_and_summed_up() {
     let (_, expiring) = wh.get("/api/stock/expiring?days=0").await;
     assert_eq!(expiring.as_array().unwrap().len(), 2, "both dates are past");
 
-    // The expiry run of 11 January: the yoghurt is written off, the pasta flagged and kept.
-    let (status, err) = wh.post("/api/stock/expiry-run", "exp-0", json!({"today": "2026-01-11"})).await;
+    // Today's expiry run: the yoghurt is written off, the pasta flagged and kept.
+    let (status, err) = wh.post("/api/stock/expiry-run", "exp-0", json!({"today": on(10)})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
-    let (status, run) = admin.post("/api/stock/expiry-run", "exp-1", json!({"today": "2026-01-11"})).await;
+    let (status, run) = admin.post("/api/stock/expiry-run", "exp-1", json!({"today": on(10)})).await;
     assert_eq!(status, StatusCode::OK, "{run}");
     let types: Vec<&str> = run["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["lot_expired", "lot_past_best_before"]);
@@ -644,7 +650,7 @@ async fn lots_are_put_away_adjusted_counted_expired_and_summed_up() {
     );
     let (_, pasta) = wh.get("/api/lots/d1-l2").await;
     assert_eq!((pasta["status"].as_str(), pasta["past_best_before"].as_bool()), (Some("available"), Some(true)));
-    let (_, again) = admin.post("/api/stock/expiry-run", "exp-2", json!({"today": "2026-01-11"})).await;
+    let (_, again) = admin.post("/api/stock/expiry-run", "exp-2", json!({"today": on(10)})).await;
     assert_eq!(
         (again["duplicate"].as_bool(), &again["seq"]),
         (Some(true), &run["seq"]),
@@ -829,5 +835,57 @@ async fn a_recall_holds_the_lots_that_arrive_after_it() {
     let body = json!({"site_id": "givors", "lines": [{"product_id": "cheese", "quantity": 1}]});
     let (status, err) = wh.post("/api/reservations", "after", body).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")), "{err}");
+    assert!(foodaid.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_donation_is_dated_when_it_was_received_on_the_collectives_calendar() {
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let admin = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let wh = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "warehouse"]));
+    let site = json!({"site_id": "gerland", "name": "Gerland", "zones": [{"code": "A1", "storage": "ambient"}]});
+    assert_eq!(admin.post("/api/sites", "site", site).await.0, StatusCode::CREATED);
+    let donor = json!({"donor_id": "lidl", "kind": "retailer", "name": "Lidl"});
+    assert_eq!(wh.post("/api/donors", "donor", donor).await.0, StatusCode::CREATED);
+    let rice = json!({"product_id": "rice", "name": "Riz", "food_group": "starches", "storage": "ambient", "date_kind": "ddm"});
+    assert_eq!(wh.post("/api/products", "rice", rice).await.0, StatusCode::CREATED);
+
+    // Received at 23:30 UTC ten days ago or so — already the next day in Paris — and recorded
+    // only now.
+    let paris = values::Calendar::default();
+    let late = {
+        let day = chrono::Utc::now().date_naive() - chrono::Duration::days(10);
+        day.and_hms_opt(23, 30, 0).unwrap().and_utc()
+    };
+    let (utc_day, paris_day) = (late.date_naive(), paris.day_of(late));
+    assert_eq!(paris_day, utc_day.succ_opt().unwrap());
+    let body = json!({"donation_id": "late", "donor_id": "lidl", "site_id": "gerland", "received_at": late.to_rfc3339(),
+        "lines": [{"product_id": "rice", "quantity": 10, "weight_g": 10000, "date": in_days(300)}]});
+    let (status, reply) = wh.post("/api/donations", "late", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let lot = wait_for(&wh, "/api/lots/late-l1", |l| l["on_hand"] == 10).await;
+    let received: chrono::DateTime<chrono::Utc> = lot["received_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(received, late, "the lot is dated when the donation was received: {lot}");
+    // Stock as it was: there from Paris's day it arrived, not before, and not from the day it
+    // was recorded only.
+    let stock_on = |day: chrono::NaiveDate| {
+        let wh = &wh;
+        async move {
+            let (status, lines) = wh.get(&format!("/api/stock?as_of={day}")).await;
+            assert_eq!(status, StatusCode::OK, "{lines}");
+            lines.as_array().unwrap().iter().map(|l| l["on_hand"].as_u64().unwrap()).sum::<u64>()
+        }
+    };
+    assert_eq!(stock_on(paris_day).await, 10);
+    assert_eq!(stock_on(paris_day + chrono::Duration::days(3)).await, 10);
+    assert_eq!(stock_on(utc_day).await, 0, "the UTC day before it arrived in Paris");
+    // Listed among the donations of Paris's day.
+    let (_, listed) = wh.get(&format!("/api/donations?from={paris_day}&to={paris_day}")).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let (_, listed) = wh.get(&format!("/api/donations?from={utc_day}&to={utc_day}")).await;
+    assert_eq!(listed, json!([]));
     assert!(foodaid.terminate().success());
 }

@@ -23,17 +23,25 @@ const SHOTS = path.join(ROOT, 'target/e2e/screenshots');
 const PHONE = { width: 360, height: 740 };
 const TABLET = { width: 800, height: 1280 };
 
-const day = offset => {
-  const d = new Date();
-  d.setDate(d.getDate() + offset);
-  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
-};
+// The platform and the browsers live in a time zone where it is mid-morning now, so that
+// today's routes are planned and driven within working hours whatever the hour of the run (a
+// driver acts on a route on its day, in the collective's time zone, never before).
+const ZONE = (() => {
+  const hour = new Date().getUTCHours();
+  let ahead = (((9 - hour) % 24) + 24) % 24;
+  if (ahead > 14) ahead -= 24;
+  return ahead === 0 ? 'Etc/UTC' : ahead > 0 ? `Etc/GMT-${ahead}` : `Etc/GMT+${-ahead}`;
+})();
+
+/** The date `offset` days from today in ZONE, as YYYY-MM-DD. */
+const day = offset => new Intl.DateTimeFormat('en-CA', { timeZone: ZONE, year: 'numeric', month: '2-digit', day: '2-digit' })
+  .format(new Date(Date.now() + offset * 86400000));
 
 /** `foodaid up --demo` in a fresh directory; resolves once it says where it listens. */
 async function startFoodaid() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'foodaid-e2e-'));
   const child = spawn(BIN, ['up', '--demo', '--data-dir', dir, '--http', '127.0.0.1:0'], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', NO_COLOR: '1' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', NO_COLOR: '1', FOODAID__TIME_ZONE: ZONE },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
@@ -90,7 +98,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
   const contexts = [];
   /** A person on a device: their own browser context (storage), signed in with their token. */
   async function person(name, token, viewport) {
-    const context = await browser.newContext({ viewport, locale: 'fr-FR', serviceWorkers: 'allow' });
+    const context = await browser.newContext({ viewport, locale: 'fr-FR', timezoneId: ZONE, serviceWorkers: 'allow' });
     contexts.push(context);
     const page = await context.newPage();
     page.on('pageerror', e => problems.push(`${name}: ${e.message}`));
@@ -106,13 +114,13 @@ test('volunteers, associations, coordinators and drivers work a day through the 
     const width = page.viewportSize().width;
     await page.screenshot({ path: path.join(SHOTS, `${name}-${width}.png`), fullPage: true });
   };
-  const tomorrow = day(1);
+  const [today, tomorrow] = [day(0), day(1)];
   const admin = api(foodaid.base, foodaid.tokens.admin);
 
   try {
     await t.test('sign-in refuses a wrong token in plain words', async () => {
       for (const viewport of [PHONE, TABLET]) {
-        const context = await browser.newContext({ viewport, locale: 'fr-FR' });
+        const context = await browser.newContext({ viewport, locale: 'fr-FR', timezoneId: ZONE });
         contexts.push(context);
         const page = await context.newPage();
         await page.goto(foodaid.base);
@@ -225,7 +233,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       await shot(page, 'flow-2-household-registered');
       await page.getByRole('link', { name: 'Colis' }).click();
       await page.getByLabel('Foyer', { exact: true }).selectOption({ label: 'Awa Diallo' });
-      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByLabel('Date').fill(today);
       await page.getByRole('button', { name: 'Demander le colis' }).click();
       await page.locator('.status.requested').first().waitFor();
       await shot(page, 'flow-2-parcel-requested');
@@ -253,7 +261,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
     await t.test('the coordinator composes the wave and sees why each line is in the parcel', async () => {
       const { page } = co;
       await page.goto(`${foodaid.base}/#/coordinator/wave`);
-      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByLabel('Date').fill(today);
       await page.getByRole('button', { name: 'Composer la vague' }).click();
       await page.getByText(/Vague composée/).waitFor();
       await page.getByText(/besoin du foyer en féculents/).first().waitFor();
@@ -263,7 +271,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
     await t.test('the warehouse picks and ships the parcel from its pick list', async () => {
       const { page } = wh;
       await page.goto(`${foodaid.base}/#/warehouse/picking`);
-      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByLabel('Date').fill(today);
       await page.getByLabel('Date').dispatchEvent('change');
       await page.getByRole('button', { name: 'Colis préparé' }).click();
       await page.getByRole('button', { name: 'Colis expédié' }).click();
@@ -275,16 +283,16 @@ test('volunteers, associations, coordinators and drivers work a day through the 
     await t.test('the coordinator plans the routes and sees them drawn', async () => {
       // Shipping makes the relay point's delivery job (a saga): wait for it, as a coordinator would.
       const delivery = await eventually('the delivery job', async () =>
-        (await admin(`/api/jobs?date=${tomorrow}`)).find(j => j.kind === 'delivery' && j.parcels.length));
+        (await admin(`/api/jobs?date=${today}`)).find(j => j.kind === 'delivery' && j.parcels.length));
       const { page } = co;
       await page.goto(`${foodaid.base}/#/coordinator/routes`);
-      await page.getByLabel('Date').fill(tomorrow);
+      await page.getByLabel('Date').fill(today);
       await page.getByLabel('Temps de recherche (s)').fill('1');
       await page.getByRole('button', { name: 'Planifier' }).click();
       await page.getByText(/Plan n° 1 :/).waitFor();
       assert.ok(await page.locator('.sketch svg polyline').count() >= 1, 'routes are drawn');
       await shot(page, 'flow-5-routes-planned');
-      const plan = await admin(`/api/plans/site-gerland/${tomorrow}`);
+      const plan = await admin(`/api/plans/site-gerland/${today}`);
       route = plan.routes.find(r => r.stops.some(s => s.job_id === delivery.job_id));
       assert.ok(route, `the delivery is planned: ${JSON.stringify(plan.unplanned)}`);
       route.delivery = delivery.job_id;
@@ -295,7 +303,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
         ? foodaid.tokens.driver : foodaid.token('--role', 'driver', '--scope', route.driver_id);
       const drv = await person('driver', token, PHONE);
       const { page, context } = drv;
-      await page.goto(`${foodaid.base}/#/driver/${tomorrow}`);
+      await page.goto(`${foodaid.base}/#/driver/${today}`);
       const card = page.locator(`[data-route="${route.route_id}"]`);
       await card.getByRole('button', { name: 'Démarrer la tournée' }).click();
       await page.locator('.all-sent').waitFor({ timeout: 5000 }).catch(async e => {
@@ -329,7 +337,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       await page.getByText('Tournée terminée. Merci !').waitFor();
       await page.locator('.all-sent').waitFor();
       await shot(page, 'flow-6-route-ended');
-      const routes = await api(foodaid.base, token)(`/api/routes?date=${tomorrow}`);
+      const routes = await api(foodaid.base, token)(`/api/routes?date=${today}`);
       const done = routes.find(r => r.route_id === route.route_id);
       assert.ok(done.ended_at, 'the route ended on the platform');
       for (const s of done.stops) assert.equal(s.status, 'completed', `${s.job_id} completed on the platform`);
@@ -375,7 +383,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
       const screens = {
         warehouse: ['warehouse/reception', 'warehouse/stock', 'warehouse/picking', 'warehouse/counts', 'warehouse/transfers'],
         association: ['association/households', 'association/parcels', 'association/fairshare', 'association/import'],
-        admin: ['coordinator/wave', 'coordinator/routes', 'coordinator/recall', 'coordinator/reports', 'coordinator/statements', 'coordinator/platform', `driver/${tomorrow}`],
+        admin: ['coordinator/wave', 'coordinator/routes', 'coordinator/recall', 'coordinator/reports', 'coordinator/statements', 'coordinator/platform', `driver/${today}`],
       };
       for (const [who, list] of Object.entries(screens)) {
         for (const viewport of [PHONE, TABLET]) {
@@ -401,7 +409,7 @@ test('volunteers, associations, coordinators and drivers work a day through the 
         warehouse: ['warehouse/reception', 'warehouse/stock', 'warehouse/picking', 'warehouse/counts', 'warehouse/transfers'],
         association: ['association/households', 'association/parcels', 'association/fairshare', 'association/import'],
         admin: ['coordinator/wave', 'coordinator/routes', 'coordinator/recall', 'coordinator/reports',
-          'coordinator/statements', 'coordinator/platform', `driver/${tomorrow}`],
+          'coordinator/statements', 'coordinator/platform', `driver/${today}`],
       };
       const found = [];
       for (const [who, list] of Object.entries({ signin: [], ...screens })) {

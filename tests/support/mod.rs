@@ -202,7 +202,30 @@ pub fn min_seq(reply: &Value) -> String {
 
 /// A date `days` from today: what a volunteer receives today carries dates ahead of it.
 pub fn in_days(days: i64) -> String {
-    (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
+    in_days_at(&values::Calendar::default(), days)
+}
+
+/// A date `days` from today in `calendar` (the platform's time zone).
+pub fn in_days_at(calendar: &values::Calendar, days: i64) -> String {
+    (calendar.day_of(chrono::Utc::now()) + chrono::Duration::days(days)).to_string()
+}
+
+/// A time zone where it is mid-morning now (09:00 to 10:59), for tests that plan and drive
+/// today's routes within working hours whatever the hour the suite runs at, and the calendar
+/// of it. Set it with `FOODAID__TIME_ZONE`.
+pub fn morning_zone() -> (String, values::Calendar) {
+    use chrono::Timelike;
+    let hour = i64::from(chrono::Utc::now().hour());
+    // Etc/GMT-N is N hours ahead of UTC (POSIX signs); offsets run from -12 to +14.
+    let ahead = (9 - hour).rem_euclid(24);
+    let ahead = if ahead > 14 { ahead - 24 } else { ahead };
+    let name = match ahead {
+        0 => "Etc/UTC".to_owned(),
+        n if n > 0 => format!("Etc/GMT-{n}"),
+        n => format!("Etc/GMT+{}", -n),
+    };
+    let calendar = name.parse().expect("an Etc/GMT zone");
+    (name, calendar)
 }
 
 /// Registers household `id` of `asso-a` at `rp-a`, consenting, and assesses it eligible.

@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
-use values::{DateKind, FoodGroup, PerGroup, ProductFacts, StorageClass};
+use values::{Calendar, DateKind, FoodGroup, PerGroup, ProductFacts, StorageClass};
 
 /// The collective's reception rules (configured, then carried by each command so that the
 /// decision stays pure and a replay decides nothing again).
@@ -71,6 +71,8 @@ pub enum DonationCommand {
         /// The donor's agreement's minimum remaining life for use-by products, if it has one.
         agreement_dlc_min_hours: Option<u32>,
         rules: ReceptionRules,
+        /// The collective's days: a use-by date runs to its local midnight.
+        calendar: Calendar,
         lines: Vec<LineInput>,
     },
     /// Goods a driver collected from the donor, on their way to the site: waiting there to be
@@ -184,7 +186,7 @@ impl Aggregate for Donation {
     type Event = DonationEvent;
 
     fn decide(&self, command: &DonationCommand) -> Result<Vec<DonationEvent>, Rejection> {
-        let (donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines) = match command {
+        let (donor_id, site_id, received_at, agreement_dlc_min_hours, rules, calendar, lines) = match command {
             DonationCommand::Expect(_) if self.recorded || self.expected.is_some() => return Ok(vec![]),
             DonationCommand::Expect(incoming) => {
                 if incoming.chilled_grams > incoming.grams {
@@ -192,9 +194,15 @@ impl Aggregate for Donation {
                 }
                 return Ok(vec![DonationEvent::DonationExpected(incoming.clone())]);
             }
-            DonationCommand::Record { donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines } => {
-                (donor_id, site_id, received_at, agreement_dlc_min_hours, rules, lines)
-            }
+            DonationCommand::Record {
+                donor_id,
+                site_id,
+                received_at,
+                agreement_dlc_min_hours,
+                rules,
+                calendar,
+                lines,
+            } => (donor_id, site_id, received_at, agreement_dlc_min_hours, rules, calendar, lines),
         };
         if let Some(incoming) = self.expected.as_ref().filter(|i| i.donor_id != *donor_id) {
             return Err(Rejection::validation(
@@ -224,7 +232,7 @@ impl Aggregate for Donation {
         for (i, input) in lines.iter().enumerate() {
             let lot_number = input.lot_number.as_deref().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned);
             let line = RecordedLine { line: i as u32 + 1, input: LineInput { lot_number, ..input.clone() } };
-            events.push(match judge(input, *received_at, dlc_min_hours, rules) {
+            events.push(match judge(input, *received_at, dlc_min_hours, rules, calendar) {
                 Ok(past_best_before) => DonationEvent::LineAccepted { line, past_best_before },
                 Err(reason) => DonationEvent::LineRefused { line, reason },
             });
@@ -271,6 +279,7 @@ fn judge(
     received_at: DateTime<Utc>,
     dlc_min_hours: u32,
     rules: &ReceptionRules,
+    calendar: &Calendar,
 ) -> Result<bool, Refusal> {
     let group = line.product.food_group;
     if let Some(measured) = line.temperature_c {
@@ -283,15 +292,15 @@ fn judge(
             return Err(Refusal::ColdChainBreak { measured_c: measured, max_c: max });
         }
     }
-    let received_on = received_at.date_naive();
+    // The day it was received on, here: not the UTC day.
+    let received_on = calendar.day_of(received_at);
     match (line.product.date_kind, line.date) {
         (DateKind::Dlc, Some(date)) => {
             if date < received_on {
                 return Err(Refusal::DlcPassed);
             }
-            // A use-by date runs to the end of its day.
-            let end = (date + Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-            let hours_left = (end - received_at).num_hours();
+            // A use-by date runs to the end of its day, local midnight.
+            let hours_left = (calendar.end_of(date) - received_at).num_hours();
             if hours_left < i64::from(dlc_min_hours) {
                 return Err(Refusal::DlcTooClose { hours_left, min_hours: dlc_min_hours });
             }
@@ -312,6 +321,7 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use chrono::Utc;
     use eventcore::testing::given;
 
     use super::*;
@@ -362,12 +372,22 @@ mod tests {
     }
 
     fn record(lines: Vec<LineInput>, agreement: Option<u32>) -> DonationCommand {
+        record_in(Calendar::utc(), at(2026, 11, 23, 10), lines, agreement)
+    }
+
+    fn record_in(
+        calendar: Calendar,
+        received_at: DateTime<Utc>,
+        lines: Vec<LineInput>,
+        agreement: Option<u32>,
+    ) -> DonationCommand {
         DonationCommand::Record {
             donor_id: "carrefour-venissieux".into(),
             site_id: "gerland".into(),
-            received_at: at(2026, 11, 23, 10),
+            received_at,
             agreement_dlc_min_hours: agreement,
             rules: ReceptionRules::default(),
+            calendar,
             lines,
         }
     }
@@ -416,6 +436,42 @@ mod tests {
             accepted(1, &close, false),
             refused(2, &passed, Refusal::DlcPassed),
         ]);
+    }
+
+    #[test]
+    fn a_use_by_date_ends_at_local_midnight() {
+        let paris: Calendar = "Europe/Paris".parse().unwrap();
+        let recorded_at = |at: DateTime<Utc>| DonationEvent::DonationRecorded {
+            donor_id: "carrefour-venissieux".into(),
+            site_id: "gerland".into(),
+            received_at: at,
+            lines: 1,
+        };
+        // 23:30 UTC on 31 December is 00:30 on New Year's Day in Paris: a use-by date of the
+        // 31st has passed, though it is still the 31st in UTC.
+        let new_year = Utc.with_ymd_and_hms(2026, 12, 31, 23, 30, 0).unwrap();
+        let eve = yoghurts(day(2026, 12, 31), 3.0);
+        given::<Donation>([])
+            .when(record_in(paris, new_year, vec![eve.clone()], Some(0)))
+            .then([recorded_at(new_year), refused(1, &eve, Refusal::DlcPassed)]);
+        given::<Donation>([])
+            .when(record_in(Calendar::utc(), new_year, vec![eve.clone()], Some(0)))
+            .then([recorded_at(new_year), accepted(1, &eve, false)]);
+        // The hours left run to Paris's midnight: at 09:00 UTC on 2 January (10:00 in Paris),
+        // a use-by date of the 3rd leaves 38 hours (39 to UTC's midnight).
+        let morning = Utc.with_ymd_and_hms(2027, 1, 2, 9, 0, 0).unwrap();
+        let third = yoghurts(day(2027, 1, 3), 3.0);
+        given::<Donation>([])
+            .when(record_in(paris, morning, vec![third.clone()], None))
+            .then([recorded_at(morning), refused(1, &third, Refusal::DlcTooClose { hours_left: 38, min_hours: 48 })]);
+        // The night the clocks go back, a day lasts 25 hours: received at 08:00 UTC on
+        // 24 October 2026 (10:00 in Paris), a use-by date of the 25th leaves 39 hours, not the
+        // 38 that summer time's offset kept all along would give.
+        let autumn = Utc.with_ymd_and_hms(2026, 10, 24, 8, 0, 0).unwrap();
+        let sunday = yoghurts(day(2026, 10, 25), 3.0);
+        given::<Donation>([])
+            .when(record_in(paris, autumn, vec![sunday.clone()], None))
+            .then([recorded_at(autumn), refused(1, &sunday, Refusal::DlcTooClose { hours_left: 39, min_hours: 48 })]);
     }
 
     #[test]
@@ -469,6 +525,7 @@ mod tests {
                 received_at,
                 agreement_dlc_min_hours: None,
                 rules,
+                calendar: Calendar::utc(),
                 lines: vec![cold_enough.clone()],
             })
             .then([recorded(1), refused(1, &cold_enough, Refusal::ColdChainBreak { measured_c: 4.0, max_c: 3.0 })]);

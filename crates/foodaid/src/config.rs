@@ -15,6 +15,8 @@ const DEFAULTS: &str = include_str!("../../../config/default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// The collective's time zone: days, months, years and times of day in every rule.
+    pub time_zone: values::Calendar,
     pub node: NodeSettings,
     pub nats: NatsSettings,
     pub http: HttpSettings,

@@ -11,8 +11,11 @@ use serde_json::{json, Value};
 
 use crate::config::Settings;
 
-fn commands(now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, &'static str, &'static str, Value)> {
-    let today: NaiveDate = now.date_naive();
+fn commands(
+    now: chrono::DateTime<chrono::Utc>,
+    calendar: values::Calendar,
+) -> Vec<(&'static str, &'static str, &'static str, Value)> {
+    let today: NaiveDate = calendar.day_of(now);
     let day = |days: i64| (today + chrono::Duration::days(days)).to_string();
     // Received in the last hours, whatever the time of day (never in the future).
     let hours_ago = |h: i64| (now - chrono::Duration::hours(h)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -284,6 +287,19 @@ fn commands(now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, &'static s
             "demo-free-karim",
             json!({"driver_id": "drv-karim", "date": day(1), "slots": [{"from": "08:00:00", "to": "17:00:00"}]}),
         ),
+        // Both free today as well, for a parcel shipped today to reach its relay point today.
+        (
+            "transport",
+            "set_driver_availability",
+            "demo-free-monique-today",
+            json!({"driver_id": "drv-monique", "date": day(0), "slots": [{"from": "07:30:00", "to": "14:00:00"}]}),
+        ),
+        (
+            "transport",
+            "set_driver_availability",
+            "demo-free-karim-today",
+            json!({"driver_id": "drv-karim", "date": day(0), "slots": [{"from": "08:00:00", "to": "17:00:00"}]}),
+        ),
         (
             "transport",
             "schedule_job",
@@ -375,7 +391,7 @@ pub async fn load(
     settings: &Settings,
 ) -> anyhow::Result<Loaded> {
     let actor = Actor::system("demo");
-    let list = commands(chrono::Utc::now());
+    let list = commands(chrono::Utc::now(), settings.time_zone);
     for (service, name, key, payload) in &list {
         let request = CommandRequest::new(*key, actor.clone(), payload.clone());
         send(client, service, name, &request).await.with_context(|| format!("{service}.{name} ({key})"))?;

@@ -60,6 +60,7 @@ pub async fn build(settings: &Settings, client: &async_nats::Client, names: &[&'
             .await
             .context("opening the vault of personal-data keys")?,
         client: ServiceClient::new(client.clone(), Duration::from_millis(settings.nats.request_timeout_ms)),
+        calendar: settings.time_zone,
     };
     let journal = runtime::AnswerJournal::open(
         store.jetstream(),
@@ -145,7 +146,7 @@ pub async fn run(
 
     if names.contains(&"stock") && settings.jobs.expiry_interval_minutes > 0 {
         let every = Duration::from_secs(60 * settings.jobs.expiry_interval_minutes);
-        tracker.spawn(expiry_job(service_client.clone(), every, shutdown.clone()));
+        tracker.spawn(expiry_job(service_client.clone(), every, settings.time_zone, shutdown.clone()));
     }
 
     if names.contains(&"stock") && settings.jobs.reservations_interval_secs > 0 {
@@ -156,13 +157,13 @@ pub async fn run(
     if names.contains(&"distribution") && settings.jobs.collection_interval_minutes > 0 {
         let every = Duration::from_secs(60 * settings.jobs.collection_interval_minutes);
         let days = settings.policies.collection_days;
-        tracker.spawn(collection_job(service_client.clone(), every, days, shutdown.clone()));
+        tracker.spawn(collection_job(service_client.clone(), every, days, settings.time_zone, shutdown.clone()));
     }
 
     if names.contains(&"transport") && settings.jobs.pickups_interval_minutes > 0 {
         let every = Duration::from_secs(60 * settings.jobs.pickups_interval_minutes);
         let ahead = settings.policies.transport.pickup_days_ahead;
-        tracker.spawn(pickups_job(service_client.clone(), every, ahead, shutdown.clone()));
+        tracker.spawn(pickups_job(service_client.clone(), every, ahead, settings.time_zone, shutdown.clone()));
     }
 
     if demo {
@@ -209,9 +210,9 @@ where
 /// The daily expiry run: asked every `every` (the first time a minute after start). The run is
 /// idempotent per day (its lot commands have day-based ids), so several nodes asking, or asking
 /// every hour, writes each lot off once.
-async fn expiry_job(client: ServiceClient, every: Duration, shutdown: CancellationToken) {
+async fn expiry_job(client: ServiceClient, every: Duration, calendar: values::Calendar, shutdown: CancellationToken) {
     periodically(Duration::from_secs(60), every, shutdown, || async {
-        let today = chrono::Utc::now().date_naive();
+        let today = calendar.day_of(chrono::Utc::now());
         let request = runtime::CommandRequest::new(
             format!("expiry/{today}"),
             runtime::Actor::system("expiry"),
@@ -249,9 +250,15 @@ async fn reservations_job(client: ServiceClient, every: Duration, shutdown: Canc
 /// Closes past distribution days: parcels still shipped or at their relay point
 /// `collection_days` after their day are not collected. The last week is looked at each time, so
 /// a node that was down catches up; each parcel is marked once (its command id says so).
-async fn collection_job(client: ServiceClient, every: Duration, collection_days: u32, shutdown: CancellationToken) {
+async fn collection_job(
+    client: ServiceClient,
+    every: Duration,
+    collection_days: u32,
+    calendar: values::Calendar,
+    shutdown: CancellationToken,
+) {
     periodically(Duration::from_secs(90), every, shutdown, || async {
-        let last = chrono::Utc::now().date_naive() - chrono::Duration::days(i64::from(collection_days));
+        let last = calendar.day_of(chrono::Utc::now()) - chrono::Duration::days(i64::from(collection_days));
         for back in (0..7).rev() {
             let date = last - chrono::Duration::days(back);
             let request = runtime::CommandRequest::new(
@@ -274,11 +281,17 @@ async fn collection_job(client: ServiceClient, every: Duration, collection_days:
 /// Makes donors' weekly collections into pickup jobs for today and the `ahead` days after. Each
 /// job is made once (its id derives from donor, day and window), whichever node asks and however
 /// often.
-async fn pickups_job(client: ServiceClient, every: Duration, ahead: u32, shutdown: CancellationToken) {
+async fn pickups_job(
+    client: ServiceClient,
+    every: Duration,
+    ahead: u32,
+    calendar: values::Calendar,
+    shutdown: CancellationToken,
+) {
     periodically(Duration::from_secs(75), every, shutdown, || async {
         let now = chrono::Utc::now();
         for day in 0..=i64::from(ahead) {
-            let date = now.date_naive() + chrono::Duration::days(day);
+            let date = calendar.day_of(now) + chrono::Duration::days(day);
             let request = runtime::CommandRequest::new(
                 format!("pickups/{date}/{}", now.format("%Y-%m-%dT%H:%M")),
                 runtime::Actor::system("pickups"),

@@ -94,19 +94,9 @@ pub fn validate(p: &Problem, s: &Solution, left_out: &[usize]) -> Vec<Violation>
                 out.push(Violation::Capacity { route: r, dimension: d, load: *w, capacity: v.capacity.0[d] });
             }
         }
-        // Time: try the departures at which some window is met exactly, keep the shortest
-        // feasible schedule.
-        let mut departures = vec![v.early];
-        let (mut at, mut prev) = (0i64, v.depot);
-        for &c in &route.visits {
-            at += p.time(prev, c);
-            let departure = p.client(c).early - at;
-            if departure > v.early {
-                departures.push(departure);
-            }
-            at += p.client(c).service;
-            prev = c;
-        }
+        // Time: the shortest schedule leaves as late as it still can (leaving later only saves
+        // waiting), and whether a departure is feasible only gets worse as it gets later: the
+        // latest feasible departure is found by bisection, simulating stop by stop.
         let simulate = |departure: i64| -> Result<i64, Violation> {
             let (mut t, mut prev) = (departure, v.depot);
             for &c in &route.visits {
@@ -125,13 +115,23 @@ pub fn validate(p: &Problem, s: &Solution, left_out: &[usize]) -> Vec<Violation>
             }
             Ok(back - departure)
         };
-        let results: Vec<Result<i64, Violation>> = departures.iter().map(|&d| simulate(d)).collect();
-        match results.iter().filter_map(|r| r.as_ref().ok()).min() {
-            Some(&duration) if duration > v.max_duration => {
-                out.push(Violation::ShiftLength { route: r, duration, max: v.max_duration })
+        match simulate(v.early) {
+            Err(late) => out.push(late),
+            Ok(_) => {
+                let (mut feasible, mut infeasible) = (v.early, v.late.saturating_add(1));
+                while infeasible - feasible > 1 {
+                    let mid = feasible + (infeasible - feasible) / 2;
+                    if simulate(mid).is_ok() {
+                        feasible = mid;
+                    } else {
+                        infeasible = mid;
+                    }
+                }
+                let duration = simulate(feasible).expect("the departure found is feasible");
+                if duration > v.max_duration {
+                    out.push(Violation::ShiftLength { route: r, duration, max: v.max_duration });
+                }
             }
-            Some(_) => {}
-            None => out.push(results[0].clone().expect_err("no departure is feasible")),
         }
     }
     for (t, v) in p.vehicle_types.iter().enumerate() {

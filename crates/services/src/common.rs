@@ -27,6 +27,8 @@ pub struct ServiceContext {
     pub vault: vault::Vault,
     /// For processes that ask another service (a wave reserving its parcels in stock).
     pub client: runtime::ServiceClient,
+    /// The collective's time zone: every rule about days, months, years and times of day.
+    pub calendar: values::Calendar,
 }
 
 /// The collective's configurable rules, as the services apply them.
@@ -120,6 +122,11 @@ impl Default for Policies {
 }
 
 impl ServiceContext {
+    /// Today, in the collective's time zone (never the UTC day by accident).
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.calendar.day_of(chrono::Utc::now())
+    }
+
     pub fn runner<A: Aggregate>(&self, service: &'static str) -> Arc<CommandRunner<A>> {
         Arc::new(CommandRunner::new(self.events.clone(), service, self.runner.clone()))
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use donations::{
     Agreement, Donation, DonationCommand, DonationEvent, Donor, DonorCommand, DonorEvent, DonorKind, LineInput,
     Product, ProductCommand, ProductDetails, ProductEvent, RecordedLine, Refusal,
@@ -14,6 +14,7 @@ use projections::{ApplyError, Engine, Projection, ProjectionStore, RecordedEvent
 use runtime::{Role, ServiceError, ServiceHost};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use values::Calendar;
 use values::{Allergen, DateKind, FoodGroup, GeoPoint, Gtin, Name, ProductFacts, StorageClass, Traits};
 
 use crate::common::{
@@ -481,11 +482,18 @@ struct StatementCell {
 }
 
 /// Donations by id, and per donor, year and food group, the totals statements are made of.
-pub struct DonationsProjection;
+pub struct DonationsProjection {
+    /// Statements count a donation in the year it was received, here.
+    pub calendar: Calendar,
+}
+
+impl DonationsProjection {
+    pub const NAME: &'static str = "donations";
+}
 
 impl Projection for DonationsProjection {
     fn name(&self) -> &'static str {
-        "donations"
+        Self::NAME
     }
 
     fn streams(&self) -> &'static [&'static str] {
@@ -525,8 +533,8 @@ impl Projection for DonationsProjection {
                 };
                 tx.put_json("donation", id.as_bytes(), &row);
                 // Listed by time received: keys sort by date.
-                tx.put("by_time", time_key(received_at, id).as_bytes(), id.as_bytes().to_vec());
-                let key = statement_key(&donor_id, received_at.year(), None);
+                tx.put("by_time", time_key(&self.calendar, received_at, id).as_bytes(), id.as_bytes().to_vec());
+                let key = statement_key(&donor_id, self.calendar.year_of(received_at), None);
                 let count: u64 = tx.get_json("year_count", key.as_bytes())?.unwrap_or(0);
                 tx.put_json("year_count", key.as_bytes(), &(count + 1));
                 return Ok(());
@@ -538,8 +546,8 @@ impl Projection for DonationsProjection {
             .get_json("donation", id.as_bytes())?
             .ok_or_else(|| ApplyError(format!("line of unknown donation {id}")))?;
         if outcome.is_ok() {
-            let key =
-                statement_key(&donation.donor_id, donation.received_at.year(), Some(line.input.product.food_group));
+            let year = self.calendar.year_of(donation.received_at);
+            let key = statement_key(&donation.donor_id, year, Some(line.input.product.food_group));
             let mut cell: StatementCell = tx.get_json("statement", key.as_bytes())?.unwrap_or_default();
             cell.food_group = Some(line.input.product.food_group);
             cell.lines += 1;
@@ -571,8 +579,9 @@ fn line_row(line: RecordedLine, outcome: Result<bool, Refusal>) -> DonationLineR
     }
 }
 
-fn time_key(at: DateTime<Utc>, id: &str) -> String {
-    format!("{}\0{id}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+/// Sorts by the day received here (what `from` and `to` filter on), then by the instant.
+fn time_key(calendar: &Calendar, at: DateTime<Utc>, id: &str) -> String {
+    format!("{}\0{}\0{id}", calendar.day_of(at), at.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
 }
 
 fn statement_key(donor: &str, year: i32, group: Option<FoodGroup>) -> String {
@@ -779,7 +788,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let donations = ctx.runner::<Donation>(SERVICE);
     let donors_view = engine.register(DonorsProjection);
     let products_view = engine.register(ProductsProjection);
-    let donations_view = engine.register(DonationsProjection);
+    let donations_view = engine.register(DonationsProjection { calendar: ctx.calendar });
     let warehouse: &'static [Role] = &[Role::Warehouse];
 
     aggregate_command(&mut host, "register_donor", &donors, warehouse, |body: RegisterDonor, request| {
@@ -829,13 +838,14 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
 
     let sites = ctx.runner::<stock::Site>(crate::stock::SERVICE);
     let rules = Arc::new(ctx.policies.reception.clone());
+    let calendar = ctx.calendar;
     let state = (sites, donors.clone(), products.clone(), donations.clone(), rules);
     process_command(
         &mut host,
         "record_donation",
         warehouse,
         state,
-        |(sites, donors, products, donations, rules), request, body: RecordDonation| async move {
+        move |(sites, donors, products, donations, rules), request, body: RecordDonation| async move {
             let id = new_id(body.donation_id, &request, "donation")?;
             let received_at = body.received_at.or(request.occurred_at).unwrap_or_else(Utc::now);
             not_in_future(received_at, "received_in_future")?;
@@ -898,9 +908,12 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                 received_at,
                 agreement_dlc_min_hours: donor.agreement.map(|a| a.dlc_min_hours),
                 rules: (*rules).clone(),
+                calendar,
                 lines,
             };
-            donations.execute(id, command, meta(&request)).await
+            // Dated when it was received: its lots and the stock history are too.
+            let dated = eventcore::CommandMeta { occurred_at: Some(received_at), ..meta(&request) };
+            donations.execute(id, command, dated).await
         },
     );
 

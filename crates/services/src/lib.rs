@@ -33,9 +33,9 @@ pub fn projection_names() -> Vec<&'static str> {
     vec![
         donations::DonorsProjection.name(),
         donations::ProductsProjection.name(),
-        donations::DonationsProjection.name(),
+        donations::DonationsProjection::NAME,
         stock::SitesProjection.name(),
-        stock::LotsProjection.name(),
+        stock::LotsProjection::NAME,
         distribution::AssociationsProjection.name(),
         distribution::HouseholdsProjection.name(),
         distribution::ParcelsProjection.name(),

@@ -34,6 +34,7 @@ async fn start(nats: &TestNats) -> Running {
         policies: services::Policies::default(),
         vault,
         client: runtime::ServiceClient::new(nats.client().await, Duration::from_secs(10)),
+        calendar: values::Calendar::default(),
     };
     let hosts: Vec<_> =
         services::SERVICE_NAMES.iter().map(|s| services::build(s, &ctx, &mut engine).unwrap()).collect();

@@ -4,8 +4,10 @@
 
 use std::fmt;
 
+mod calendar;
 mod food;
 
+pub use calendar::Calendar;
 pub use food::{Allergen, DateKind, FoodGroup, Gtin, PerGroup, ProductFacts, StorageClass, Traits};
 
 use serde::{Deserialize, Serialize};

@@ -279,6 +279,7 @@ async fn import_line(
     request: &runtime::CommandRequest,
     association_id: &str,
     rule: EligibilityRule,
+    today: NaiveDate,
     line: ImportLine,
 ) -> Result<Vec<CommandReply>, ServiceError> {
     // The same person in the same association is the same household, whichever file.
@@ -312,7 +313,7 @@ async fn import_line(
         Err(e) => return Err(e),
     };
     if let Some((resources_cents, charges_cents)) = line.assessment {
-        let command = assess(rule, Utc::now().date_naive(), resources_cents, charges_cents);
+        let command = assess(rule, today, resources_cents, charges_cents);
         replies.push(households.execute(id, command, assess_meta).await?);
     }
     Ok(replies)
@@ -393,6 +394,7 @@ pub(super) fn register(
     let households = ctx.runner::<Household>(SERVICE);
     let view = engine.register(HouseholdsProjection);
     let default_rule = ctx.policies.eligibility;
+    let calendar = ctx.calendar;
     let association: &'static [Role] = &[Role::Association];
     let state = (households.clone(), associations.clone(), ctx.vault.clone());
 
@@ -443,6 +445,7 @@ pub(super) fn register(
                 .with_details(details)
             })?;
             let rule = association.eligibility.unwrap_or(default_rule);
+            let today = calendar.day_of(Utc::now());
             // Households are independent aggregates: several lines at once, the reply in file order.
             let mut done: Vec<(usize, Vec<CommandReply>)> = futures::stream::iter(lines)
                 .map(|line| {
@@ -450,7 +453,7 @@ pub(super) fn register(
                     let association_id = association_id.as_str();
                     async move {
                         let n = line.line;
-                        import_line(households, vault, request, association_id, rule, line).await.map(|r| (n, r))
+                        import_line(households, vault, request, association_id, rule, today, line).await.map(|r| (n, r))
                     }
                 })
                 .buffer_unordered(IMPORT_CONCURRENCY)
@@ -499,7 +502,7 @@ pub(super) fn register(
             let household = owned(&households, &request.actor, &id).await?;
             let association_id = parse_id(household.association_id.as_deref().unwrap_or_default(), "association")?;
             let rule = associations.load(&association_id).await?.0.eligibility.unwrap_or(default_rule);
-            let on = body.assessed_on.unwrap_or_else(|| Utc::now().date_naive());
+            let on = body.assessed_on.unwrap_or_else(|| calendar.day_of(Utc::now()));
             let command = assess(rule, on, body.resources_cents, body.charges_cents);
             households.execute(id, command, meta(&request)).await
         },

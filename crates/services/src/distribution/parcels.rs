@@ -285,6 +285,7 @@ struct Requests {
     parcels: Arc<CommandRunner<Parcel>>,
     households: Arc<CommandRunner<Household>>,
     associations: Arc<CommandRunner<Association>>,
+    calendar: values::Calendar,
 }
 
 impl Requests {
@@ -343,7 +344,7 @@ impl Requests {
             date,
             emergency,
             people: household.composition,
-            today: Utc::now().date_naive(),
+            today: self.calendar.day_of(Utc::now()),
         };
         Ok((id, command))
     }
@@ -402,6 +403,7 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
         parcels: parcels.clone(),
         households: households.clone(),
         associations: ctx.runner::<Association>(SERVICE),
+        calendar: ctx.calendar,
     };
     process_command(
         host,
@@ -525,8 +527,9 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
         host,
         "redistribute_parcel",
         association,
-        (ctx.runner::<Parcel>(SERVICE), ctx.runner::<Household>(SERVICE), ctx.client.clone()),
-        |(parcels, households, client), request, body: RedistributeParcel| async move {
+        (ctx.runner::<Parcel>(SERVICE), ctx.runner::<Household>(SERVICE), ctx.clone()),
+        |(parcels, households, ctx), request, body: RedistributeParcel| async move {
+            let client = &ctx.client;
             let id = parse_id(&body.parcel_id, "parcel")?;
             let parcel = load_parcel(&parcels, &id).await?;
             require_scope(&request.actor, Role::Association, &parcel.association_id)?;
@@ -535,7 +538,7 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             if household.association_id.as_deref() != Some(parcel.association_id.as_str()) {
                 return Err(ServiceError::not_found("household_not_found", format!("no household {other}")));
             }
-            if !household.may_receive(Utc::now().date_naive()) {
+            if !household.may_receive(ctx.today()) {
                 return Err(ServiceError::conflict(
                     "household_not_eligible",
                     format!("household {other} may not receive a parcel today"),
@@ -543,7 +546,7 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
             }
             if parcel.status == Some(ParcelStatus::NotCollected) {
                 let to = destination(id.as_str(), &parcel, other.as_str());
-                on_reservations(&client, &parcel, &format!("redirect-{other}"), "redirect_shipment", |_| {
+                on_reservations(client, &parcel, &format!("redirect-{other}"), "redirect_shipment", |_| {
                     Some(to.clone())
                 })
                 .await?;
@@ -557,7 +560,7 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
     // The day is over: what was not collected is not collected (the deadline job, or a
     // coordinator closing the day by hand).
     process_command(host, "close_distribution_day", &[], ctx.clone(), |ctx, request, body: CloseDay| async move {
-        if body.date > Utc::now().date_naive() {
+        if body.date > ctx.today() {
             return Err(ServiceError::validation("date_in_future", "a distribution day is closed once it has come"));
         }
         let date = body.date;

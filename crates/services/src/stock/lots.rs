@@ -149,7 +149,14 @@ pub struct ShipmentRow {
 }
 
 /// Lots, the FEFO index, reservations and shipments, from the stock stream.
-pub struct LotsProjection;
+pub struct LotsProjection {
+    /// Stock as it was is kept per day, here.
+    pub calendar: values::Calendar,
+}
+
+impl LotsProjection {
+    pub const NAME: &'static str = "lots";
+}
 
 /// Key of a lot in the FEFO index: within a site and product, use-by dates first (earliest
 /// first), then best-before dates, then undated lots; older receipts first on a tie.
@@ -174,7 +181,7 @@ pub(super) fn fefo_prefix(site_id: &str, product_id: &str) -> String {
 
 impl Projection for LotsProjection {
     fn name(&self) -> &'static str {
-        "lots"
+        Self::NAME
     }
 
     fn streams(&self) -> &'static [&'static str] {
@@ -185,7 +192,7 @@ impl Projection for LotsProjection {
         let id = event.envelope.aggregate_id.as_ref();
         let at = event.envelope.occurred_at;
         match event.aggregate_kind {
-            "lot" => apply_lot(tx, id, at, event.decode::<LotEvent>()?),
+            "lot" => apply_lot(tx, id, at, self.calendar.day_of(at), event.decode::<LotEvent>()?),
             "reservation" => apply_reservation(tx, id, at, event.decode::<ReservationEvent>()?),
             "recall" => match event.decode::<RecallEvent>()? {
                 RecallEvent::RecallIssued { criteria, reason, lots } => {
@@ -219,7 +226,7 @@ impl Projection for LotsProjection {
     }
 }
 
-fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Result<(), ApplyError> {
+fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, day: NaiveDate, event: LotEvent) -> Result<(), ApplyError> {
     // The row carries the lot's figures; the aggregate's own fold computes them, so that the
     // read model cannot count differently from the decisions.
     let mut state: Lot = tx.get_json("state", id.as_bytes())?.unwrap_or_default();
@@ -299,7 +306,7 @@ fn apply_lot(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: LotEvent) -> Resul
         tx.put("by_product", format!("{}\0{id}", row.product_id).as_bytes(), id.as_bytes().to_vec());
     }
     // Units on hand at the end of each day something happened: stock as it was on a past date.
-    tx.put("daily", format!("{id}\0{}", at.date_naive()).as_bytes(), row.on_hand.to_be_bytes().to_vec());
+    tx.put("daily", format!("{id}\0{day}").as_bytes(), row.on_hand.to_be_bytes().to_vec());
     tx.put_json("lot", id.as_bytes(), &row);
     tx.put_json("state", id.as_bytes(), &state);
     Ok(())

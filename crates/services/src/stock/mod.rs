@@ -28,7 +28,7 @@ use crate::common::{
     NoParams, ServiceContext,
 };
 use crate::donations::{food_group_schema, storage_schema};
-use projections::{Engine, Projection};
+use projections::Engine;
 
 pub const SERVICE: &str = "stock";
 
@@ -194,7 +194,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let sites = sites::register(&mut host, ctx, engine);
     let lots = ctx.runner::<Lot>(SERVICE);
     let reservations = ctx.runner::<Reservation>(SERVICE);
-    let view = engine.register(LotsProjection);
+    let view = engine.register(LotsProjection { calendar: ctx.calendar });
     let warehouse: &'static [Role] = &[Role::Warehouse];
     let recalls = ctx.runner::<stock::Recall>(SERVICE);
     let stock = process::Stock {
@@ -275,7 +275,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         state.clone(),
         |(lots, store), request, body: ZoneCount| async move {
             let (site, zone) = (body.site_id.clone(), body.zone.to_string());
-            let rows: Vec<LotRow> = with_view(&store, LotsProjection.name(), move |view| {
+            let rows: Vec<LotRow> = with_view(&store, LotsProjection::NAME, move |view| {
                 let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
                 Ok(rows
                     .into_iter()
@@ -309,9 +309,10 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             Ok(combine(format!("count-{}-{}", body.site_id, body.zone), SERVICE, replies))
         },
     );
-    process_command(&mut host, "run_expiry", &[], state, |(lots, store), request, body: RunExpiry| async move {
-        let today = body.today.unwrap_or_else(|| Utc::now().date_naive());
-        let candidates: Vec<LotRow> = with_view(&store, LotsProjection.name(), move |view| {
+    let calendar = ctx.calendar;
+    process_command(&mut host, "run_expiry", &[], state, move |(lots, store), request, body: RunExpiry| async move {
+        let today = body.today.unwrap_or_else(|| calendar.day_of(Utc::now()));
+        let candidates: Vec<LotRow> = with_view(&store, LotsProjection::NAME, move |view| {
             let rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
             Ok(rows.into_iter().filter(|r| r.on_hand > 0 && r.date.is_some_and(|d| d < today)).collect())
         })
@@ -428,8 +429,8 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         rows.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
         Ok(rows)
     });
-    projection_query(&mut host, "expiring_lots", ctx, &view, Some(warehouse), |view, p: Expiring| {
-        let until: NaiveDate = Utc::now().date_naive() + Duration::days(i64::from(p.days.min(3650)));
+    projection_query(&mut host, "expiring_lots", ctx, &view, Some(warehouse), move |view, p: Expiring| {
+        let until: NaiveDate = calendar.day_of(Utc::now()) + Duration::days(i64::from(p.days.min(3650)));
         let mut rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
         rows.retain(|r| {
             r.on_hand > 0

@@ -18,7 +18,6 @@ use uuid::Uuid;
 
 use super::lots::{fefo_candidates, planned_before, recalls_covering, Candidates, LotsProjection};
 use crate::common::{caught_up, meta, new_id, parse_id, storage, with_view, ServiceContext};
-use projections::Projection;
 
 /// The id of the lot an accepted donation line becomes: readable when it fits.
 pub fn lot_id_for_line(donation_id: &str, line: u32) -> AggregateId {
@@ -173,7 +172,7 @@ impl Stock {
                 }
             }
             let (site, asked, partial) = (site_id.to_string(), body.lines, body.partial);
-            let lines = with_view(&self.projections, LotsProjection.name(), move |view| {
+            let lines = with_view(&self.projections, LotsProjection::NAME, move |view| {
                 let mut lines = Vec::with_capacity(asked.len());
                 let mut short = Vec::new();
                 for line in asked {
@@ -281,7 +280,7 @@ impl Stock {
         mut line: PlanLine,
         resuming: bool,
     ) -> Result<Vec<Allocation>, ServiceError> {
-        let today = Utc::now().date_naive();
+        let today = self.ctx.today();
         let mut granted = Vec::new();
         let mut remaining = line.quantity;
         let mut tried = 0;
@@ -337,7 +336,7 @@ impl Stock {
         caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
         let (site, product, planned) = (site.to_owned(), line.product_id.clone(), line.candidates.clone());
         let room = stock::MAX_CANDIDATES.saturating_sub(planned.len());
-        let found = with_view(&self.projections, LotsProjection.name(), move |view| {
+        let found = with_view(&self.projections, LotsProjection::NAME, move |view| {
             fefo_candidates(view, &site, &product, remaining, &planned)
         })
         .await?;
@@ -357,7 +356,7 @@ impl Stock {
         caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
         let before = Utc::now() - timeout;
         let stale =
-            with_view(&self.projections, LotsProjection.name(), move |view| planned_before(view, before)).await?;
+            with_view(&self.projections, LotsProjection::NAME, move |view| planned_before(view, before)).await?;
         let mut replies = Vec::new();
         for id in stale {
             let id = parse_id(&id, "reservation")?;
@@ -450,7 +449,7 @@ impl Stock {
         if matches!(reservation.purpose, Some(Purpose::Transfer { .. })) {
             return Err(ServiceError::validation("is_a_transfer", "a transfer is dispatched, not shipped"));
         }
-        let today = Utc::now().date_naive();
+        let today = self.ctx.today();
         let (rid, destination) = (id.to_string(), body.destination.clone());
         let command = || LotCommand::Ship { reservation_id: rid.clone(), destination: destination.clone(), today };
         self.on_every_lot(
@@ -471,7 +470,7 @@ impl Stock {
         request: CommandRequest,
         id: AggregateId,
     ) -> Result<CommandReply, ServiceError> {
-        let today = Utc::now().date_naive();
+        let today = self.ctx.today();
         let rid = id.to_string();
         let command = || LotCommand::Return { reservation_id: rid.clone(), today };
         self.on_every_lot(
@@ -574,7 +573,7 @@ impl Stock {
         let Some(Purpose::Transfer { to_site }) = reservation.purpose.clone() else {
             return Err(ServiceError::validation("not_a_transfer", "only a transfer is dispatched"));
         };
-        let today = Utc::now().date_naive();
+        let today = self.ctx.today();
         let rid = id.to_string();
         let command = || LotCommand::DispatchTransfer { reservation_id: rid.clone(), to_site: to_site.clone(), today };
         self.on_every_lot(&request, &id, "dispatch", &[Confirmed, Picked], command, ReservationCommand::MarkDispatched)
@@ -638,7 +637,7 @@ impl Stock {
     ) -> Result<(), ServiceError> {
         caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
         let (product, number, date) = (receipt.product.product_id.clone(), receipt.lot_number.clone(), receipt.date);
-        let recalls = with_view(&self.projections, LotsProjection.name(), move |view| {
+        let recalls = with_view(&self.projections, LotsProjection::NAME, move |view| {
             recalls_covering(view, &product, number.as_deref(), date)
         })
         .await?;
@@ -675,7 +674,7 @@ impl Stock {
         let mut replies = vec![self.recalls.execute(id.clone(), issue, meta(&request)).await?];
         caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
         let covers = criteria.clone();
-        let lots: Vec<String> = with_view(&self.projections, LotsProjection.name(), move |view| {
+        let lots: Vec<String> = with_view(&self.projections, LotsProjection::NAME, move |view| {
             Ok(super::lots::lots_of_product(view, &covers.product_id)?
                 .into_iter()
                 .filter(|l| covers.covers(&l.product_id, l.lot_number.as_deref(), l.date))

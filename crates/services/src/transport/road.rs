@@ -150,9 +150,11 @@ impl Road {
         let drivers: Vec<DriverRow> =
             drivers.into_iter().filter(|d| !busy_drivers.contains(d.driver_id.as_str())).collect();
         let crews: Vec<Crew> = planning::crews(&vehicles, &drivers, date);
-        // Clocks: the collective works in one time zone, and the platform's clock is kept in it.
-        let now = Utc::now();
-        let not_before = if now.date_naive() == date { i64::from(now.time().num_seconds_from_midnight()) } else { 0 };
+        // A same-day re-plan starts from now, read on the collective's clock (windows and shifts
+        // are local times).
+        let (calendar, now) = (self.ctx.calendar, Utc::now());
+        let not_before =
+            if calendar.day_of(now) == date { i64::from(calendar.time_of(now).num_seconds_from_midnight()) } else { 0 };
         let day = Day { plan_id: id.to_string(), revision: plan.revision + 1, depot, jobs: pool, crews, not_before };
         let points = day.points();
         let matrices = match &self.rules().osrm_url {
@@ -195,19 +197,27 @@ impl Road {
         // A route's driver never changes (a re-plan makes new routes): a cached plan that has
         // the route answers; one that has not is read afresh.
         let cached = self.plans.load_cached(&id).await?;
-        let driver = match cached.routes.get(route_id) {
-            Some(route) => route.route.driver_id.clone(),
+        let (driver, day) = match cached.routes.get(route_id) {
+            Some(route) => (route.route.driver_id.clone(), cached.date),
             None => {
                 let (plan, _) = self.plans.load(&id).await?;
                 let route = plan
                     .routes
                     .get(route_id)
                     .ok_or_else(|| ServiceError::not_found("route_not_found", format!("no route {route_id}")))?;
-                route.route.driver_id.clone()
+                (route.route.driver_id.clone(), plan.date)
             }
         };
         if !request.actor.is_privileged() && request.actor.scope.as_deref() != Some(driver.as_str()) {
             return Err(ServiceError::forbidden("forbidden", "a driver acts on their own routes"));
+        }
+        // A phone's clock set a day back, or an action queued for another route: nothing done
+        // on a route happens before its day (in the collective's time zone).
+        if let Some(day) = day.filter(|d| self.ctx.calendar.day_of(at) < *d) {
+            return Err(ServiceError::validation(
+                "occurred_before_route_day",
+                format!("{at} is before this route's day, {day}"),
+            ));
         }
         self.plans.execute(id, command(at), meta(&request)).await
     }
@@ -427,7 +437,7 @@ async fn on_donor(road: &Road, reaction: Reaction) -> Result<(), ServiceError> {
         let mut ask = QueryRequest::new(system(), json!({ "donor_id": envelope.aggregate_id.as_str() }));
         ask.min_seq.insert(reaction.stream.clone(), reaction.seq);
         let donor: DonorRow = road.ctx.client.query(crate::donations::SERVICE, "get_donor", &ask).await?;
-        let today = Utc::now().date_naive();
+        let today = road.ctx.today();
         for ahead in 0..=i64::from(road.rules().pickup_days_ahead) {
             let date = today + chrono::Duration::days(ahead);
             schedule_pickups(road, &donor, date, &caused_by(envelope, "collections", None)).await?;
