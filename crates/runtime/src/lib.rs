@@ -21,7 +21,7 @@ mod reactor;
 mod runner;
 mod wire;
 
-pub use client::ServiceClient;
+pub use client::{Broadcast, Collect, ServiceClient};
 pub use error::{ErrorKind, ServiceError};
 pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};
 pub use node::{serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS};
