@@ -38,7 +38,7 @@ impl Foodaid {
         Foodaid::up_with(data_dir, nats_url, extra, &[])
     }
 
-    /// Like [`Foodaid::up`], with settings given as environment variables.
+    /// `foodaid up` with more environment variables (`FOODAID__...` settings).
     pub fn up_with(data_dir: &Path, nats_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Foodaid {
         let port = natsd::free_port().unwrap();
         let mut cmd = command(data_dir, nats_url);
@@ -72,11 +72,7 @@ impl Foodaid {
 
     /// SIGTERM, then the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        #[allow(unsafe_code)]
-        // SAFETY: signalling our own child, not yet reaped.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        signal(self.child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -84,6 +80,19 @@ impl Foodaid {
             }
             assert!(Instant::now() < deadline, "foodaid did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit status and how long the process took to end (at most 60 s).
+    pub fn terminate_timed(mut self) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        signal(self.child.id(), libc::SIGTERM);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "foodaid did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -98,6 +107,49 @@ impl Drop for Foodaid {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` to a process of this test (foodaid, or its nats-server).
+pub fn signal(pid: u32, signal: libc::c_int) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) only sends a signal; the pids are processes this test started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// The embedded nats-server of the `foodaid up` running on `data_dir`: its pid (`nats.pid`,
+/// rewritten at each restart) and URL (`nats.url`).
+pub fn embedded_nats(data_dir: &Path) -> Option<(u32, String)> {
+    let pid = std::fs::read_to_string(data_dir.join("nats.pid")).ok()?.trim().parse().ok()?;
+    let url = std::fs::read_to_string(data_dir.join("nats.url")).ok()?.trim().to_owned();
+    Some((pid, url))
+}
+
+/// Whether `pid` is still a process of this machine (a zombie counts: it is not reaped yet).
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether `pid` runs: exists and is not a zombie (an orphan's zombie may wait for a reaper
+/// that a container does not have).
+pub fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Runs `foodaid args` in `cwd` as a user would in another directory: no `--data-dir`, no
+/// NATS URL, no settings from the test's environment but `env`.
+pub fn run_in(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).env_remove("FOODAID_PROFILE");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FOODAID__")) {
+        cmd.env_remove(key);
+    }
+    cmd.env("FOODAID__LOG__LEVEL", "warn").envs(env.iter().copied()).args(args).output().expect("foodaid runs")
 }
 
 /// Runs a foodaid administration command to completion; returns stdout.

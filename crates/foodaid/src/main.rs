@@ -2,7 +2,8 @@
 //!
 //! - `foodaid up` — everything in one process, with its own nats-server unless one is configured.
 //! - `foodaid serve <service>...` — chosen services against an external NATS (multi-machine).
-//! - `foodaid status`, `foodaid replay`, `foodaid token` — operations.
+//! - `foodaid status`, `foodaid replay`, `foodaid token`, `foodaid stock audit` — operations on
+//!   the running platform; they never start a nats-server (exit code 3 when there is none).
 //! - `foodaid bench eventstore` — the event store benchmark.
 
 mod bench;
@@ -70,7 +71,7 @@ enum Command {
         #[arg(long)]
         digests: bool,
     },
-    /// Drop projections and rebuild them from the streams.
+    /// Ask the running node(s) to drop projections and rebuild them from the streams.
     Replay {
         /// A projection name, or `all`.
         projection: String,
@@ -252,6 +253,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // No platform where the command looked: its own shape and exit code, for scripts.
+        Err(e) if e.is::<connect::Unreachable>() => {
+            eprintln!("error: {e}");
+            ExitCode::from(connect::Unreachable::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

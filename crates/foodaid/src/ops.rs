@@ -1,4 +1,8 @@
-//! Administrative commands: status, replay, tokens.
+//! Administrative commands: status, replay, tokens, the stock audit.
+//!
+//! They act on the running platform of the data dir or `nats.url` they are given, and never
+//! start a nats-server or rebuild projections of their own: with nothing to reach they fail with
+//! [`Unreachable`], which says where they looked.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,11 +11,22 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use projections::{ProjectionState, ProjectionStatus};
-use runtime::{ReplayRequest, Role, ServiceClient};
+use runtime::{Collect, NodeStatus, ReplayReply, ReplayRequest, Role, ServiceClient, CTL_REPLAY, CTL_STATUS};
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::connect::{connect, Embed};
+use crate::connect::{connect, shown, Connection, Embed, Unreachable};
+
+/// How long nodes have to say how they are: a node answers at once unless busy.
+const STATUS_COLLECT: Collect =
+    Collect { within: Duration::from_secs(5), settle: Duration::from_millis(500), expect: None };
+/// Digests hash every row of every projection.
+const DIGESTS_COLLECT: Collect =
+    Collect { within: Duration::from_secs(60), settle: Duration::from_secs(2), expect: None };
+/// How long a node has to start a rebuild (stopping the projection, dropping its rows).
+const REPLAY_WITHIN: Duration = Duration::from_secs(30);
+/// A replay followed with no node answering this long has lost its nodes.
+const FOLLOW_SILENCE: Duration = Duration::from_secs(30);
 
 #[derive(Serialize)]
 struct StreamStatus {
@@ -41,6 +56,8 @@ struct NodeProjections {
 struct Status {
     streams: Vec<StreamStatus>,
     nodes: Vec<NodeProjections>,
+    /// Why some projections are not shown (no node answered and the local store is held...).
+    notes: Vec<String>,
 }
 
 async fn stream_statuses(js: &async_nats::jetstream::Context) -> anyhow::Result<Vec<StreamStatus>> {
@@ -72,12 +89,22 @@ async fn stream_statuses(js: &async_nats::jetstream::Context) -> anyhow::Result<
     Ok(out)
 }
 
-/// Projection checkpoints read straight from the local store, when no node is running.
-fn offline_projections(settings: &Settings, digests: bool) -> Option<NodeProjections> {
-    let store = projections::ProjectionStore::open(&settings.projections_dir()).ok()?;
+/// Projection checkpoints read straight from the local store, when no node is running; only if
+/// nothing holds the store (sled locks it), and never creating one.
+fn offline_projections(settings: &Settings, digests: bool) -> Result<NodeProjections, String> {
+    let dir = settings.projections_dir();
+    if !dir.exists() {
+        return Err(format!("no node answered, and there is no projection store at {}", shown(&dir)));
+    }
+    let store = projections::ProjectionStore::open(&dir).map_err(|e| {
+        format!(
+            "no node answered, and the projection store at {} cannot be read ({e}): is a node holding it?",
+            shown(&dir)
+        )
+    })?;
     let mut list = Vec::new();
     for name in services::projection_names() {
-        let checkpoints = store.checkpoints(name).ok()?;
+        let checkpoints = store.checkpoints(name).map_err(|e| format!("projection {name}: {e}"))?;
         list.push(ProjectionStatus {
             name: name.to_owned(),
             streams: Vec::new(),
@@ -87,29 +114,42 @@ fn offline_projections(settings: &Settings, digests: bool) -> Option<NodeProject
             digest: if digests { store.digest(name).ok() } else { None },
         });
     }
-    Some(NodeProjections { node: settings.node.name.clone(), source: "offline".into(), projections: list })
+    Ok(NodeProjections { node: settings.node.name.clone(), source: "offline".into(), projections: list })
 }
 
-pub async fn status(settings: &Settings, json: bool, digests: bool) -> anyhow::Result<()> {
-    let connection = connect(settings, Embed::Borrow).await?;
+async fn gather_status(settings: &Settings, connection: &Connection, digests: bool) -> anyhow::Result<Status> {
     let js = async_nats::jetstream::new(connection.client.clone());
     let streams = stream_statuses(&js).await?;
     let client = ServiceClient::new(connection.client.clone(), Duration::from_secs(5));
-    let answers = if digests {
-        client.node_digests(Duration::from_millis(1500)).await?
-    } else {
-        client.node_statuses(Duration::from_millis(500)).await?
-    };
+    let collect = if digests { DIGESTS_COLLECT } else { STATUS_COLLECT };
+    let answers = client.gather_statuses(digests, collect).await?;
     let mut nodes: Vec<NodeProjections> = answers
+        .answers
         .into_iter()
         .map(|n| NodeProjections { node: n.node, source: "running".into(), projections: n.projections })
         .collect();
-    if nodes.is_empty() {
-        nodes.extend(offline_projections(settings, digests));
+    let mut notes = Vec::new();
+    if nodes.is_empty() && answers.nobody_listens {
+        match offline_projections(settings, digests) {
+            Ok(offline) => nodes.push(offline),
+            Err(note) => notes.push(note),
+        }
+    } else if nodes.is_empty() {
+        notes.push(format!(
+            "node(s) listen on {CTL_STATUS} at {} but none answered within {} s",
+            connection.target,
+            collect.within.as_secs()
+        ));
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    let status = Status { streams, nodes };
+    Ok(Status { streams, nodes, notes })
+}
+
+pub async fn status(settings: &Settings, json: bool, digests: bool) -> anyhow::Result<()> {
+    let connection = connect(settings, Embed::Running).await?;
+    let result = gather_status(settings, &connection, digests).await;
     connection.close().await;
+    let status = result?;
 
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -136,6 +176,9 @@ pub async fn status(settings: &Settings, json: bool, digests: bool) -> anyhow::R
                 println!("    STUCK at {}#{}: {}", stuck.stream, stuck.seq, stuck.reason);
             }
         }
+    }
+    for note in &status.notes {
+        println!("\nnote: {note}");
     }
     Ok(())
 }
@@ -166,58 +209,99 @@ fn progress(statuses: &[ProjectionStatus], targets: &BTreeMap<String, u64>) -> (
     (done, total, stuck)
 }
 
+/// Asks the running node(s) to rebuild `projection` (or `all`) and follows their progress.
+/// Projections are rebuilt by the nodes that hold them: a store held by a node is never opened
+/// here, and with no node running there is nothing to rebuild on (a node catches up on start).
 pub async fn replay(settings: &Settings, projection: &str) -> anyhow::Result<()> {
-    let connection = connect(settings, Embed::Borrow).await?;
-    let client = ServiceClient::new(connection.client.clone(), Duration::from_secs(5));
-    let js = async_nats::jetstream::new(connection.client.clone());
-    let targets = targets(&js).await?;
-
-    let request = ReplayRequest { projection: projection.to_owned(), node: None };
-    let answers = client.replay(&request, Duration::from_millis(800)).await?;
-    let result = if !answers.is_empty() {
-        let names: Vec<String> = answers.iter().flat_map(|a| a.started.clone()).collect();
-        eprintln!(
-            "rebuilding {} on running node(s) {}",
-            names.join(", "),
-            answers.iter().map(|a| a.node.as_str()).collect::<Vec<_>>().join(", ")
-        );
-        follow(
-            || async {
-                let statuses = client.node_statuses(Duration::from_millis(300)).await.unwrap_or_default();
-                statuses.into_iter().flat_map(|n| n.projections).filter(|p| names.contains(&p.name)).collect()
-            },
-            &targets,
-        )
-        .await
-    } else {
-        // Nothing running: rebuild in this process, on the local store.
-        let parts = crate::node::build(settings, &connection.client, &services::SERVICE_NAMES).await?;
-        let engine = parts.engine;
-        let names: Vec<String> = engine
-            .handles()
-            .iter()
-            .map(|h| h.name().to_owned())
-            .filter(|n| projection == "all" || n == projection)
-            .collect();
-        if names.is_empty() {
-            let known: Vec<&str> = engine.handles().iter().map(|h| h.name()).collect();
-            bail!("no projection {projection:?}; known: {}, all", known.join(", "));
-        }
-        eprintln!("rebuilding {} locally", names.join(", "));
-        for name in &names {
-            engine.replay(name).await?;
-        }
-        let result =
-            follow(|| async { engine.statuses().into_iter().filter(|p| names.contains(&p.name)).collect() }, &targets)
-                .await;
-        engine.shutdown().await;
-        result
-    };
+    let known = services::projection_names();
+    if projection != "all" && !known.contains(&projection) {
+        bail!("no projection {projection:?}; known: {}, all", known.join(", "));
+    }
+    let connection = connect(settings, Embed::Running).await?;
+    let result = replay_on_nodes(&connection, projection).await;
     connection.close().await;
     result
 }
 
-async fn follow<F, Fut>(mut poll: F, targets: &BTreeMap<String, u64>) -> anyhow::Result<()>
+async fn replay_on_nodes(connection: &Connection, projection: &str) -> anyhow::Result<()> {
+    let client = ServiceClient::new(connection.client.clone(), Duration::from_secs(5));
+    let target = &connection.target;
+
+    // Who runs, with which projections: a node answers a replay only for those it has.
+    let statuses = client.gather_statuses(false, STATUS_COLLECT).await?;
+    if statuses.nobody_listens {
+        return Err(Unreachable::no_node(format!(
+            "no foodaid node listens on {CTL_STATUS} at {target}; start `foodaid up` (or `foodaid serve`): a node \
+             rebuilds its projections itself"
+        ))
+        .into());
+    }
+    if statuses.answers.is_empty() {
+        return Err(Unreachable::no_node(format!(
+            "node(s) listen on {CTL_STATUS} at {target} but none answered within {} s; try again",
+            STATUS_COLLECT.within.as_secs()
+        ))
+        .into());
+    }
+    let having: Vec<&NodeStatus> = statuses
+        .answers
+        .iter()
+        .filter(|n| projection == "all" || n.projections.iter().any(|p| p.name == projection))
+        .collect();
+    if having.is_empty() {
+        let nodes: Vec<&str> = statuses.answers.iter().map(|n| n.node.as_str()).collect();
+        bail!("no running node has projection {projection:?} (nodes: {})", nodes.join(", "));
+    }
+
+    let js = async_nats::jetstream::new(connection.client.clone());
+    let targets = targets(&js).await?;
+    let request = ReplayRequest { projection: projection.to_owned(), node: None };
+    let collect = Collect { within: REPLAY_WITHIN, settle: REPLAY_WITHIN, expect: Some(having.len()) };
+    let answers = client.broadcast::<_, ReplayReply>(CTL_REPLAY, &request, collect).await?;
+    if let Some(refused) = answers.refusals.first() {
+        bail!("a node refused the replay: {refused}");
+    }
+    if answers.answers.is_empty() {
+        return Err(Unreachable::no_node(format!(
+            "no node answered {CTL_REPLAY} at {target} within {} s",
+            REPLAY_WITHIN.as_secs()
+        ))
+        .into());
+    }
+    let names: Vec<String> = answers.answers.iter().flat_map(|a| a.started.clone()).collect();
+    eprintln!(
+        "rebuilding {} on running node(s) {}",
+        names.join(", "),
+        answers.answers.iter().map(|a| a.node.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let mut heard = std::time::Instant::now();
+    follow(
+        || {
+            let (client, names) = (&client, &names);
+            async move {
+                let statuses = client.node_statuses(Duration::from_millis(300)).await.unwrap_or_default();
+                statuses.into_iter().flat_map(|n| n.projections).filter(|p| names.contains(&p.name)).collect()
+            }
+        },
+        &targets,
+        |statuses| {
+            if !statuses.is_empty() {
+                heard = std::time::Instant::now();
+            } else if heard.elapsed() > FOLLOW_SILENCE {
+                bail!("no node has said how the replay goes for {} s", FOLLOW_SILENCE.as_secs());
+            }
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Polls the projections being rebuilt until they reach `targets`; `check` may end the wait.
+async fn follow<F, Fut>(
+    mut poll: F,
+    targets: &BTreeMap<String, u64>,
+    mut check: impl FnMut(&[ProjectionStatus]) -> anyhow::Result<()>,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Vec<ProjectionStatus>>,
@@ -225,6 +309,10 @@ where
     let started = std::time::Instant::now();
     loop {
         let statuses = poll().await;
+        if let Err(e) = check(&statuses) {
+            eprintln!();
+            return Err(e);
+        }
         let (done, total, stuck) = progress(&statuses, targets);
         let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
         eprint!("\r  {done}/{total} events ({pct:.0}%)   ");
@@ -245,7 +333,7 @@ where
 }
 
 async fn token_store(settings: &Settings) -> anyhow::Result<(gateway::TokenStore, crate::connect::Connection)> {
-    let connection = connect(settings, Embed::Borrow).await?;
+    let connection = connect(settings, Embed::Running).await?;
     let js = async_nats::jetstream::new(connection.client.clone());
     let store = gateway::TokenStore::open(&js, settings.nats.replicas, settings.token_cache()).await?;
     Ok((store, connection))
@@ -294,7 +382,7 @@ pub async fn token_revoke(settings: &Settings, id: &str) -> anyhow::Result<()> {
 pub async fn stock_audit(settings: &Settings, json: bool) -> anyhow::Result<()> {
     use async_nats::jetstream::consumer::pull::OrderedConfig;
 
-    let connection = connect(settings, Embed::Borrow).await?;
+    let connection = connect(settings, Embed::Running).await?;
     let js = async_nats::jetstream::new(connection.client.clone());
     let mut stream = js.get_stream("stock").await.context("the stock stream")?;
     let last = stream.info().await.context("the stock stream")?.state.last_sequence;

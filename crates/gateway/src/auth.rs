@@ -207,6 +207,12 @@ impl TokenStore {
         let record = match cached {
             Some((record, at)) if at.elapsed() < self.ttl => Some(record),
             _ => {
+                // Reading the token stream while NATS is down would only wait for a timeout.
+                if self.js.client().connection_state() != async_nats::connection::State::Connected {
+                    return Err(TokenError::Unavailable(
+                        "NATS is not connected (reconnecting); try again shortly".into(),
+                    ));
+                }
                 let record = self.fetch(id).await?;
                 // Only real tokens are cached: unknown ids come from anyone on the network and
                 // must not grow the cache.

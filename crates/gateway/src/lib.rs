@@ -138,7 +138,8 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
                 }
             }
             Ok(None) => return ApiError::unauthenticated().into_response(),
-            Err(e) => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", e).into_response(),
+            // The same code as any call while NATS is down: the app says "try again".
+            Err(e) => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", e).into_response(),
         }
     }
     next.run(request).await

@@ -4,13 +4,15 @@
 //! integration test its own server. It is not a NATS client and knows nothing of streams: it only
 //! owns a process, its port and its data directory. The child is bound to its parent with
 //! `PR_SET_PDEATHSIG`, so a `kill -9` of foodaid does not leave an orphan server holding the data
-//! directory.
+//! directory. It reaps the child and says when it died ([`NatsServer::exited`]), and starts it
+//! again on the same port and data directory ([`NatsServer::restart`]), so that `foodaid up` can
+//! supervise it.
 
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How to run one server.
@@ -63,10 +65,18 @@ pub enum StartError {
 /// A running server; killed when dropped.
 #[derive(Debug)]
 pub struct NatsServer {
+    /// `None` once it has been reaped (or killed) and until it is restarted.
     child: Option<Child>,
     addr: SocketAddr,
     options: ServerOptions,
 }
+
+/// How long a server has to accept connections after it is spawned.
+const READY_WITHIN: Duration = Duration::from_secs(15);
+
+/// How often a supervisor looks whether the child is still alive: a reap is one cheap system
+/// call, and a dead server is noticed by the clients at once anyway (their socket closes).
+const EXIT_POLL: Duration = Duration::from_millis(100);
 
 /// Asks the kernel for a free TCP port on loopback.
 pub fn free_port() -> io::Result<u16> {
@@ -80,7 +90,35 @@ impl NatsServer {
             Some(p) => p,
             None => free_port()?,
         };
+        // Fixed from now on: a restart comes back on the same port, so clients reconnect to the
+        // URL they know.
         options.port = Some(port);
+        let addr: SocketAddr = format!("{}:{}", options.host, port)
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad host: {e}")))?;
+        let mut server = NatsServer { child: None, addr, options };
+        server.spawn_and_wait().await?;
+        tracing::info!(%addr, data_dir = %server.options.data_dir.display(), "nats-server started");
+        Ok(server)
+    }
+
+    /// Starts the server again, on the same port and data directory, after it died. A server
+    /// still running is left as it is.
+    pub async fn restart(&mut self) -> Result<(), StartError> {
+        if self.try_exited()?.is_none() && self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn_and_wait().await?;
+        tracing::info!(addr = %self.addr, data_dir = %self.options.data_dir.display(), "nats-server restarted");
+        Ok(())
+    }
+
+    /// Spawns the child and waits until it accepts connections. The child is kept in `self` while
+    /// waiting, so that a caller giving up (a shutdown) still stops it; it is killed and reaped if
+    /// it never gets ready.
+    async fn spawn_and_wait(&mut self) -> Result<(), StartError> {
+        let options = &self.options;
+        let port = self.addr.port();
         std::fs::create_dir_all(&options.data_dir)?;
         let log_path = options.data_dir.join("nats-server.log");
         let log = File::options().create(true).append(true).open(&log_path)?;
@@ -107,20 +145,19 @@ impl NatsServer {
             io::ErrorKind::NotFound => StartError::NotInstalled(options.binary.clone()),
             _ => StartError::Io(e),
         })?;
-        let addr: SocketAddr = format!("{}:{}", options.host, port)
-            .parse()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad host: {e}")))?;
-        let mut server = NatsServer { child: Some(child), addr, options };
-        server.wait_ready(Duration::from_secs(15)).await?;
-        tracing::info!(%addr, data_dir = %server.options.data_dir.display(), "nats-server started");
-        Ok(server)
+        self.child = Some(child);
+        if let Err(e) = self.wait_ready(READY_WITHIN).await {
+            self.kill();
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), StartError> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().transpose()) {
-                return Err(StartError::Exited { status: status?.to_string(), log: self.log_path() });
+            if let Some(status) = self.try_exited()? {
+                return Err(StartError::Exited { status: status.to_string(), log: self.log_path() });
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
@@ -140,6 +177,41 @@ impl NatsServer {
         format!("nats://{}", self.addr)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id of the running child, if there is one.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the child has ended (it is reaped then, and forgotten), `None` while it
+    /// runs or when there is no child.
+    fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
+    /// Waits until the child ends, reaps it and returns how it ended; never returns while it runs
+    /// (nor when there is no child: call [`restart`](Self::restart) first). Cancel-safe.
+    pub async fn exited(&mut self) -> ExitStatus {
+        loop {
+            match self.try_exited() {
+                Ok(Some(status)) => return status,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check on nats-server"),
+            }
+            tokio::time::sleep(EXIT_POLL).await;
+        }
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -149,10 +221,15 @@ impl NatsServer {
     }
 
     /// Asks the server to shut down (SIGTERM) and waits up to 10 s before killing it.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(10)).await
+    }
+
+    /// Asks the server to shut down (SIGTERM) and waits up to `limit` before killing it.
+    pub async fn stop_within(mut self, limit: Duration) {
         if let Some(mut child) = self.child.take() {
             terminate(&child);
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + limit;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     tracing::info!(addr = %self.addr, "nats-server stopped");
@@ -173,6 +250,9 @@ impl Drop for NatsServer {
     }
 }
 
+/// The kernel sends SIGKILL to the child when the *thread* that spawned it ends. foodaid spawns
+/// from the main thread or from tokio's worker threads, which live as long as the runtime (no
+/// `block_in_place` in the workspace turns one into a blocking thread that could end earlier).
 #[allow(unsafe_code)]
 fn bind_to_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use async_nats::RequestErrorKind;
+use async_nats::connection::State;
+use async_nats::{RequestErrorKind, StatusCode};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -10,6 +11,10 @@ use crate::wire::Reply;
 use crate::{CommandReply, CommandRequest, QueryRequest, ServiceError};
 
 /// Sends commands and queries to services over NATS.
+///
+/// While the NATS connection is down (a server restarting, a network cut), every call answers
+/// `service_unavailable` at once instead of waiting for its timeout: the client reconnects by
+/// itself, and callers (the gateway, reactors, periodic jobs) retry.
 #[derive(Clone)]
 pub struct ServiceClient {
     client: async_nats::Client,
@@ -43,7 +48,20 @@ impl ServiceClient {
         self.request(&format!("foodaid.qry.{service}.{name}"), request).await
     }
 
+    /// `service_unavailable` unless the connection to NATS is up: a request sent now would only
+    /// wait for its timeout.
+    fn ensure_connected(&self, subject: &str) -> Result<(), ServiceError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            _ => Err(ServiceError::unavailable(
+                "service_unavailable",
+                format!("{subject}: NATS is not connected (reconnecting); try again shortly"),
+            )),
+        }
+    }
+
     async fn request<B: Serialize, T: DeserializeOwned>(&self, subject: &str, body: &B) -> Result<T, ServiceError> {
+        self.ensure_connected(subject)?;
         let payload = serde_json::to_vec(body).expect("requests serialise");
         let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.timeout));
         let message = self.client.send_request(subject.to_owned(), request).await.map_err(|e| match e.kind() {
@@ -66,25 +84,33 @@ impl ServiceClient {
 
     /// Asks every running node for its status; collects the answers that arrive within `wait`.
     pub async fn node_statuses(&self, wait: Duration) -> Result<Vec<NodeStatus>, ServiceError> {
-        self.gather(CTL_STATUS, &StatusRequest { digests: false }, wait).await
+        Ok(self.broadcast(CTL_STATUS, &StatusRequest { digests: false }, Collect::within(wait)).await?.answers)
     }
 
-    /// Like [`node_statuses`](Self::node_statuses), with a digest of every projection's rows.
-    pub async fn node_digests(&self, wait: Duration) -> Result<Vec<NodeStatus>, ServiceError> {
-        self.gather(CTL_STATUS, &StatusRequest { digests: true }, wait).await
+    /// Every running node's status (with digests if asked), telling "nobody listens" apart from
+    /// "nobody answered in time".
+    pub async fn gather_statuses(
+        &self,
+        digests: bool,
+        collect: Collect,
+    ) -> Result<Broadcast<NodeStatus>, ServiceError> {
+        self.broadcast(CTL_STATUS, &StatusRequest { digests }, collect).await
     }
 
     /// Asks every running node that has `projection` (or all, with "all") to rebuild it.
     pub async fn replay(&self, request: &ReplayRequest, wait: Duration) -> Result<Vec<ReplayReply>, ServiceError> {
-        self.gather(CTL_REPLAY, request, wait).await
+        Ok(self.broadcast(CTL_REPLAY, request, Collect::within(wait)).await?.answers)
     }
 
-    async fn gather<B: Serialize, T: DeserializeOwned>(
+    /// Sends `body` to every node listening on `subject` and collects their answers as `collect`
+    /// says. Returns at once when the server says nobody listens.
+    pub async fn broadcast<B: Serialize, T: DeserializeOwned>(
         &self,
         subject: &str,
         body: &B,
-        wait: Duration,
-    ) -> Result<Vec<T>, ServiceError> {
+        collect: Collect,
+    ) -> Result<Broadcast<T>, ServiceError> {
+        self.ensure_connected(subject)?;
         let inbox = self.client.new_inbox();
         let mut sub =
             self.client.subscribe(inbox.clone()).await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
@@ -93,13 +119,58 @@ impl ServiceClient {
             .publish_with_reply(subject.to_owned(), inbox, payload.into())
             .await
             .map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut out = Broadcast { answers: Vec::new(), refusals: Vec::new(), nobody_listens: false };
+        let end = tokio::time::Instant::now() + collect.within;
+        let mut deadline = end;
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, sub.next()).await {
-            if let Ok(Reply::Ok(v)) = serde_json::from_slice::<Reply<T>>(&message.payload) {
-                out.push(v);
+            if message.status == Some(StatusCode::NO_RESPONDERS) {
+                // The server answers so for a request nobody subscribes to (clients announce
+                // that they understand it), and only when nobody does.
+                out.nobody_listens = true;
+                break;
             }
+            match serde_json::from_slice::<Reply<T>>(&message.payload) {
+                Ok(Reply::Ok(v)) => out.answers.push(v),
+                Ok(Reply::Error(e)) => out.refusals.push(e),
+                Err(e) => {
+                    out.refusals.push(ServiceError::internal("reading a node's answer", format!("{subject}: {e}")))
+                }
+            }
+            if collect.expect.is_some_and(|n| out.answers.len() + out.refusals.len() >= n) {
+                break;
+            }
+            deadline = end.min(tokio::time::Instant::now() + collect.settle);
         }
         Ok(out)
     }
+}
+
+/// How long a [`ServiceClient::broadcast`] collects answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Collect {
+    /// The longest wait in all.
+    pub within: Duration,
+    /// The longest wait for another answer after one came: nodes answer together unless one is
+    /// busy.
+    pub settle: Duration,
+    /// Stop as soon as this many nodes answered.
+    pub expect: Option<usize>,
+}
+
+impl Collect {
+    /// Everything that arrives within `wait`.
+    pub fn within(wait: Duration) -> Collect {
+        Collect { within: wait, settle: wait, expect: None }
+    }
+}
+
+/// What a [`ServiceClient::broadcast`] brought back.
+#[derive(Debug)]
+pub struct Broadcast<T> {
+    pub answers: Vec<T>,
+    /// Nodes that answered with an error.
+    pub refusals: Vec<ServiceError>,
+    /// The server said that no node listens on the subject (not merely that none answered in
+    /// time).
+    pub nobody_listens: bool,
 }

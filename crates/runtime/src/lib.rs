@@ -25,7 +25,7 @@ mod reactor;
 mod runner;
 mod wire;
 
-pub use client::ServiceClient;
+pub use client::{Broadcast, Collect, ServiceClient};
 pub use error::{ErrorKind, ServiceError};
 pub use failpoint::{failpoint, FAILPOINT_VAR};
 pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};

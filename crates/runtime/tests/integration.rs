@@ -298,3 +298,52 @@ async fn a_callers_key_gets_its_first_answer_back_whatever_changed() {
     tracker.close();
     tracker.wait().await;
 }
+
+#[tokio::test]
+async fn broadcasts_say_when_nobody_listens_and_calls_fail_at_once_while_nats_is_down() {
+    use futures::StreamExt;
+    use runtime::Collect;
+
+    let mut nats = TestNats::start().await;
+    let client = ServiceClient::new(nats.client().await, Duration::from_secs(10));
+    // Nobody listens: the server says so, and the answer comes at once rather than after the wait.
+    let started = std::time::Instant::now();
+    let wait = Collect::within(Duration::from_secs(10));
+    let nobody = client.broadcast::<_, u64>("test.ctl", &json!({}), wait).await.unwrap();
+    assert!(nobody.nobody_listens && nobody.answers.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+
+    // Two nodes answer; the wait ends with the answers expected.
+    for n in 1..=2u64 {
+        let node = nats.client().await;
+        let mut sub = node.subscribe("test.ctl").await.unwrap();
+        node.flush().await.unwrap();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let body = serde_json::to_vec(&json!({ "ok": n })).unwrap();
+                node.publish(m.reply.unwrap(), body.into()).await.unwrap();
+            }
+        });
+    }
+    let started = std::time::Instant::now();
+    let collect = Collect { expect: Some(2), ..Collect::within(Duration::from_secs(10)) };
+    let mut both = client.broadcast::<_, u64>("test.ctl", &json!({}), collect).await.unwrap();
+    both.answers.sort();
+    assert_eq!((both.answers, both.nobody_listens), (vec![1, 2], false));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    // The server is gone: calls answer service_unavailable at once, not after their 10 s.
+    nats.server.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.nats().connection_state() == async_nats::connection::State::Connected {
+        assert!(std::time::Instant::now() < deadline, "the client never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    let request = CommandRequest::new("c1", Actor::system("test"), json!({"by": 1}));
+    let err = client.command("stock", "add", &request).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Unavailable, "service_unavailable"));
+    let err = client.broadcast::<_, u64>("test.ctl", &json!({}), wait).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Unavailable, "service_unavailable"));
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
