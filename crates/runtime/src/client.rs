@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::RequestErrorKind;
@@ -66,25 +67,49 @@ impl ServiceClient {
 
     /// Asks every running node for its status; collects the answers that arrive within `wait`.
     pub async fn node_statuses(&self, wait: Duration) -> Result<Vec<NodeStatus>, ServiceError> {
-        self.gather(CTL_STATUS, &StatusRequest { digests: false }, wait).await
+        self.gather(CTL_STATUS, &StatusRequest { digests: false }, None, wait).await
+    }
+
+    /// Asks `nodes` for their status; returns as soon as each has answered, or after `wait`.
+    pub async fn node_statuses_on(&self, nodes: &[String], wait: Duration) -> Result<Vec<NodeStatus>, ServiceError> {
+        self.gather(CTL_STATUS, &StatusRequest { digests: false }, Some(nodes), wait).await
     }
 
     /// Like [`node_statuses`](Self::node_statuses), with a digest of every projection's rows.
     pub async fn node_digests(&self, wait: Duration) -> Result<Vec<NodeStatus>, ServiceError> {
-        self.gather(CTL_STATUS, &StatusRequest { digests: true }, wait).await
+        self.gather(CTL_STATUS, &StatusRequest { digests: true }, None, wait).await
     }
 
-    /// Asks every running node that has `projection` (or all, with "all") to rebuild it.
+    /// Asks every running node that has `projection` (or all, with "all") to rebuild it;
+    /// collects the answers that arrive within `wait`.
     pub async fn replay(&self, request: &ReplayRequest, wait: Duration) -> Result<Vec<ReplayReply>, ServiceError> {
-        self.gather(CTL_REPLAY, request, wait).await
+        self.gather(CTL_REPLAY, request, None, wait).await
     }
 
-    async fn gather<B: Serialize, T: DeserializeOwned>(
+    /// Like [`replay`](Self::replay), returning as soon as each of `nodes` (those known to have
+    /// the projection, from their announcements) has answered, or after `wait`.
+    pub async fn replay_on(
+        &self,
+        request: &ReplayRequest,
+        nodes: &[String],
+        wait: Duration,
+    ) -> Result<Vec<ReplayReply>, ServiceError> {
+        self.gather(CTL_REPLAY, request, Some(nodes), wait).await
+    }
+
+    /// Publishes `body` to every node on `subject` and collects their answers until `wait` has
+    /// passed, or until every node of `expected` has answered.
+    async fn gather<B: Serialize, T: DeserializeOwned + FromNode>(
         &self,
         subject: &str,
         body: &B,
+        expected: Option<&[String]>,
         wait: Duration,
     ) -> Result<Vec<T>, ServiceError> {
+        let mut missing: Option<HashSet<&str>> = expected.map(|nodes| nodes.iter().map(String::as_str).collect());
+        if missing.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok(Vec::new());
+        }
         let inbox = self.client.new_inbox();
         let mut sub =
             self.client.subscribe(inbox.clone()).await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
@@ -97,9 +122,32 @@ impl ServiceClient {
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, sub.next()).await {
             if let Ok(Reply::Ok(v)) = serde_json::from_slice::<Reply<T>>(&message.payload) {
+                if let Some(missing) = &mut missing {
+                    missing.remove(v.node());
+                }
                 out.push(v);
+                if missing.as_ref().is_some_and(HashSet::is_empty) {
+                    break;
+                }
             }
         }
         Ok(out)
+    }
+}
+
+/// An answer that names the node it came from.
+trait FromNode {
+    fn node(&self) -> &str;
+}
+
+impl FromNode for NodeStatus {
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+impl FromNode for ReplayReply {
+    fn node(&self) -> &str {
+        &self.node
     }
 }
