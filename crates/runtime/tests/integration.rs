@@ -245,11 +245,29 @@ impl projections::Projection for Gated {
     }
 }
 
+/// Opens the gate when dropped: a failing test must not leave a batch held, or the runtime
+/// would wait for that blocking thread forever.
+struct OpenOnDrop(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl OpenOnDrop {
+    fn set(&self, open: bool) {
+        let (flag, turned) = &*self.0;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = open;
+        turned.notify_all();
+    }
+}
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.set(true);
+    }
+}
+
 /// The `gated` projection as node `n1` reports it, asked directly.
 async fn gated(client: &ServiceClient) -> projections::ProjectionStatus {
     let started = std::time::Instant::now();
-    let nodes = client.node_statuses_on(&["n1".to_owned()], Duration::from_secs(30)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(30), "the answer of the one node expected ends the wait");
+    let nodes = client.node_statuses_on(&["n1".to_owned()], Duration::from_secs(10)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the answer of the one node expected ends the wait");
     assert_eq!(nodes.len(), 1, "n1 answers while its projection is being replayed");
     nodes[0].projections.iter().find(|p| p.name == "gated").unwrap().clone()
 }
@@ -268,6 +286,7 @@ async fn a_node_answers_and_announces_itself_while_a_replay_waits() {
     let config = projections::EngineConfig { node: "n1".into(), batch_size: 16 };
     let mut engine = projections::Engine::new(projections, store.jetstream().clone(), config);
     let handle = engine.register(Gated { gate: gate.clone(), held: held.clone() });
+    let gate = OpenOnDrop(gate);
     engine.start();
     let engine = Arc::new(engine);
     for i in 0..3 {
@@ -294,7 +313,7 @@ async fn a_node_answers_and_announces_itself_while_a_replay_waits() {
     assert!(last >= 3);
 
     // A batch is held inside the projection: a replay must wait for it to land.
-    *gate.0.lock().unwrap() = false;
+    gate.set(false);
     runner.execute(id("c"), 1, CommandMeta::new("k3", "test")).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while held.load(Ordering::SeqCst) == 0 {
@@ -302,22 +321,18 @@ async fn a_node_answers_and_announces_itself_while_a_replay_waits() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let request = runtime::ReplayRequest { projection: "gated".into(), node: None };
-    let answers = services.replay_on(&request, &["n1".to_owned()], Duration::from_secs(30)).await.unwrap();
+    let answers = services.replay_on(&request, &["n1".to_owned()], Duration::from_secs(10)).await.unwrap();
     assert_eq!(answers, [runtime::ReplayReply { node: "n1".into(), started: vec!["gated".into()] }]);
     // Answered, and still answering, while the replay waits: rebuilding, from nothing.
     let during = gated(&services).await;
     assert_eq!((during.state, during.checkpoints.len()), (ProjectionState::Rebuilding, 0), "{during:?}");
     assert_eq!(held.load(Ordering::SeqCst), 1, "the batch is still held");
     // Asked again meanwhile: the same rebuild, not a second one.
-    let again = services.replay_on(&request, &["n1".to_owned()], Duration::from_secs(30)).await.unwrap();
+    let again = services.replay_on(&request, &["n1".to_owned()], Duration::from_secs(10)).await.unwrap();
     assert_eq!(again[0].started, ["gated"]);
 
     // The gate opens: the rebuild runs to the end and counts every event once.
-    {
-        let (open, turned) = &*gate;
-        *open.lock().unwrap() = true;
-        turned.notify_all();
-    }
+    gate.set(true);
     handle.wait_for("stock", last + 1, Duration::from_secs(20)).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
