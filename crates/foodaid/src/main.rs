@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_compose;
+mod bench_health;
 mod bench_plan;
 mod bench_routing;
 mod config;
@@ -179,6 +180,18 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Concurrent callers on /health, against a `foodaid up --demo` it starts or a URL.
+    Health {
+        /// A running gateway (http://host:port) instead of a platform of its own.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        callers: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Donations into lots, then 8-line parcel reservations, through the services.
     Stock {
         #[arg(long, default_value_t = 50_000)]
@@ -208,7 +221,8 @@ fn main() -> ExitCode {
             command:
                 BenchCommand::Eventstore { json, .. }
                 | BenchCommand::Stock { json, .. }
-                | BenchCommand::Compose { json, .. },
+                | BenchCommand::Compose { json, .. }
+                | BenchCommand::Health { json, .. },
         } => *json,
         _ => false,
     };
@@ -240,6 +254,9 @@ fn main() -> ExitCode {
                 bench::eventstore(&settings, events, aggregates, json).await
             }
             Command::Bench { command: BenchCommand::Stock { lots, json } } => bench::stock(&settings, lots, json).await,
+            Command::Bench { command: BenchCommand::Health { url, callers, seconds, json } } => {
+                bench_health::run(url, callers, seconds, json).await
+            }
             Command::Bench { command: BenchCommand::Plan { stops, vehicles, time_limit, seed, threads, json } } => {
                 bench_plan::run(stops, vehicles, time_limit, seed, threads, json)
             }

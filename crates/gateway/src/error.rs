@@ -54,6 +54,9 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(code = %self.code, message = %self.message, "request failed");
         }
-        (self.status, Json(self)).into_response()
+        let code = crate::metrics::ErrorCode(self.code.clone());
+        let mut response = (self.status, Json(self)).into_response();
+        response.extensions_mut().insert(code);
+        response
     }
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use runtime::{Actor, ReplayRequest, Role};
+use runtime::{Actor, NodeStatus, ReplayRequest, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -42,49 +42,19 @@ pub struct StuckAt {
     pub reason: String,
 }
 
+/// `GET /health`, from what the gateway already knows (see [`crate::presence`]): the nodes'
+/// latest announcements, at most a second or two old, and the streams' sizes read every second.
+/// No call waits for nodes to answer.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let connected = state.services.nats().connection_state() == async_nats::connection::State::Connected;
-    let mut streams = BTreeMap::new();
-    if connected {
-        for name in services::SERVICE_NAMES {
-            if let Ok(mut stream) = state.js.get_stream(name).await {
-                if let Ok(info) = stream.info().await {
-                    streams.insert(name.to_owned(), info.state.last_sequence);
-                }
-            }
-        }
-    }
-    let nodes =
-        if connected { state.services.node_statuses(state.health_wait).await.unwrap_or_default() } else { Vec::new() };
-    let mut projections = Vec::new();
-    for node in &nodes {
-        for p in &node.projections {
-            // Every stream it reads: a projection being rebuilt has no checkpoint yet, and all to do.
-            let lag = p
-                .streams
-                .iter()
-                .chain(p.checkpoints.keys().filter(|s| !p.streams.contains(s)))
-                .map(|s| {
-                    let done = p.checkpoints.get(s).copied().unwrap_or(0);
-                    (s.clone(), streams.get(s).copied().unwrap_or(0).saturating_sub(done))
-                })
-                .collect();
-            projections.push(ProjectionHealth {
-                node: node.node.clone(),
-                name: p.name.clone(),
-                state: serde_json::to_value(p.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                lag,
-                stuck: p.stuck.as_ref().map(|s| StuckAt {
-                    stream: s.stream.clone(),
-                    seq: s.seq,
-                    reason: s.reason.clone(),
-                }),
-            });
-        }
-    }
+    state.presence.primed(state.health_wait * 4).await;
+    let (streams, nodes) = if connected {
+        let streams = state.presence.streams().into_iter().map(|(name, s)| (name, s.last_seq)).collect();
+        (streams, state.presence.nodes())
+    } else {
+        (BTreeMap::new(), Vec::new())
+    };
+    let projections = projections(&nodes, &streams);
     let status = if !connected {
         "unavailable"
     } else if projections.iter().any(|p| p.stuck.is_some()) {
@@ -101,6 +71,40 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         projections,
     };
     (code, Json(health))
+}
+
+/// Each node's projections with their lag against the streams' last sequences.
+pub(crate) fn projections(nodes: &[NodeStatus], heads: &BTreeMap<String, u64>) -> Vec<ProjectionHealth> {
+    let mut out = Vec::new();
+    for node in nodes {
+        for p in &node.projections {
+            // Every stream it reads: a projection being rebuilt has no checkpoint yet, and all to do.
+            let lag = p
+                .streams
+                .iter()
+                .chain(p.checkpoints.keys().filter(|s| !p.streams.contains(s)))
+                .map(|s| {
+                    let done = p.checkpoints.get(s).copied().unwrap_or(0);
+                    (s.clone(), heads.get(s).copied().unwrap_or(0).saturating_sub(done))
+                })
+                .collect();
+            out.push(ProjectionHealth {
+                node: node.node.clone(),
+                name: p.name.clone(),
+                state: serde_json::to_value(p.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                lag,
+                stuck: p.stuck.as_ref().map(|s| StuckAt {
+                    stream: s.stream.clone(),
+                    seq: s.seq,
+                    reason: s.reason.clone(),
+                }),
+            });
+        }
+    }
+    out
 }
 
 /// A projection to rebuild from the streams.
@@ -138,13 +142,19 @@ pub async fn replay(
     }
     let body: Replay = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e))?;
-    // A node answers only for the projections it has: ask first who has which.
-    let nodes = state.services.node_statuses(state.health_wait).await?;
+    // A node answers only for the projections it has: its announcements say which it has.
+    state.presence.primed(state.health_wait * 4).await;
+    let nodes = state.presence.nodes();
     if nodes.is_empty() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_node", "no node answered"));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_node", "no node is running"));
     }
-    let known = nodes.iter().flat_map(|n| &n.projections).any(|p| p.name == body.projection);
-    if body.projection != "all" && !known {
+    let all = body.projection == "all";
+    let expected: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.projections.iter().any(|p| all || p.name == body.projection))
+        .map(|n| n.node.clone())
+        .collect();
+    if expected.is_empty() && !all {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "projection_not_found",
@@ -153,9 +163,17 @@ pub async fn replay(
     }
     tracing::info!(actor = %actor, projection = %body.projection, "replay asked");
     let request = ReplayRequest { projection: body.projection.clone(), node: None };
-    let answers = state.services.replay(&request, state.health_wait * 3).await?;
+    let answers = state.services.replay_on(&request, &expected, state.health_wait * 3).await?;
     if answers.is_empty() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_node", "no node answered"));
+    }
+    // Each node marked the projections as rebuilding before it answered: its status now says
+    // so, and /health shows it at once rather than at the next announcement.
+    let answered: Vec<String> = answers.iter().map(|a| a.node.clone()).collect();
+    if let Ok(statuses) = state.services.node_statuses_on(&answered, state.health_wait).await {
+        for status in statuses {
+            state.presence.record(status);
+        }
     }
     let nodes = answers.into_iter().map(|a| ReplayOnNode { node: a.node, started: a.started }).collect();
     Ok((StatusCode::ACCEPTED, Json(ReplayStarted { nodes })))

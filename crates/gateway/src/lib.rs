@@ -3,13 +3,17 @@
 //! It authenticates bearer tokens, turns each HTTP operation of [`api::operations`] into a
 //! command or query sent over NATS to whichever service instance answers, and maps every failure
 //! to `{ "code": ..., "message": ... }` with a stable code. It holds no business logic and no
-//! state besides a short token cache: any number of gateways can run.
+//! state besides a short token cache and what the nodes announce of themselves ([`presence`]):
+//! any number of gateways can run. `/health` and `/metrics` ([`metrics`]) say how the platform
+//! stands.
 
 pub mod api;
 pub mod auth;
 mod error;
 pub mod health;
+pub mod metrics;
 mod openapi;
+pub mod presence;
 pub mod web;
 
 use std::sync::Arc;
@@ -43,21 +47,28 @@ pub struct AppState {
     pub services: ServiceClient,
     pub tokens: Arc<TokenStore>,
     pub js: async_nats::jetstream::Context,
-    /// How long /health waits for node status answers.
+    /// How long the gateway waits for node status answers when it starts; three times this for
+    /// replay answers (it stops as soon as every node expected has answered).
     pub health_wait: Duration,
     pub request_timeout: Duration,
+    /// The nodes, from their announcements, and the streams' sizes.
+    pub presence: Arc<presence::Presence>,
+    pub metrics: Arc<metrics::Metrics>,
     openapi: Arc<serde_json::Value>,
 }
 
 impl AppState {
     pub fn new(services: ServiceClient, tokens: Arc<TokenStore>, js: async_nats::jetstream::Context) -> Self {
-        let doc = openapi::document(&api::operations());
+        let operations = api::operations();
+        let doc = openapi::document(&operations);
         AppState {
             services,
             tokens,
             js,
             health_wait: Duration::from_millis(250),
             request_timeout: Duration::from_secs(30),
+            presence: Arc::default(),
+            metrics: Arc::new(metrics::Metrics::new(&operations)),
             openapi: Arc::new(serde_json::to_value(doc).expect("openapi serialises")),
         }
     }
@@ -67,27 +78,43 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(web::index))
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/me", get(web::me))
         .route("/api/replays", axum::routing::post(health::replay))
         .merge(api::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::label))
         .fallback(web::asset)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(middleware::from_fn(request_id))
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+/// Serves until `shutdown` is cancelled, then lets in-flight requests finish. Follows the nodes'
+/// announcements meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "http gateway listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let stop = shutdown.child_token();
+    let presence = tokio::spawn(state.presence.clone().run(
+        state.services.clone(),
+        state.js.clone(),
+        state.health_wait,
+        stop.clone(),
+    ));
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    stop.cancel();
+    if let Err(e) = presence.await {
+        tracing::warn!(error = %e, "following node announcements ended abnormally");
+    }
+    served
 }
 
 async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -57,6 +57,32 @@ pub fn document(ops: &[Op]) -> OpenApi {
             .build(),
     );
 
+    paths.add_path_operation(
+        "/metrics",
+        vec![HttpMethod::Get],
+        OperationBuilder::new()
+            .tag("platform")
+            .summary(Some(
+                "Requests, latency, projection lag, stream sizes, reactors, NATS reconnections and open \
+                 reservations, in the Prometheus text format (no token needed)",
+            ))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("Prometheus text format 0.0.4")
+                    .content(
+                        "text/plain; version=0.0.4",
+                        json(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::String)
+                                .into(),
+                        ),
+                    )
+                    .build(),
+            )
+            .build(),
+    );
+
     let replay = schema::<crate::health::Replay>(&mut schemas);
     let started = schema::<crate::health::ReplayStarted>(&mut schemas);
     paths.add_path_operation(

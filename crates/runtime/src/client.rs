@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -97,9 +98,25 @@ impl ServiceClient {
         self.broadcast(CTL_STATUS, &StatusRequest { digests }, collect).await
     }
 
+    /// Asks `nodes` for their status; returns as soon as each has answered, or after `wait`.
+    pub async fn node_statuses_on(&self, nodes: &[String], wait: Duration) -> Result<Vec<NodeStatus>, ServiceError> {
+        self.broadcast_to(CTL_STATUS, &StatusRequest { digests: false }, nodes, wait).await
+    }
+
     /// Asks every running node that has `projection` (or all, with "all") to rebuild it.
     pub async fn replay(&self, request: &ReplayRequest, wait: Duration) -> Result<Vec<ReplayReply>, ServiceError> {
         Ok(self.broadcast(CTL_REPLAY, request, Collect::within(wait)).await?.answers)
+    }
+
+    /// Like [`replay`](Self::replay), returning as soon as each of `nodes` (those known to have
+    /// the projection, from their announcements) has answered, or after `wait`.
+    pub async fn replay_on(
+        &self,
+        request: &ReplayRequest,
+        nodes: &[String],
+        wait: Duration,
+    ) -> Result<Vec<ReplayReply>, ServiceError> {
+        self.broadcast_to(CTL_REPLAY, request, nodes, wait).await
     }
 
     /// Sends `body` to every node listening on `subject` and collects their answers as `collect`
@@ -109,6 +126,36 @@ impl ServiceClient {
         subject: &str,
         body: &B,
         collect: Collect,
+    ) -> Result<Broadcast<T>, ServiceError> {
+        self.collect_until(subject, body, collect, |_: &T| false).await
+    }
+
+    /// Like [`broadcast`](Self::broadcast), stopping as soon as each of `nodes` has answered.
+    async fn broadcast_to<B: Serialize, T: DeserializeOwned + FromNode>(
+        &self,
+        subject: &str,
+        body: &B,
+        nodes: &[String],
+        wait: Duration,
+    ) -> Result<Vec<T>, ServiceError> {
+        let mut missing: HashSet<&str> = nodes.iter().map(String::as_str).collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let done = |v: &T| {
+            missing.remove(v.node());
+            missing.is_empty()
+        };
+        Ok(self.collect_until(subject, body, Collect::within(wait), done).await?.answers)
+    }
+
+    /// Collects answers as `collect` says, or until `done` says an answer was the last needed.
+    async fn collect_until<B: Serialize, T: DeserializeOwned>(
+        &self,
+        subject: &str,
+        body: &B,
+        collect: Collect,
+        mut done: impl FnMut(&T) -> bool,
     ) -> Result<Broadcast<T>, ServiceError> {
         self.ensure_connected(subject)?;
         let inbox = self.client.new_inbox();
@@ -130,7 +177,13 @@ impl ServiceClient {
                 break;
             }
             match serde_json::from_slice::<Reply<T>>(&message.payload) {
-                Ok(Reply::Ok(v)) => out.answers.push(v),
+                Ok(Reply::Ok(v)) => {
+                    let last = done(&v);
+                    out.answers.push(v);
+                    if last {
+                        break;
+                    }
+                }
                 Ok(Reply::Error(e)) => out.refusals.push(e),
                 Err(e) => {
                     out.refusals.push(ServiceError::internal("reading a node's answer", format!("{subject}: {e}")))
@@ -173,4 +226,21 @@ pub struct Broadcast<T> {
     /// The server said that no node listens on the subject (not merely that none answered in
     /// time).
     pub nobody_listens: bool,
+}
+
+/// An answer that names the node it came from.
+trait FromNode {
+    fn node(&self) -> &str;
+}
+
+impl FromNode for NodeStatus {
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+impl FromNode for ReplayReply {
+    fn node(&self) -> &str {
+        &self.node
+    }
 }

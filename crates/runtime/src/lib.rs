@@ -12,6 +12,8 @@
 //! - [`ServiceClient`] is the other end, used by the HTTP gateway, the CLI and sagas.
 //! - [`Reactor`] lets a service act on another's events (saga steps), once per cluster.
 //! - [`ServiceError`] is how every failure travels: a kind, a stable code, a message.
+//! - [`serve_control`] answers the control subjects (status, replay) and announces the node on
+//!   [`CTL_PRESENCE`] every second, so a gateway knows which nodes run without asking.
 //!
 //! Domain rules live in the service crates; storage details in `eventstore` and `projections`.
 
@@ -30,7 +32,10 @@ pub use error::{ErrorKind, ServiceError};
 pub use failpoint::{failpoint, FAILPOINT_VAR};
 pub use host::{parse_payload, CommandHandler, QueryHandler, ServiceHost};
 pub use journal::AnswerJournal;
-pub use node::{serve_control, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, CTL_REPLAY, CTL_STATUS};
-pub use reactor::{Reaction, Reactor, ReactorHandler};
+pub use node::{
+    serve_control, Announcement, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, ANNOUNCE_EVERY, CTL_PRESENCE,
+    CTL_REPLAY, CTL_STATUS,
+};
+pub use reactor::{reactor_stats, Reaction, Reactor, ReactorHandler, ReactorStats};
 pub use runner::{CommandRunner, RunnerConfig};
 pub use wire::{Actor, CommandReply, CommandRequest, QueryRequest, ReplyEvent, Role};

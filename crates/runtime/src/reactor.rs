@@ -7,14 +7,20 @@
 //! twice (after a crash before the ack, or a redelivery) commits nothing new. A commit is
 //! acknowledged only once its handler succeeded; a failure is retried later with a growing
 //! delay and never skipped.
+//!
+//! Each reactor counts what it did (commits handled, retries, failures, restarts) in a table
+//! kept per process, which the node's announcements carry to the gateway's `/metrics`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
 use eventcore::{decode_event_raw, Commit, DomainEvent, EventEnvelope};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::{ErrorKind, ServiceError};
@@ -42,6 +48,56 @@ impl Reaction {
     }
 }
 
+/// What one reactor did since this process started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactorStats {
+    pub name: String,
+    /// Commits handled and acknowledged.
+    pub handled: u64,
+    /// Attempts at a commit delivered before: after a failure, or an instance that died.
+    pub retries: u64,
+    /// Attempts that failed because something was unavailable; retried later.
+    pub unavailable: u64,
+    /// Attempts the service refused; retried too, though a retry rarely changes a refusal.
+    pub refused: u64,
+    /// Times the reactor lost its consumer and started again.
+    pub restarts: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    handled: AtomicU64,
+    retries: AtomicU64,
+    unavailable: AtomicU64,
+    refused: AtomicU64,
+    restarts: AtomicU64,
+}
+
+/// The counters of every reactor that ran in this process. Reactors are built inside the
+/// services and cloned into their tasks; a table per process (a node is one process) spares
+/// threading a handle through every service, as a metrics recorder would.
+static COUNTERS: Mutex<BTreeMap<&'static str, Arc<Counters>>> = Mutex::new(BTreeMap::new());
+
+fn counters(name: &'static str) -> Arc<Counters> {
+    COUNTERS.lock().expect("reactor counters lock").entry(name).or_default().clone()
+}
+
+/// What every reactor that ran in this process did, by name.
+pub fn reactor_stats() -> Vec<ReactorStats> {
+    let table = COUNTERS.lock().expect("reactor counters lock");
+    table
+        .iter()
+        .map(|(name, c)| ReactorStats {
+            name: (*name).to_owned(),
+            handled: c.handled.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            unavailable: c.unavailable.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            restarts: c.restarts.load(Ordering::Relaxed),
+        })
+        .collect()
+}
+
 pub type ReactorHandler = Arc<dyn Fn(Reaction) -> BoxFuture<'static, Result<(), ServiceError>> + Send + Sync>;
 
 #[derive(Clone)]
@@ -64,10 +120,12 @@ impl Reactor {
 
     /// Handles commits until `cancel`, reconnecting after errors.
     pub async fn run(self, js: jetstream::Context, cancel: CancellationToken) {
+        let counters = counters(self.name);
         loop {
-            match self.run_once(&js, &cancel).await {
+            match self.run_once(&js, &cancel, &counters).await {
                 Ok(()) => break,
                 Err(e) => {
+                    counters.restarts.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(reactor = self.name, error = %e, "reactor interrupted, restarting");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -78,7 +136,12 @@ impl Reactor {
         }
     }
 
-    async fn run_once(&self, js: &jetstream::Context, cancel: &CancellationToken) -> Result<(), String> {
+    async fn run_once(
+        &self,
+        js: &jetstream::Context,
+        cancel: &CancellationToken,
+        counters: &Counters,
+    ) -> Result<(), String> {
         let stream = js.get_stream(self.stream).await.map_err(|e| format!("stream {}: {e}", self.stream))?;
         let durable = format!("react_{}", self.name);
         let consumer = stream
@@ -108,6 +171,9 @@ impl Reactor {
             };
             let info = message.info().map_err(|e| e.to_string())?;
             let (seq, delivered) = (info.stream_sequence, info.delivered);
+            if delivered > 1 {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
             let empty = async_nats::HeaderMap::new();
             let outcome = match eventstore::decode_commit(
                 self.stream,
@@ -121,14 +187,19 @@ impl Reactor {
                 Err(e) => Err(ServiceError::internal("decoding a commit for a reactor", e)),
             };
             match outcome {
-                Ok(()) => message.ack().await.map_err(|e| format!("ack: {e}"))?,
+                Ok(()) => {
+                    message.ack().await.map_err(|e| format!("ack: {e}"))?;
+                    counters.handled.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => {
                     // Retried later; a rejection that no retry will change is logged as an error
                     // each time, so it is seen, and the consumer's pending count shows it.
                     let delay = Duration::from_secs(2u64.saturating_pow(delivered.clamp(1, 8) as u32).min(300));
                     if matches!(e.kind, ErrorKind::Unavailable) {
+                        counters.unavailable.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(reactor = self.name, seq, error = %e, ?delay, "reaction failed, will retry");
                     } else {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(reactor = self.name, seq, error = %e, ?delay, "reaction refused, will retry");
                     }
                     message.ack_with(AckKind::Nak(Some(delay))).await.map_err(|e| format!("nak: {e}"))?;

@@ -347,3 +347,148 @@ async fn broadcasts_say_when_nobody_listens_and_calls_fail_at_once_while_nats_is
     assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Unavailable, "service_unavailable"));
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
 }
+
+/// Counts events; holds its batch while the gate is closed, saying so in `held`.
+struct Gated {
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    held: Arc<AtomicUsize>,
+}
+
+impl projections::Projection for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn streams(&self) -> &'static [&'static str] {
+        &["stock"]
+    }
+    fn apply(
+        &self,
+        tx: &mut projections::Tx,
+        _: &projections::RecordedEvent<'_>,
+    ) -> Result<(), projections::ApplyError> {
+        let (open, turned) = &*self.gate;
+        let mut open = open.lock().unwrap();
+        if !*open {
+            self.held.fetch_add(1, Ordering::SeqCst);
+        }
+        while !*open {
+            open = turned.wait(open).unwrap();
+        }
+        let n: u64 = tx.get_json("count", b"n")?.unwrap_or(0);
+        tx.put_json("count", b"n", &(n + 1));
+        Ok(())
+    }
+}
+
+/// Opens the gate when dropped: a failing test must not leave a batch held, or the runtime
+/// would wait for that blocking thread forever.
+struct OpenOnDrop(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl OpenOnDrop {
+    fn set(&self, open: bool) {
+        let (flag, turned) = &*self.0;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = open;
+        turned.notify_all();
+    }
+}
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.set(true);
+    }
+}
+
+/// The `gated` projection as node `n1` reports it, asked directly.
+async fn gated(client: &ServiceClient) -> projections::ProjectionStatus {
+    let started = std::time::Instant::now();
+    let nodes = client.node_statuses_on(&["n1".to_owned()], Duration::from_secs(10)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the answer of the one node expected ends the wait");
+    assert_eq!(nodes.len(), 1, "n1 answers while its projection is being replayed");
+    nodes[0].projections.iter().find(|p| p.name == "gated").unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_node_answers_and_announces_itself_while_a_replay_waits() {
+    use futures::StreamExt;
+    use projections::ProjectionState;
+
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let runner = CommandRunner::<Counter>::new(store.clone(), "stock", RunnerConfig::default());
+    let gate = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+    let held = Arc::new(AtomicUsize::new(0));
+    let projections = projections::ProjectionStore::open(&nats.path().join("sled")).unwrap();
+    let config = projections::EngineConfig { node: "n1".into(), batch_size: 16 };
+    let mut engine = projections::Engine::new(projections, store.jetstream().clone(), config);
+    let handle = engine.register(Gated { gate: gate.clone(), held: held.clone() });
+    let gate = OpenOnDrop(gate);
+    engine.start();
+    let engine = Arc::new(engine);
+    for i in 0..3 {
+        runner.execute(id("c"), 1, CommandMeta::new(format!("k{i}"), "test")).await.unwrap();
+    }
+
+    let client = nats.client().await;
+    let mut presence = client.subscribe(runtime::CTL_PRESENCE).await.unwrap();
+    let cancel = CancellationToken::new();
+    let info = runtime::NodeInfo { node: "n1".into(), services: vec!["stock".into()], started_at: chrono::Utc::now() };
+    let control = tokio::spawn(runtime::serve_control(client.clone(), engine.clone(), info, cancel.clone()));
+    let services = ServiceClient::new(client.clone(), Duration::from_secs(5));
+
+    // The node announces itself, with its projection's progress.
+    let last = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), presence.next()).await.unwrap().unwrap();
+        let a: runtime::Announcement = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!((a.status.node.as_str(), a.every_ms, a.leaving), ("n1", 1000, false));
+        let p = a.status.projections.iter().find(|p| p.name == "gated").unwrap();
+        if let Some(seq) = p.checkpoints.get("stock").filter(|_| p.state == ProjectionState::Running) {
+            break *seq;
+        }
+    };
+    assert!(last >= 3);
+
+    // A batch is held inside the projection: a replay must wait for it to land.
+    gate.set(false);
+    runner.execute(id("c"), 1, CommandMeta::new("k3", "test")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while held.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the projection never took the new event");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let request = runtime::ReplayRequest { projection: "gated".into(), node: None };
+    let answers = services.replay_on(&request, &["n1".to_owned()], Duration::from_secs(10)).await.unwrap();
+    assert_eq!(answers, [runtime::ReplayReply { node: "n1".into(), started: vec!["gated".into()] }]);
+    // Answered, and still answering, while the replay waits: rebuilding, from nothing.
+    let during = gated(&services).await;
+    assert_eq!((during.state, during.checkpoints.len()), (ProjectionState::Rebuilding, 0), "{during:?}");
+    assert_eq!(held.load(Ordering::SeqCst), 1, "the batch is still held");
+    // Asked again meanwhile: the same rebuild, not a second one.
+    let again = services.replay_on(&request, &["n1".to_owned()], Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again[0].started, ["gated"]);
+
+    // The gate opens: the rebuild runs to the end and counts every event once.
+    gate.set(true);
+    handle.wait_for("stock", last + 1, Duration::from_secs(20)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let after = gated(&services).await;
+        if after.state == ProjectionState::Running && after.checkpoints.get("stock") == Some(&(last + 1)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rebuild did not end: {after:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Stopping, it says it leaves.
+    cancel.cancel();
+    control.await.unwrap().unwrap();
+    let leaving = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), presence.next()).await.unwrap().unwrap();
+        let a: runtime::Announcement = serde_json::from_slice(&message.payload).unwrap();
+        if a.leaving {
+            break a;
+        }
+    };
+    assert_eq!(leaving.status.node, "n1");
+    engine.shutdown().await;
+}

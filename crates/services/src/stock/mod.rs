@@ -412,6 +412,19 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             ServiceError::not_found("reservation_not_found", format!("no reservation {}", p.reservation_id))
         })
     });
+    // Reservations by status, for the gateway's metrics (counts only; admins and the platform).
+    projection_query(&mut host, "count_reservations", ctx, &view, Some(&[]), |view, _: crate::common::NoParams| {
+        #[derive(Deserialize)]
+        struct StatusOnly {
+            status: String,
+        }
+        let rows: Vec<StatusOnly> = view.scan_json("reservation", b"").map_err(storage)?;
+        let mut counts = BTreeMap::<String, u64>::new();
+        for row in rows {
+            *counts.entry(row.status).or_default() += 1;
+        }
+        Ok(counts)
+    });
     projection_query(&mut host, "list_transfers", ctx, &view, Some(warehouse), |view, p: ListTransfers| {
         let mut rows = Vec::new();
         for item in view.scan("transfer", b"") {
