@@ -35,8 +35,10 @@ pub struct Op {
     pub kind: OpKind,
     pub name: &'static str,
     pub summary: &'static str,
-    /// Who may call it, for the documentation (the service enforces it).
-    pub who: &'static str,
+    /// Who may call it, declared once here: the OpenAPI text and the access matrix test
+    /// (`tests/access.rs`) read it, the services enforce it. `None` until `doc` declares it, which
+    /// the test refuses.
+    pub access: Option<Access>,
     pub body: Option<SchemaFn>,
     pub response: SchemaFn,
     /// Query-string parameters (name, description).
@@ -45,6 +47,114 @@ pub struct Op {
     pub creates: bool,
     /// How a query's answer is sent: JSON, or rendered as a document.
     pub render: Render,
+}
+
+/// Who may call an operation. Administrators always may; the other roles as declared. The services
+/// enforce it (`services::common::require`, `require_scope` and the handlers' own checks); this
+/// declaration is what the OpenAPI document says and what `tests/access.rs` checks them against,
+/// cell by cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub warehouse: bool,
+    pub association: Grant,
+    pub driver: Grant,
+    /// The answer to an association or a driver aiming at another's target (`Grant::Own`).
+    pub not_yours: Refusal,
+}
+
+/// What a scoped role (an association, a driver) may reach with an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Nothing: refused, 403 `forbidden`.
+    No,
+    /// Its own only: its own households, parcels and association; a driver's own routes. Another's
+    /// target is refused with `Access::not_yours`, and what it reads holds its own rows only.
+    Own,
+    /// The operation names no target; each caller reads its own rows only.
+    OwnRows,
+    /// Anyone's: shared data (the members, the catalogue, the sites, the fleet).
+    All,
+}
+
+/// How a refusal for another's target is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403 `forbidden`.
+    Forbidden,
+    /// 404 with this code: as far as the caller can tell, the target does not exist.
+    NotFound(&'static str),
+    /// 422 with this code: a list refused line by line, none of it done.
+    Rejected(&'static str),
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::Forbidden => StatusCode::FORBIDDEN,
+            Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+            Refusal::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Forbidden => "forbidden",
+            Refusal::NotFound(code) | Refusal::Rejected(code) => code,
+        }
+    }
+}
+
+impl Access {
+    /// Administrators only.
+    pub const ADMIN: Access =
+        Access { warehouse: false, association: Grant::No, driver: Grant::No, not_yours: Refusal::Forbidden };
+    /// Every role, anyone's.
+    pub const ANY: Access =
+        Access { warehouse: true, association: Grant::All, driver: Grant::All, not_yours: Refusal::Forbidden };
+
+    /// The warehouse may too.
+    pub const fn warehouse(self) -> Access {
+        Access { warehouse: true, ..self }
+    }
+
+    pub const fn association(self, grant: Grant) -> Access {
+        Access { association: grant, ..self }
+    }
+
+    pub const fn driver(self, grant: Grant) -> Access {
+        Access { driver: grant, ..self }
+    }
+
+    /// Another's target is answered `refusal` (rather than 403 `forbidden`).
+    pub const fn not_yours(self, refusal: Refusal) -> Access {
+        Access { not_yours: refusal, ..self }
+    }
+
+    /// Who may call it, in words: the OpenAPI description's "Who".
+    pub fn describe(&self) -> String {
+        if *self == Access::ANY {
+            return "any role".to_owned();
+        }
+        let mut who = vec!["admin".to_owned()];
+        if self.warehouse {
+            who.push("warehouse".to_owned());
+        }
+        for (grant, one, role, own) in
+            [(self.association, "an", "association", "its own"), (self.driver, "a", "driver", "their own")]
+        {
+            match grant {
+                Grant::No => {}
+                Grant::All => who.push(format!("any {role}")),
+                Grant::OwnRows => who.push(format!("{one} {role}, reading {own} only")),
+                Grant::Own => who.push(format!(
+                    "{one} {role} for {own} (another's: {} {})",
+                    self.not_yours.status().as_u16(),
+                    self.not_yours.code()
+                )),
+            }
+        }
+        who.join(", ")
+    }
 }
 
 /// A query answer rendered as a document rather than sent as JSON.
@@ -80,7 +190,7 @@ impl Op {
             kind: OpKind::Command,
             name,
             summary: "",
-            who: "",
+            access: None,
             body: Some(body),
             response: schema::<runtime_schema::CommandReply>,
             params: &[],
@@ -97,7 +207,7 @@ impl Op {
             kind: OpKind::Query,
             name,
             summary: "",
-            who: "",
+            access: None,
             body: None,
             response,
             params: &[],
@@ -111,9 +221,9 @@ impl Op {
         self
     }
 
-    fn doc(mut self, summary: &'static str, who: &'static str) -> Op {
+    fn doc(mut self, summary: &'static str, access: Access) -> Op {
         self.summary = summary;
-        self.who = who;
+        self.access = Some(access);
         self
     }
 
@@ -131,18 +241,22 @@ impl Op {
 /// Every operation of the API.
 pub fn operations() -> Vec<Op> {
     use services::{distribution as dist, donations as don, stock as st, transport as tr};
+    use Grant::{All, Own, OwnRows};
+    use Refusal::{NotFound, Rejected};
     let (post, patch) = (Method::POST, Method::PATCH);
+    let (admin, any, warehouse) = (Access::ADMIN, Access::ANY, Access::ADMIN.warehouse());
+    let (association, driver) = (Access::ADMIN.association(Own), Access::ADMIN.driver(Own));
     vec![
         Op::command(post.clone(), "/api/donors", "donations", "register_donor", schema::<don::RegisterDonor>)
-            .doc("Register a donor", "admin, warehouse")
+            .doc("Register a donor", warehouse)
             .creates(),
         Op::command(patch, "/api/donors/{donor_id}", "donations", "update_donor", schema::<don::UpdateDonor>)
-            .doc("Change a donor's name, address or position", "admin, warehouse"),
+            .doc("Change a donor's name, address or position", warehouse),
         Op::query("/api/donors", "donations", "list_donors", array::<don::DonorRow>)
-            .doc("List donors", "admin, warehouse")
+            .doc("List donors", warehouse)
             .params(&[("kind", "only donors of this kind"), ("q", "part of the name, any case")]),
         Op::query("/api/donors/{donor_id}", "donations", "get_donor", schema::<don::DonorRow>)
-            .doc("One donor", "admin, warehouse"),
+            .doc("One donor", warehouse),
         Op::command(
             post.clone(),
             "/api/donors/{donor_id}/agreement",
@@ -150,7 +264,7 @@ pub fn operations() -> Vec<Op> {
             "sign_agreement",
             schema::<don::SignAgreement>,
         )
-        .doc("Record the donor's signed agreement (convention), with its own use-by delay", "admin"),
+        .doc("Record the donor's signed agreement (convention), with its own use-by delay", admin),
         Op::command(
             Method::DELETE,
             "/api/donors/{donor_id}/agreement",
@@ -158,7 +272,7 @@ pub fn operations() -> Vec<Op> {
             "end_agreement",
             schema::<don::EndAgreement>,
         )
-        .doc("End the donor's agreement", "admin"),
+        .doc("End the donor's agreement", admin),
         Op::command(
             Method::PUT,
             "/api/donors/{donor_id}/collections",
@@ -169,7 +283,7 @@ pub fn operations() -> Vec<Op> {
         .doc(
             "Replace the donor's weekly collections (day, window, kg, chilled kg, site): they become pickup jobs \
              for the days ahead",
-            "admin, warehouse",
+            warehouse,
         ),
         Op::query(
             "/api/donors/{donor_id}/statements/{year}",
@@ -177,14 +291,14 @@ pub fn operations() -> Vec<Op> {
             "donor_statement",
             schema::<don::DonorStatement>,
         )
-        .doc("What the donor gave in a calendar year, by food group, with meal equivalents", "admin, warehouse"),
+        .doc("What the donor gave in a calendar year, by food group, with meal equivalents", warehouse),
         Op::query(
             "/api/donors/{donor_id}/statements/{year}/csv",
             "donations",
             "donor_statement",
             schema::<don::DonorStatement>,
         )
-        .doc("The year's statement as CSV (text/csv)", "admin, warehouse")
+        .doc("The year's statement as CSV (text/csv)", warehouse)
         .rendered("text/csv; charset=utf-8", |v| document(v, don::statement_csv)),
         Op::query(
             "/api/donors/{donor_id}/statements/{year}/html",
@@ -192,10 +306,10 @@ pub fn operations() -> Vec<Op> {
             "donor_statement",
             schema::<don::DonorStatement>,
         )
-        .doc("The year's statement as a printable attestation (text/html)", "admin, warehouse")
+        .doc("The year's statement as a printable attestation (text/html)", warehouse)
         .rendered("text/html; charset=utf-8", |v| document(v, don::statement_html)),
         Op::command(post.clone(), "/api/products", "donations", "define_product", schema::<don::DefineProduct>)
-            .doc("Define a product (a GTIN makes its id gtin-<14 digits>)", "admin, warehouse")
+            .doc("Define a product (a GTIN makes its id gtin-<14 digits>)", warehouse)
             .creates(),
         Op::command(
             Method::PUT,
@@ -204,22 +318,22 @@ pub fn operations() -> Vec<Op> {
             "update_product",
             schema::<don::UpdateProduct>,
         )
-        .doc("Replace a product's details (its GTIN cannot change)", "admin, warehouse"),
+        .doc("Replace a product's details (its GTIN cannot change)", warehouse),
         Op::query("/api/products", "donations", "list_products", array::<don::ProductRow>)
-            .doc("List the catalogue", "any role")
+            .doc("List the catalogue", any)
             .params(&[("food_group", "only this food group"), ("q", "part of the name, any case")]),
         Op::query("/api/products/{product_id}", "donations", "get_product", schema::<don::ProductRow>)
-            .doc("One product", "any role"),
+            .doc("One product", any),
         Op::query("/api/gtin/{gtin}", "donations", "lookup_gtin", schema::<don::ProductRow>)
-            .doc("The product a scanned GTIN belongs to", "any role"),
+            .doc("The product a scanned GTIN belongs to", any),
         Op::command(post.clone(), "/api/donations", "donations", "record_donation", schema::<don::RecordDonation>)
             .doc(
                 "Record a donation: each line is accepted into stock or refused (use-by, best-before, cold chain)",
-                "admin, warehouse",
+                warehouse,
             )
             .creates(),
         Op::query("/api/donations", "donations", "list_donations", array::<don::DonationRow>)
-            .doc("Donations, newest first", "admin, warehouse")
+            .doc("Donations, newest first", warehouse)
             .params(&[
                 ("donor_id", "only this donor's"),
                 ("site_id", "only those received at this site"),
@@ -229,21 +343,21 @@ pub fn operations() -> Vec<Op> {
         Op::query("/api/donations/incoming", "donations", "list_incoming", array::<don::IncomingRow>)
             .doc(
                 "Goods drivers collected, waiting to be checked in (record them with their donation_id)",
-                "admin, warehouse",
+                warehouse,
             )
             .params(&[("site_id", "only at this site")]),
         Op::query("/api/donations/{donation_id}", "donations", "get_donation", schema::<don::DonationRow>)
-            .doc("One donation and what became of each line", "admin, warehouse"),
+            .doc("One donation and what became of each line", warehouse),
         Op::command(post.clone(), "/api/sites", "stock", "create_site", schema::<st::CreateSite>)
-            .doc("Create a warehouse site with its zones", "admin")
+            .doc("Create a warehouse site with its zones", admin)
             .creates(),
         Op::command(post.clone(), "/api/sites/{site_id}/zones", "stock", "add_zone", schema::<st::AddZone>)
-            .doc("Add a zone to a site", "admin")
+            .doc("Add a zone to a site", admin)
             .creates(),
-        Op::query("/api/sites", "stock", "list_sites", array::<st::SiteRow>).doc("List sites", "any role"),
-        Op::query("/api/sites/{site_id}", "stock", "get_site", schema::<st::SiteRow>).doc("One site", "any role"),
+        Op::query("/api/sites", "stock", "list_sites", array::<st::SiteRow>).doc("List sites", any),
+        Op::query("/api/sites/{site_id}", "stock", "get_site", schema::<st::SiteRow>).doc("One site", any),
         Op::query("/api/lots", "stock", "list_lots", array::<st::LotRow>)
-            .doc("Lots in stock (with units on hand unless a status is given)", "admin, warehouse")
+            .doc("Lots in stock (with units on hand unless a status is given)", warehouse)
             .params(&[
                 ("site_id", "only at this site"),
                 ("product_id", "only of this product"),
@@ -253,19 +367,19 @@ pub fn operations() -> Vec<Op> {
                 ("status", "available, held, recalled, expired or depleted"),
             ]),
         Op::query("/api/lots/{lot_id}", "stock", "get_lot", schema::<st::LotRow>)
-            .doc("One lot and its figures", "admin, warehouse"),
+            .doc("One lot and its figures", warehouse),
         Op::command(post.clone(), "/api/lots/{lot_id}/adjustments", "stock", "adjust_lot", schema::<st::AdjustLot>)
-            .doc("Adjust a lot with a reason (count, damage, spoilage, theft, correction)", "admin, warehouse"),
+            .doc("Adjust a lot with a reason (count, damage, spoilage, theft, correction)", warehouse),
         Op::command(post.clone(), "/api/lots/{lot_id}/move", "stock", "move_lot", schema::<st::MoveLot>)
-            .doc("Put a lot away in a zone of its site (the zone's storage class must match)", "admin, warehouse"),
+            .doc("Put a lot away in a zone of its site (the zone's storage class must match)", warehouse),
         Op::command(post.clone(), "/api/lots/{lot_id}/hold", "stock", "hold_lot", schema::<st::HoldLot>)
-            .doc("Put a lot on hold: no new reservation, nothing leaves", "admin, warehouse"),
+            .doc("Put a lot on hold: no new reservation, nothing leaves", warehouse),
         Op::command(Method::DELETE, "/api/lots/{lot_id}/hold", "stock", "lift_hold", schema::<st::LiftHold>)
-            .doc("Lift a lot's hold", "admin, warehouse"),
+            .doc("Lift a lot's hold", warehouse),
         Op::command(post.clone(), "/api/lots/{lot_id}/flag", "stock", "flag_lot", schema::<st::HoldLot>)
-            .doc("Flag a lot for inspection (it stays available; the reason shows on the lot)", "admin, warehouse"),
+            .doc("Flag a lot for inspection (it stays available; the reason shows on the lot)", warehouse),
         Op::query("/api/stock", "stock", "stock_summary", array::<st::StockLine>)
-            .doc("Stock by site and product, filtered; as it was on a past day with as_of", "admin, warehouse")
+            .doc("Stock by site and product, filtered; as it was on a past day with as_of", warehouse)
             .params(&[
                 ("site_id", "only at this site"),
                 ("zone", "only in this zone"),
@@ -274,10 +388,10 @@ pub fn operations() -> Vec<Op> {
                 ("as_of", "stock at the end of this day (YYYY-MM-DD)"),
             ]),
         Op::query("/api/stock/low", "stock", "low_stock", array::<st::LowStock>)
-            .doc("Available kg per food group against the configured minimum", "admin, warehouse")
+            .doc("Available kg per food group against the configured minimum", warehouse)
             .params(&[("site_id", "only at this site")]),
         Op::command(post.clone(), "/api/stock/expiry-run", "stock", "run_expiry", schema::<st::RunExpiry>)
-            .doc("Write off lots past their use-by date, flag those past best-before (also runs daily)", "admin"),
+            .doc("Write off lots past their use-by date, flag those past best-before (also runs daily)", admin),
         Op::command(
             post.clone(),
             "/api/sites/{site_id}/zones/{zone}/counts",
@@ -285,24 +399,24 @@ pub fn operations() -> Vec<Op> {
             "count_zone",
             schema::<st::ZoneCount>,
         )
-        .doc("Record a physical count of every lot in a zone; variances become adjustments", "admin, warehouse"),
+        .doc("Record a physical count of every lot in a zone; variances become adjustments", warehouse),
         Op::query("/api/stock/expiring", "stock", "expiring_lots", array::<st::LotRow>)
             .doc(
                 "Lots whose date falls within N days, earliest first: push them into the next parcels",
-                "admin, warehouse",
+                warehouse,
             )
             .params(&[("days", "how many days ahead (required)"), ("site_id", "only at this site")]),
         Op::command(post.clone(), "/api/reservations", "stock", "reserve_stock", schema::<st::ReserveStock>)
             .doc(
                 "Reserve stock for a parcel or a transfer, in FEFO order across lots; all or nothing unless partial",
-                "admin, warehouse",
+                warehouse,
             )
             .creates(),
         Op::query("/api/transfers", "stock", "list_transfers", array::<st::ReservationRow>)
-            .doc("Transfers between sites, latest first (reservations whose purpose is a transfer)", "admin, warehouse")
+            .doc("Transfers between sites, latest first (reservations whose purpose is a transfer)", warehouse)
             .params(&[("site_id", "only those leaving or reaching this site")]),
         Op::query("/api/reservations/{reservation_id}", "stock", "get_reservation", schema::<st::ReservationRow>)
-            .doc("One reservation and the lots it holds", "admin, warehouse"),
+            .doc("One reservation and the lots it holds", warehouse),
         Op::command(
             post.clone(),
             "/api/reservations/{reservation_id}/release",
@@ -310,7 +424,7 @@ pub fn operations() -> Vec<Op> {
             "release_reservation",
             schema::<st::ReservationAction>,
         )
-        .doc("Give a reservation's units back", "admin, warehouse"),
+        .doc("Give a reservation's units back", warehouse),
         Op::command(
             post.clone(),
             "/api/reservations/{reservation_id}/pick",
@@ -318,7 +432,7 @@ pub fn operations() -> Vec<Op> {
             "pick_reservation",
             schema::<st::ReservationAction>,
         )
-        .doc("Record that a reservation's units are picked (prepared)", "admin, warehouse"),
+        .doc("Record that a reservation's units are picked (prepared)", warehouse),
         Op::command(
             post.clone(),
             "/api/reservations/{reservation_id}/ship",
@@ -326,7 +440,7 @@ pub fn operations() -> Vec<Op> {
             "ship_reservation",
             schema::<st::ShipReservation>,
         )
-        .doc("Hand a reservation's units over, recording where they go", "admin, warehouse"),
+        .doc("Hand a reservation's units over, recording where they go", warehouse),
         Op::command(
             post.clone(),
             "/api/reservations/{reservation_id}/return",
@@ -336,7 +450,7 @@ pub fn operations() -> Vec<Op> {
         )
         .doc(
             "Take back what a reservation shipped: ambient units within date go back on the shelf, chilled and frozen ones are written off",
-            "admin, warehouse",
+            warehouse,
         ),
         Op::command(
             post.clone(),
@@ -345,7 +459,7 @@ pub fn operations() -> Vec<Op> {
             "redirect_shipment",
             schema::<st::ShipReservation>,
         )
-        .doc("Record that shipped units went to another destination (the recall trace follows them)", "admin, warehouse"),
+        .doc("Record that shipped units went to another destination (the recall trace follows them)", warehouse),
         Op::command(
             post.clone(),
             "/api/reservations/{reservation_id}/dispatch",
@@ -353,7 +467,7 @@ pub fn operations() -> Vec<Op> {
             "dispatch_transfer",
             schema::<st::ReservationAction>,
         )
-        .doc("Send a transfer's units to the other site (in transit until received)", "admin, warehouse"),
+        .doc("Send a transfer's units to the other site (in transit until received)", warehouse),
         Op::command(
             post.clone(),
             "/api/reservations/{reservation_id}/receive",
@@ -361,12 +475,12 @@ pub fn operations() -> Vec<Op> {
             "receive_transfer",
             schema::<st::ReservationAction>,
         )
-        .doc("Take a dispatched transfer in at its site, as new lots with the same lot numbers", "admin, warehouse"),
+        .doc("Take a dispatched transfer in at its site, as new lots with the same lot numbers", warehouse),
         Op::command(post.clone(), "/api/recalls", "stock", "issue_recall", schema::<st::IssueRecall>)
-            .doc("Recall a product's lots (by lot number or dates): every matching lot is held at once", "admin")
+            .doc("Recall a product's lots (by lot number or dates): every matching lot is held at once", admin)
             .creates(),
         Op::query("/api/recalls/{recall_id}/trace", "stock", "recall_trace", schema::<st::RecallTrace>)
-            .doc("Where the recalled units went: parcels, associations, relay points, households, donors", "admin"),
+            .doc("Where the recalled units went: parcels, associations, relay points, households, donors", admin),
         Op::command(
             post.clone(),
             "/api/associations",
@@ -374,7 +488,7 @@ pub fn operations() -> Vec<Op> {
             "register_association",
             schema::<dist::RegisterAssociation>,
         )
-        .doc("Register a member association", "admin")
+        .doc("Register a member association", admin)
         .creates(),
         Op::command(
             post.clone(),
@@ -383,7 +497,7 @@ pub fn operations() -> Vec<Op> {
             "add_relay_point",
             schema::<dist::AddRelayPoint>,
         )
-        .doc("Add a relay point (address, commune, position, cold storage, weekly opening slots)", "admin, the association itself")
+        .doc("Add a relay point (address, commune, position, cold storage, weekly opening slots)", association)
         .creates(),
         Op::command(
             Method::PUT,
@@ -392,7 +506,7 @@ pub fn operations() -> Vec<Op> {
             "set_parcel_days",
             schema::<dist::SetParcelDays>,
         )
-        .doc("Set how many days a parcel covers at this association (its distribution rhythm)", "admin, the association itself"),
+        .doc("Set how many days a parcel covers at this association (its distribution rhythm)", association),
         Op::command(
             Method::PUT,
             "/api/associations/{association_id}/relay-points/{relay_id}/opening",
@@ -400,16 +514,16 @@ pub fn operations() -> Vec<Op> {
             "set_relay_opening",
             schema::<dist::SetRelayOpening>,
         )
-        .doc("Replace a relay point's weekly opening slots", "admin, the association itself"),
+        .doc("Replace a relay point's weekly opening slots", association),
         Op::query("/api/associations", "distribution", "list_associations", array::<dist::AssociationRow>)
-            .doc("List member associations and their relay points", "any role"),
+            .doc("List member associations and their relay points", any),
         Op::query(
             "/api/associations/{association_id}",
             "distribution",
             "get_association",
             schema::<dist::AssociationRow>,
         )
-        .doc("One association", "any role"),
+        .doc("One association", any),
         Op::command(
             Method::PUT,
             "/api/associations/{association_id}/eligibility",
@@ -417,7 +531,7 @@ pub fn operations() -> Vec<Op> {
             "set_eligibility_rule",
             schema::<dist::SetEligibilityRule>,
         )
-        .doc("Set an association's own eligibility rule (reste à vivre threshold, validity)", "admin"),
+        .doc("Set an association's own eligibility rule (reste à vivre threshold, validity)", admin),
         Op::command(
             post.clone(),
             "/api/households",
@@ -427,7 +541,7 @@ pub fn operations() -> Vec<Op> {
         )
         .doc(
             "Register a household; names, birth date, phone and address are sealed with its own key",
-            "admin, the association itself",
+            association,
         )
         .creates(),
         Op::command(
@@ -445,7 +559,7 @@ pub fn operations() -> Vec<Op> {
              any error gives 422 invalid_import with details [{line, column, code, message}] and nothing is \
              written. A person already imported into the association is left as they are, so the same file sent \
              twice registers nobody twice",
-            "admin, the association itself",
+            association,
         ),
         Op::command(
             Method::PATCH,
@@ -454,7 +568,7 @@ pub fn operations() -> Vec<Op> {
             "update_household",
             schema::<dist::UpdateHousehold>,
         )
-        .doc("Change a household's composition, diet, relay point or personal data", "admin, its association"),
+        .doc("Change a household's composition, diet, relay point or personal data", association),
         Op::command(
             post.clone(),
             "/api/households/{household_id}/assessments",
@@ -464,7 +578,7 @@ pub fn operations() -> Vec<Op> {
         )
         .doc(
             "Assess eligibility (reste à vivre per person per day against the association's rule)",
-            "admin, its association",
+            association,
         ),
         Op::command(
             post.clone(),
@@ -473,7 +587,7 @@ pub fn operations() -> Vec<Op> {
             "change_consent",
             schema::<dist::ConsentChange>,
         )
-        .doc("Record consent given or withdrawn", "admin, its association"),
+        .doc("Record consent given or withdrawn", association),
         Op::command(
             Method::DELETE,
             "/api/households/{household_id}",
@@ -483,23 +597,26 @@ pub fn operations() -> Vec<Op> {
         )
         .doc(
             "Erase a household's personal data for good (its key is destroyed; the history stays)",
-            "admin, its association",
+            association,
         ),
         Op::query("/api/households", "distribution", "list_households", array::<dist::HouseholdView>)
-            .doc("An association's households, personal data opened", "admin, the association itself")
+            .doc("An association's households, personal data opened", association)
             .params(&[("association_id", "whose households (an association's token implies its own)")]),
         Op::query("/api/households/{household_id}", "distribution", "get_household", schema::<dist::HouseholdView>)
-            .doc("One household, with possible duplicates in other associations", "admin, its association"),
+            .doc(
+                "One household, with possible duplicates in other associations",
+                association.not_yours(NotFound("household_not_found")),
+            ),
         Op::command(post.clone(), "/api/parcels", "distribution", "request_parcel", schema::<dist::RequestParcel>)
             .doc(
                 "Request a parcel for an eligible household on a distribution day (one a day; id <household>-<date>)",
-                "admin, the household's association",
+                association,
             )
             .creates(),
         Op::command(post.clone(), "/api/parcel-requests", "distribution", "request_parcels", schema::<dist::RequestParcels>)
             .doc(
                 "Request parcels for a list of households on a distribution day: all checked first, none requested unless all can be (parcel_requests_rejected lists why, line by line)",
-                "admin, the households' association",
+                association.not_yours(Rejected("parcel_requests_rejected")),
             ),
         Op::command(
             post.clone(),
@@ -508,16 +625,16 @@ pub fn operations() -> Vec<Op> {
             "cancel_parcel",
             schema::<dist::CancelParcel>,
         )
-        .doc("Cancel a parcel request", "admin, the household's association"),
+        .doc("Cancel a parcel request", association),
         Op::command(post.clone(), "/api/waves", "distribution", "compose_wave", schema::<dist::ComposeWave>)
             .doc(
                 "Compose every parcel requested for a day from a site's stock (fair across associations), reserving it in stock",
-                "admin",
+                admin,
             ),
         Op::command(post.clone(), "/api/parcels/{parcel_id}/pick", "distribution", "pick_parcel", schema::<dist::ParcelStep>)
-            .doc("Record a parcel picked (its stock reservation is picked)", "admin, warehouse"),
+            .doc("Record a parcel picked (its stock reservation is picked)", warehouse),
         Op::command(post.clone(), "/api/parcels/{parcel_id}/ship", "distribution", "ship_parcel", schema::<dist::ParcelStep>)
-            .doc("Hand a parcel over for delivery: its lots record the household it goes to", "admin, warehouse"),
+            .doc("Hand a parcel over for delivery: its lots record the household it goes to", warehouse),
         Op::command(
             post.clone(),
             "/api/parcels/{parcel_id}/at-relay",
@@ -525,7 +642,7 @@ pub fn operations() -> Vec<Op> {
             "parcel_at_relay",
             schema::<dist::ParcelStep>,
         )
-        .doc("Record a parcel arrived at its relay point", "admin, the household's association"),
+        .doc("Record a parcel arrived at its relay point", association),
         Op::command(
             post.clone(),
             "/api/parcels/{parcel_id}/collected",
@@ -533,7 +650,7 @@ pub fn operations() -> Vec<Op> {
             "collect_parcel",
             schema::<dist::ParcelStep>,
         )
-        .doc("Record a parcel collected by its household", "admin, the household's association"),
+        .doc("Record a parcel collected by its household", association),
         Op::command(
             post.clone(),
             "/api/parcels/{parcel_id}/not-collected",
@@ -541,11 +658,11 @@ pub fn operations() -> Vec<Op> {
             "parcel_not_collected",
             schema::<dist::ParcelStep>,
         )
-        .doc("Record a parcel not collected by the deadline", "admin, the household's association"),
+        .doc("Record a parcel not collected by the deadline", association),
         Op::command(post.clone(), "/api/parcels/{parcel_id}/return", "distribution", "return_parcel", schema::<dist::ParcelStep>)
             .doc(
                 "Take a parcel nobody collected back to the warehouse: ambient food within date goes back on the shelf, chilled and frozen food is written off",
-                "admin, warehouse",
+                warehouse,
             ),
         Op::command(
             post.clone(),
@@ -556,7 +673,7 @@ pub fn operations() -> Vec<Op> {
         )
         .doc(
             "Give a parcel nobody collected to another eligible household of the association (the recall trace follows it)",
-            "admin, the household's association",
+            association,
         ),
         Op::command(
             post.clone(),
@@ -567,35 +684,35 @@ pub fn operations() -> Vec<Op> {
         )
         .doc(
             "Close a distribution day (today or before): its parcels still shipped or at the relay point are not collected (a job does it `policies.collection_days` after the day)",
-            "admin",
+            admin,
         ),
         Op::query("/api/reports", "distribution", "distribution_report", array::<dist::ReportRow>)
             .doc(
                 "Monthly report per association and commune: parcels, households, people by age band, kg per food group, meals, fresh share, need coverage (aggregates only)",
-                "admin; an association sees its own",
+                association,
             )
             .params(&[("month", "YYYY-MM"), ("association_id", "one association")]),
         Op::query("/api/reports/csv", "distribution", "distribution_report", array::<dist::ReportRow>)
-            .doc("The monthly report as CSV (text/csv)", "admin; an association sees its own")
+            .doc("The monthly report as CSV (text/csv)", association)
             .params(&[("month", "YYYY-MM"), ("association_id", "one association")])
             .rendered("text/csv; charset=utf-8", |v| document(v, dist::report_csv)),
         Op::query("/api/fair-share", "distribution", "fair_share", array::<dist::ShareRow>)
-            .doc("The fair-share ledger: need vs given per association, commune, month and food group", "any role")
+            .doc("The fair-share ledger: need vs given per association, commune, month and food group", any)
             .params(&[("month", "YYYY-MM")]),
         Op::query("/api/parcels", "distribution", "list_parcels", array::<dist::ParcelRow>)
             .doc(
                 "An association's parcels; or, without association_id, a whole day's parcels of every association \
                  (the pick list)",
-                "admin, warehouse (a whole day), the association itself",
+                association.warehouse(),
             )
             .params(&[
                 ("association_id", "whose parcels (an association's token implies its own)"),
                 ("date", "one distribution day (required for a whole day)"),
             ]),
         Op::query("/api/parcels/{parcel_id}", "distribution", "get_parcel", schema::<dist::ParcelRow>)
-            .doc("One parcel", "admin, the household's association"),
+            .doc("One parcel", association.not_yours(NotFound("parcel_not_found"))),
         Op::command(post.clone(), "/api/vehicles", "transport", "register_vehicle", schema::<tr::RegisterVehicle>)
-            .doc("Register a vehicle", "admin")
+            .doc("Register a vehicle", admin)
             .creates(),
         Op::command(
             post.clone(),
@@ -604,7 +721,7 @@ pub fn operations() -> Vec<Op> {
             "retire_vehicle",
             schema::<tr::RetireVehicle>,
         )
-        .doc("Retire a vehicle", "admin"),
+        .doc("Retire a vehicle", admin),
         Op::command(
             Method::PUT,
             "/api/vehicles/{vehicle_id}/availability",
@@ -612,11 +729,11 @@ pub fn operations() -> Vec<Op> {
             "set_vehicle_availability",
             schema::<tr::VehicleAvailability>,
         )
-        .doc("Say a vehicle is off the road on a day (or back on it)", "admin"),
+        .doc("Say a vehicle is off the road on a day (or back on it)", admin),
         Op::query("/api/vehicles", "transport", "list_vehicles", array::<tr::VehicleRow>)
-            .doc("List vehicles", "admin, warehouse, driver"),
+            .doc("List vehicles", warehouse.driver(All)),
         Op::command(post.clone(), "/api/drivers", "transport", "register_driver", schema::<tr::RegisterDriver>)
-            .doc("Register a volunteer driver, the vehicles they may drive and their longest shift", "admin")
+            .doc("Register a volunteer driver, the vehicles they may drive and their longest shift", admin)
             .creates(),
         Op::command(
             Method::PUT,
@@ -625,7 +742,7 @@ pub fn operations() -> Vec<Op> {
             "set_driver_availability",
             schema::<tr::DriverAvailability>,
         )
-        .doc("Say when a driver is free on a day (no slot: not available)", "admin"),
+        .doc("Say when a driver is free on a day (no slot: not available)", admin),
         Op::command(
             post.clone(),
             "/api/drivers/{driver_id}/retire",
@@ -633,33 +750,33 @@ pub fn operations() -> Vec<Op> {
             "retire_driver",
             schema::<tr::RetireDriver>,
         )
-        .doc("A driver no longer drives", "admin"),
+        .doc("A driver no longer drives", admin),
         Op::query("/api/drivers", "transport", "list_drivers", array::<tr::DriverRow>)
-            .doc("List drivers (a driver sees themself)", "admin, driver"),
+            .doc("List drivers (a driver sees themself)", Access::ADMIN.driver(OwnRows)),
         Op::command(post.clone(), "/api/jobs", "transport", "schedule_job", schema::<tr::ScheduleJob>)
-            .doc("Add a job: a pickup at a donor (address and position default to the donor's) or a delivery", "admin")
+            .doc("Add a job: a pickup at a donor (address and position default to the donor's) or a delivery", admin)
             .creates(),
         Op::command(post.clone(), "/api/pickups", "transport", "schedule_pickups", schema::<tr::SchedulePickups>)
-            .doc("Make a day's pickup jobs from donors' weekly collections now (a job is made once)", "admin"),
+            .doc("Make a day's pickup jobs from donors' weekly collections now (a job is made once)", admin),
         Op::command(post.clone(), "/api/jobs/{job_id}/cancel", "transport", "cancel_job", schema::<tr::CancelJob>)
-            .doc("Cancel a job", "admin"),
+            .doc("Cancel a job", admin),
         Op::query("/api/jobs", "transport", "list_jobs", array::<tr::JobRow>)
-            .doc("A day's jobs: pickups, and deliveries that shipped parcels joined", "admin, warehouse")
+            .doc("A day's jobs: pickups, and deliveries that shipped parcels joined", warehouse)
             .params(&[("date", "the day (required)"), ("site_id", "only this site's")]),
         Op::command(post.clone(), "/api/plans", "transport", "plan_routes", schema::<tr::PlanRoutes>)
             .doc(
                 "Plan (or re-plan) a site's day: routes not started are replaced, stops done or on the road stay",
-                "admin",
+                admin,
             ),
         Op::query("/api/plans/{site_id}/{date}", "transport", "get_plan", schema::<tr::PlanRow>)
-            .doc("A site's plan for a day: routes with their stops and progress, jobs left out and why", "admin, warehouse"),
+            .doc("A site's plan for a day: routes with their stops and progress, jobs left out and why", warehouse),
         Op::query("/api/routes", "transport", "list_routes", array::<tr::RouteRow>)
-            .doc("Routes of a day: a driver's own, or any driver's for an admin", "admin, driver")
+            .doc("Routes of a day: a driver's own, or any driver's for an admin", driver)
             .params(&[("date", "the day (required)"), ("driver_id", "one driver's (admin)")]),
         Op::command(post.clone(), "/api/routes/{route_id}/start", "transport", "start_route", schema::<tr::RouteAction>)
-            .doc("Start a route (X-Occurred-At: when, if sent later)", "driver (own), admin"),
+            .doc("Start a route (X-Occurred-At: when, if sent later)", driver),
         Op::command(post.clone(), "/api/routes/{route_id}/end", "transport", "end_route", schema::<tr::RouteAction>)
-            .doc("End a route (stops not done go back to the next plan)", "driver (own), admin"),
+            .doc("End a route (stops not done go back to the next plan)", driver),
         Op::command(
             post.clone(),
             "/api/routes/{route_id}/stops/{job_id}/arrive",
@@ -667,7 +784,7 @@ pub fn operations() -> Vec<Op> {
             "arrive_stop",
             schema::<tr::StopBody>,
         )
-        .doc("Arrived at a stop (loading or unloading starts)", "driver (own), admin"),
+        .doc("Arrived at a stop (loading or unloading starts)", driver),
         Op::command(
             post.clone(),
             "/api/routes/{route_id}/stops/{job_id}/complete",
@@ -678,7 +795,7 @@ pub fn operations() -> Vec<Op> {
         .doc(
             "A stop done, with the kilograms actually loaded (fewer: a partial pickup); a pickup becomes an \
              incoming donation, a delivery puts its parcels at the relay point",
-            "driver (own), admin",
+            driver,
         ),
         Op::command(
             post,
@@ -687,7 +804,7 @@ pub fn operations() -> Vec<Op> {
             "fail_stop",
             schema::<tr::FailStop>,
         )
-        .doc("A stop that could not be done, and why", "driver (own), admin"),
+        .doc("A stop that could not be done, and why", driver),
     ]
 }
 

@@ -123,7 +123,7 @@ pub fn document(ops: &[Op]) -> OpenApi {
             .summary(Some(op.summary))
             .description(Some(format!(
                 "Who: {}. Service call `foodaid.{}.{}.{}`.",
-                op.who,
+                op.access.map_or_else(|| "not declared".to_owned(), |a| a.describe()),
                 if op.kind == OpKind::Command { "cmd" } else { "qry" },
                 op.service,
                 op.name
@@ -221,4 +221,34 @@ pub fn document(ops: &[Op]) -> OpenApi {
         .paths(paths)
         .components(Some(components))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::operations;
+
+    fn who(doc: &serde_json::Value, path: &str, method: &str) -> String {
+        let description = doc["paths"][path][method]["description"].as_str().unwrap_or_default();
+        description.split(". Service call").next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn who_may_call_is_rendered_from_the_declaration() {
+        let doc = serde_json::to_value(super::document(&operations())).unwrap();
+        assert_eq!(who(&doc, "/api/donors", "post"), "Who: admin, warehouse");
+        assert_eq!(who(&doc, "/api/products", "get"), "Who: any role");
+        assert_eq!(
+            who(&doc, "/api/households/{household_id}", "get"),
+            "Who: admin, an association for its own (another's: 404 household_not_found)"
+        );
+        assert_eq!(
+            who(&doc, "/api/routes/{route_id}/start", "post"),
+            "Who: admin, a driver for their own (another's: 403 forbidden)"
+        );
+        assert_eq!(who(&doc, "/api/drivers", "get"), "Who: admin, a driver, reading their own only");
+        assert_eq!(who(&doc, "/api/vehicles", "get"), "Who: admin, warehouse, any driver");
+        for op in operations() {
+            assert!(op.access.is_some(), "{} {} declares who may call it", op.method, op.path);
+        }
+    }
 }

@@ -169,12 +169,14 @@ pub fn require(actor: &Actor, roles: &[Role]) -> Result<(), ServiceError> {
     }
 }
 
-/// Refuses unless the actor is privileged or acts for `scope` with `role`.
+/// Refuses unless the actor is privileged or acts for `scope` with `role`. The refusal does not
+/// name `scope`: it is often the owner of what was aimed at (a household's association), which
+/// the caller must not learn.
 pub fn require_scope(actor: &Actor, role: Role, scope: &str) -> Result<(), ServiceError> {
     if actor.is_privileged() || (actor.role == role && actor.scope.as_deref() == Some(scope)) {
         Ok(())
     } else {
-        Err(ServiceError::forbidden("forbidden", format!("{actor} may not act for {} {scope}", role.as_str())))
+        Err(ServiceError::forbidden("forbidden", format!("{actor} may not act for this {}", role.as_str())))
     }
 }
 
