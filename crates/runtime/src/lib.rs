@@ -36,6 +36,6 @@ pub use node::{
     serve_control, Announcement, NodeInfo, NodeStatus, ReplayReply, ReplayRequest, ANNOUNCE_EVERY, CTL_PRESENCE,
     CTL_REPLAY, CTL_STATUS,
 };
-pub use reactor::{reactor_stats, Reaction, Reactor, ReactorHandler, ReactorStats};
+pub use reactor::{reactor_stats, Reaction, Reactor, ReactorHandler, ReactorSettings, ReactorStats};
 pub use runner::{CommandRunner, RunnerConfig};
 pub use wire::{Actor, CommandReply, CommandRequest, QueryRequest, ReplyEvent, Role};

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
 use eventcore::{decode_event_raw, Commit, DomainEvent, EventEnvelope};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -107,6 +108,24 @@ pub struct Reactor {
     /// Subject filter within the stream, e.g. `donations.donation.>`.
     pub filter: String,
     pub handler: ReactorHandler,
+    /// How its consumer redelivers and how many commits it has in hand at once.
+    pub settings: ReactorSettings,
+}
+
+/// The settings of a reactor's durable consumer, as this build wants them. A consumer an older
+/// build created with other settings is brought to these on start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactorSettings {
+    /// A commit delivered to an instance that then dies comes back after this.
+    pub ack_wait: Duration,
+    /// Commits delivered and not yet acknowledged, at most.
+    pub max_ack_pending: i64,
+}
+
+impl Default for ReactorSettings {
+    fn default() -> Self {
+        ReactorSettings { ack_wait: Duration::from_secs(10), max_ack_pending: 32 }
+    }
 }
 
 impl Reactor {
@@ -115,7 +134,76 @@ impl Reactor {
         F: Fn(Reaction) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), ServiceError>> + Send + 'static,
     {
-        Reactor { name, stream, filter: filter.into(), handler: Arc::new(move |r| handler(r).boxed()) }
+        Reactor {
+            name,
+            stream,
+            filter: filter.into(),
+            handler: Arc::new(move |r| handler(r).boxed()),
+            settings: ReactorSettings::default(),
+        }
+    }
+
+    /// The consumer this build wants, from the start of the stream (or `from`).
+    fn consumer_config(&self, from: Option<u64>) -> pull::Config {
+        let durable = format!("react_{}", self.name);
+        pull::Config {
+            durable_name: Some(durable),
+            description: Some(format!("foodaid reactor {}", self.name)),
+            filter_subject: self.filter.clone(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.settings.ack_wait,
+            max_ack_pending: self.settings.max_ack_pending,
+            deliver_policy: match from {
+                Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                None => DeliverPolicy::All,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Binds the reactor's durable consumer with this build's settings. A missing one is
+    /// created; one an older build made with other settings is updated in place, or, when the
+    /// server cannot change them in place (its filter), made again from its acknowledged floor,
+    /// so that no commit is skipped (one in hand when it changed may come again, which a
+    /// reactor's derived command ids make harmless).
+    async fn bind(&self, stream: &jetstream::stream::Stream) -> Result<PullConsumer, String> {
+        let wanted = self.consumer_config(None);
+        let durable = wanted.durable_name.clone().expect("named");
+        let info = match stream.consumer_info(&durable).await {
+            Ok(info) => info.clone(),
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                return stream.create_consumer(wanted).await.map_err(|e| format!("consumer {durable}: {e}"));
+            }
+            Err(e) => return Err(format!("consumer {durable}: {e}")),
+        };
+        let have = &info.config;
+        if have.filter_subject == wanted.filter_subject
+            && have.ack_wait == wanted.ack_wait
+            && have.max_ack_pending == wanted.max_ack_pending
+            && have.ack_policy == wanted.ack_policy
+        {
+            return stream.get_consumer(&durable).await.map_err(|e| format!("consumer {durable}: {e}"));
+        }
+        tracing::info!(
+            reactor = self.name,
+            filter = %have.filter_subject,
+            ack_wait = ?have.ack_wait,
+            max_ack_pending = have.max_ack_pending,
+            "reactor consumer has other settings: bringing it to this build's"
+        );
+        if have.filter_subject == wanted.filter_subject {
+            let mut update = wanted.clone();
+            update.deliver_policy = have.deliver_policy;
+            match stream.create_consumer(update).await {
+                Ok(consumer) => return Ok(consumer),
+                Err(e) => {
+                    tracing::warn!(reactor = self.name, error = %e, "consumer not updated in place: recreating it")
+                }
+            }
+        }
+        let from = info.ack_floor.stream_sequence + 1;
+        stream.delete_consumer(&durable).await.map_err(|e| format!("deleting consumer {durable}: {e}"))?;
+        stream.create_consumer(self.consumer_config(Some(from))).await.map_err(|e| format!("consumer {durable}: {e}"))
     }
 
     /// Handles commits until `cancel`, reconnecting after errors.
@@ -143,23 +231,8 @@ impl Reactor {
         counters: &Counters,
     ) -> Result<(), String> {
         let stream = js.get_stream(self.stream).await.map_err(|e| format!("stream {}: {e}", self.stream))?;
-        let durable = format!("react_{}", self.name);
-        let consumer = stream
-            .get_or_create_consumer(
-                &durable,
-                pull::Config {
-                    durable_name: Some(durable.clone()),
-                    filter_subject: self.filter.clone(),
-                    ack_policy: AckPolicy::Explicit,
-                    // A commit delivered to an instance that then dies comes back after this.
-                    ack_wait: Duration::from_secs(10),
-                    max_ack_pending: 32,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| format!("consumer {durable}: {e}"))?;
-        let mut messages = consumer.messages().await.map_err(|e| format!("consumer {durable}: {e}"))?;
+        let consumer = self.bind(&stream).await?;
+        let mut messages = consumer.messages().await.map_err(|e| format!("reactor {}: {e}", self.name))?;
         tracing::debug!(reactor = self.name, "reactor running");
         loop {
             let message = tokio::select! {

@@ -492,3 +492,65 @@ async fn a_node_answers_and_announces_itself_while_a_replay_waits() {
     assert_eq!(leaving.status.node, "n1");
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reactors_consumer_takes_this_builds_settings_and_skips_nothing() {
+    use runtime::{Reaction, Reactor, ReactorSettings};
+    let nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let runner = CommandRunner::<Counter>::new(store.clone(), "stock", RunnerConfig::default());
+    let js = async_nats::jetstream::new(nats.client().await);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let reactor = |settings: ReactorSettings, filter: &str| {
+        let seen = seen.clone();
+        let mut r = Reactor::new("probe", "stock", filter, move |reaction: Reaction| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(reaction.seq);
+                Ok(())
+            }
+        });
+        r.settings = settings;
+        r
+    };
+    let run = |r: Reactor, until: usize| {
+        let (js, seen) = (js.clone(), seen.clone());
+        async move {
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(r.run(js, cancel.clone()));
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while seen.lock().unwrap().len() < until {
+                assert!(std::time::Instant::now() < deadline, "handled {:?}", seen.lock().unwrap());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+            task.await.unwrap();
+        }
+    };
+    let info = |js: async_nats::jetstream::Context| async move {
+        let stream = js.get_stream("stock").await.unwrap();
+        stream.consumer_info("react_probe").await.unwrap().config.clone()
+    };
+    for i in 0..3 {
+        runner.execute(id("c1"), 1, CommandMeta::new(format!("a{i}"), "test")).await.unwrap();
+    }
+    // An older build's consumer: other settings, three commits handled.
+    let old = ReactorSettings { ack_wait: Duration::from_secs(30), max_ack_pending: 1000 };
+    run(reactor(old, "stock.counter.>"), 3).await;
+    assert_eq!(info(js.clone()).await.max_ack_pending, 1000);
+    for i in 0..2 {
+        runner.execute(id("c2"), 1, CommandMeta::new(format!("b{i}"), "test")).await.unwrap();
+    }
+    // This build's settings reach it on start, in place, and it goes on from where it was.
+    run(reactor(ReactorSettings::default(), "stock.counter.>"), 5).await;
+    let config = info(js.clone()).await;
+    assert_eq!((config.ack_wait, config.max_ack_pending), (Duration::from_secs(10), 32));
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5], "nothing skipped, nothing handled twice");
+    // A filter the server cannot change in place: the consumer is made again from its floor.
+    for i in 0..2 {
+        runner.execute(id("c3"), 1, CommandMeta::new(format!("c{i}"), "test")).await.unwrap();
+    }
+    run(reactor(ReactorSettings::default(), "stock.>"), 7).await;
+    assert_eq!(info(js.clone()).await.filter_subject, "stock.>");
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5, 6, 7]);
+}
