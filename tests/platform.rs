@@ -219,6 +219,8 @@ async fn an_undecodable_event_is_reported_by_health_and_status() {
     let (status, err) = api.get(&format!("/api/donors?min_seq={}", seq + 1)).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("projection_stuck")));
     // Other projections carry on.
+    let site = json!({"site_id": "s", "name": "Site", "zones": [{"code": "A1", "storage": "ambient"}]});
+    assert_eq!(api.post("/api/sites", "s", site).await.0, StatusCode::CREATED);
     let body = json!({"vehicle_id": "kangoo", "name": "Kangoo", "capacity_kg": 500, "home_site": "s"});
     let ok = api.post("/api/vehicles", "v1", body).await;
     assert_eq!(ok.0, StatusCode::CREATED);

@@ -168,6 +168,82 @@ async fn shipped_parcels_and_pickups_are_planned_driven_and_replanned() {
     let (_, jobs) = admin.get(&format!("/api/jobs?date={}&min_seq={}", in_days(9), min_seq(&again))).await;
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
 
+    // What names something that is not there is refused, and nothing is stored.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let before = support::settled(&js).await;
+    let refused = [
+        (
+            wh.put(
+                "/api/donors/lidl/collections",
+                "to-star",
+                json!({"collections": [{"day": "Mon", "opens": "10:00:00",
+            "closes": "12:00:00", "kg": 60, "site_id": "*"}]}),
+            )
+            .await,
+            "site_not_found",
+        ),
+        (
+            admin
+                .post(
+                    "/api/jobs",
+                    "at-a.b",
+                    json!({"date": day, "site_id": "a.b", "kind": "pickup", "party_id": "lidl",
+            "kg": 10, "opens": "09:00:00", "closes": "12:00:00"}),
+                )
+                .await,
+            "site_not_found",
+        ),
+        (
+            admin
+                .post(
+                    "/api/jobs",
+                    "ghost-donor",
+                    json!({"date": day, "site_id": "gerland", "kind": "pickup",
+            "party_id": "ghost", "kg": 10, "address": "1 rue", "position": {"lat": 45.7, "lon": 4.8},
+            "opens": "09:00:00", "closes": "12:00:00"}),
+                )
+                .await,
+            "donor_not_found",
+        ),
+        (
+            admin
+                .post(
+                    "/api/jobs",
+                    "ghost-relay",
+                    json!({"date": day, "site_id": "gerland", "kind": "delivery",
+            "party_id": "rp-ghost", "opens": "09:00:00", "closes": "12:00:00"}),
+                )
+                .await,
+            "relay_point_not_found",
+        ),
+        (
+            admin
+                .post(
+                    "/api/vehicles",
+                    "homeless",
+                    json!({"vehicle_id": "homeless", "name": "Sans site",
+            "capacity_kg": 500, "home_site": "nowhere"}),
+                )
+                .await,
+            "site_not_found",
+        ),
+        (
+            admin
+                .post(
+                    "/api/drivers",
+                    "no-van",
+                    json!({"driver_id": "no-van", "name": "Sans camion",
+            "vehicles": ["ghost"], "max_shift_minutes": 300}),
+                )
+                .await,
+            "vehicle_not_found",
+        ),
+    ];
+    for ((status, err), code) in refused {
+        assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some(code)), "{err}");
+    }
+    assert_eq!(support::settled(&js).await, before, "refused references stored nothing");
+
     // The fleet: a refrigerated van and a plain one, each with a driver free that day.
     for (id, kg, chilled) in [("frigo", 600, 200), ("camion", 900, 0)] {
         let body = json!({"vehicle_id": id, "name": id, "capacity_kg": kg, "chilled_capacity_kg": chilled,

@@ -325,6 +325,16 @@ async fn broadcasts_say_when_nobody_listens_and_calls_fail_at_once_while_nats_is
             }
         });
     }
+    // A flush does not wait for the server to have taken a subscription in: ask until both
+    // nodes are heard once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let probe = Collect { expect: Some(2), ..Collect::within(Duration::from_millis(500)) };
+        if client.broadcast::<_, u64>("test.ctl", &json!({}), probe).await.unwrap().answers.len() == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the two nodes never both listened");
+    }
     let started = std::time::Instant::now();
     let collect = Collect { expect: Some(2), ..Collect::within(Duration::from_secs(10)) };
     let mut both = client.broadcast::<_, u64>("test.ctl", &json!({}), collect).await.unwrap();

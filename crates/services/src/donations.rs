@@ -812,9 +812,21 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     aggregate_command(&mut host, "end_agreement", &donors, &[], |body: EndAgreement, _| {
         Ok((parse_id(&body.donor_id, "donor")?, DonorCommand::EndAgreement))
     });
-    aggregate_command(&mut host, "set_collections", &donors, warehouse, |body: SetCollections, _| {
-        Ok((parse_id(&body.donor_id, "donor")?, DonorCommand::SetCollections(body.collections)))
-    });
+    let sites = ctx.runner::<stock::Site>(crate::stock::SERVICE);
+    process_command(
+        &mut host,
+        "set_collections",
+        warehouse,
+        (donors.clone(), sites.clone()),
+        |(donors, sites), request, body: SetCollections| async move {
+            let id = parse_id(&body.donor_id, "donor")?;
+            // Every collection goes to a site that exists: a job is made for it.
+            for site in body.collections.iter().map(|c| c.site_id.as_str()).collect::<BTreeSet<_>>() {
+                crate::stock::known_site(&sites, site).await?;
+            }
+            donors.execute(id, DonorCommand::SetCollections(body.collections), meta(&request)).await
+        },
+    );
 
     aggregate_command(&mut host, "define_product", &products, warehouse, |body: DefineProduct, request| {
         let id = match &body.details.gtin {
@@ -836,7 +848,6 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         Ok((parse_id(&body.product_id, "product")?, ProductCommand::Update(body.details.into())))
     });
 
-    let sites = ctx.runner::<stock::Site>(crate::stock::SERVICE);
     let rules = Arc::new(ctx.policies.reception.clone());
     let calendar = ctx.calendar;
     let state = (sites, donors.clone(), products.clone(), donations.clone(), rules);

@@ -21,7 +21,7 @@ pub use lots::{
     TracedShipment, TracedTransfer,
 };
 pub use process::{lot_id_for_line, IssueRecall, ReservationAction, ReserveLine, ReserveStock, ShipReservation};
-pub use sites::{AddZone, CreateSite, GetSite, SiteRow, SitesProjection, ZoneBody};
+pub use sites::{known_site, AddZone, CreateSite, GetSite, SiteRow, SitesProjection, ZoneBody};
 
 use crate::common::{
     aggregate_command, combine, meta, number, parse_id, process_command, projection_query, storage, with_view,

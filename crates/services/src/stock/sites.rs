@@ -130,3 +130,14 @@ pub(super) fn register(host: &mut ServiceHost, ctx: &ServiceContext, engine: &mu
     });
     sites
 }
+
+/// The site `id` names, or `site_not_found` (an invalid id too: nothing can be stored for a site
+/// that is not there). Sites are never removed, so a cached one is as good as a fresh one.
+pub async fn known_site(sites: &CommandRunner<Site>, id: &str) -> Result<eventcore::AggregateId, ServiceError> {
+    let missing = || ServiceError::not_found("site_not_found", format!("no site {id}"));
+    let site_id: eventcore::AggregateId = id.parse().map_err(|_| missing())?;
+    if sites.load_cached(&site_id).await?.name.is_none() {
+        return Err(missing());
+    }
+    Ok(site_id)
+}

@@ -545,17 +545,25 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
     let jobs = ctx.runner::<Job>(SERVICE);
     let view = engine.register(TransportProjection);
 
-    aggregate_command(&mut host, "register_vehicle", &vehicles, &[], |body: RegisterVehicle, request| {
-        let id = new_id(body.vehicle_id, request, "vehicle")?;
-        let spec = VehicleSpec {
-            name: body.name,
-            capacity_kg: body.capacity_kg,
-            volume_l: body.volume_l,
-            chilled_capacity_kg: body.chilled_capacity_kg,
-            home_site: body.home_site,
-        };
-        Ok((id, VehicleCommand::Register(spec)))
-    });
+    let sites = ctx.runner::<stock::Site>(crate::stock::SERVICE);
+    process_command(
+        &mut host,
+        "register_vehicle",
+        &[],
+        (vehicles.clone(), sites.clone()),
+        |(vehicles, sites), request, body: RegisterVehicle| async move {
+            let id = new_id(body.vehicle_id, &request, "vehicle")?;
+            let home_site = crate::stock::known_site(&sites, &body.home_site).await?.to_string();
+            let spec = VehicleSpec {
+                name: body.name,
+                capacity_kg: body.capacity_kg,
+                volume_l: body.volume_l,
+                chilled_capacity_kg: body.chilled_capacity_kg,
+                home_site,
+            };
+            vehicles.execute(id, VehicleCommand::Register(spec), meta(&request)).await
+        },
+    );
     aggregate_command(&mut host, "set_vehicle_availability", &vehicles, &[], |body: VehicleAvailability, _| {
         let command = VehicleCommand::SetAvailability { date: body.date, available: body.available };
         Ok((parse_id(&body.vehicle_id, "vehicle")?, command))
@@ -576,15 +584,30 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         },
     );
 
-    aggregate_command(&mut host, "register_driver", &drivers, &[], |body: RegisterDriver, request| {
-        let id = new_id(body.driver_id, request, "driver")?;
-        let spec = DriverSpec {
-            name: body.name,
-            vehicles: body.vehicles.into_iter().collect(),
-            max_shift_minutes: body.max_shift_minutes,
-        };
-        Ok((id, DriverCommand::Register(spec)))
-    });
+    process_command(
+        &mut host,
+        "register_driver",
+        &[],
+        (drivers.clone(), vehicles.clone()),
+        |(drivers, vehicles), request, body: RegisterDriver| async move {
+            let id = new_id(body.driver_id, &request, "driver")?;
+            // Only vehicles the fleet has, and still drives.
+            for vehicle in &body.vehicles {
+                let missing = || ServiceError::not_found("vehicle_not_found", format!("no vehicle {vehicle}"));
+                let vehicle_id = vehicle.parse().map_err(|_| missing())?;
+                let (found, _) = vehicles.load(&vehicle_id).await?;
+                if found.spec.is_none() || found.retired {
+                    return Err(missing());
+                }
+            }
+            let spec = DriverSpec {
+                name: body.name,
+                vehicles: body.vehicles.into_iter().collect(),
+                max_shift_minutes: body.max_shift_minutes,
+            };
+            drivers.execute(id, DriverCommand::Register(spec), meta(&request)).await
+        },
+    );
     aggregate_command(&mut host, "set_driver_availability", &drivers, &[], |body: DriverAvailability, _| {
         let slots = body.slots.into_iter().map(|s| Slot { from: s.from, to: s.to }).collect();
         Ok((parse_id(&body.driver_id, "driver")?, DriverCommand::SetAvailability { date: body.date, slots }))
@@ -605,9 +628,10 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         &mut host,
         "schedule_job",
         &[],
-        (jobs.clone(), client),
-        |(jobs, client), request, body: ScheduleJob| async move {
+        (jobs.clone(), client, sites, ctx.runner::<donations::Donor>(crate::donations::SERVICE)),
+        |(jobs, client, sites, donors), request, body: ScheduleJob| async move {
             let id = new_id(body.job_id, &request, "job")?;
+            let site_id = crate::stock::known_site(&sites, &body.site_id).await?.to_string();
             let kind = match body.kind.as_str() {
                 "pickup" => {
                     JobKind::Pickup { donor_id: body.party_id.clone(), kg: body.kg, chilled_kg: body.chilled_kg }
@@ -620,6 +644,27 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                     ))
                 }
             };
+            // The party is there: a donor for a pickup, a relay point for a delivery.
+            match &kind {
+                JobKind::Pickup { donor_id, .. } => {
+                    let missing = || ServiceError::not_found("donor_not_found", format!("no donor {donor_id}"));
+                    let id = donor_id.parse().map_err(|_| missing())?;
+                    if donors.load(&id).await?.0.registered.is_none() {
+                        return Err(missing());
+                    }
+                }
+                JobKind::Delivery { relay_point_id } => {
+                    let ask = QueryRequest::new(Actor::system(SERVICE), serde_json::json!({}));
+                    let associations: Vec<crate::distribution::AssociationRow> =
+                        client.query(crate::distribution::SERVICE, "list_associations", &ask).await?;
+                    if !associations.iter().flat_map(|a| &a.relay_points).any(|r| r.relay_id == *relay_point_id) {
+                        return Err(ServiceError::not_found(
+                            "relay_point_not_found",
+                            format!("no relay point {relay_point_id}"),
+                        ));
+                    }
+                }
+            }
             // A pickup goes to the donor's address unless told otherwise.
             let (address, position) = match (&kind, body.address.is_some() && body.position.is_some()) {
                 (JobKind::Pickup { donor_id, .. }, false) => {
@@ -631,7 +676,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             };
             let stop = Stop {
                 date: body.date,
-                site_id: body.site_id,
+                site_id,
                 position: position.map(geo_point).transpose()?,
                 address,
                 contact: body.contact,
