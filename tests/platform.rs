@@ -332,3 +332,70 @@ fn deploy_configurations_are_valid() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown service \"nothing\""), "profile failed to load: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_occurred_at_is_bounded_per_kind_of_fact_on_every_command() {
+    use gateway::api::{operations, Dated, OpKind};
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let foodaid = Foodaid::up(dir.path(), Some(&url), &[]);
+    let api = Api::new(&foodaid.http, &token(dir.path(), Some(&url), &["--role", "admin"]));
+    let js = async_nats::jetstream::new(nats.client().await);
+    let before = support::settled(&js).await;
+    let now = chrono::Utc::now();
+    let send = |method: reqwest::Method, path: String, at: String| {
+        let api = &api;
+        async move {
+            let res = api
+                .http
+                .request(method, format!("{}{path}", api.base))
+                .bearer_auth(&api.token)
+                .header("Idempotency-Key", format!("dated-{at}"))
+                .header("X-Occurred-At", at)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let mut checked = 0;
+    for op in operations().into_iter().filter(|o| o.kind == OpKind::Command) {
+        let method = reqwest::Method::from_bytes(op.method.as_str().as_bytes()).unwrap();
+        let path = op.path.split('/').map(|p| if p.starts_with('{') { "x" } else { p }).collect::<Vec<_>>().join("/");
+        // Never ahead of the clock, whatever the operation.
+        let (status, err) = send(method.clone(), path.clone(), "9999-12-31T00:00:00Z".into()).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("occurred_in_future")),
+            "{}",
+            op.name
+        );
+        // In the past: only what can be recorded late, and not too late.
+        let (status, err) = send(method.clone(), path.clone(), "2020-01-01T00:00:00Z".into()).await;
+        let code = match op.dated {
+            Dated::Now => "occurred_at_not_accepted",
+            Dated::DaysBack(_) => "occurred_too_long_ago",
+        };
+        assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{}", op.name);
+        if op.dated == Dated::Now {
+            let an_hour_ago = (now - chrono::Duration::hours(1)).to_rfc3339();
+            let (status, err) = send(method, path, an_hour_ago).await;
+            assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{}", op.name);
+        }
+        checked += 1;
+    }
+    assert!(checked > 60, "{checked} commands");
+    // A donation's own received_at has the same bound as its X-Occurred-At.
+    let long_ago = (now - chrono::Duration::days(40)).to_rfc3339();
+    let body = json!({"donor_id": "d", "site_id": "s", "received_at": long_ago, "lines": []});
+    let (status, err) = api.post("/api/donations", "old", body).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("received_too_long_ago")),
+        "{err}"
+    );
+    assert_eq!(support::settled(&js).await, before, "nothing refused was written");
+    assert!(foodaid.terminate().success());
+}

@@ -77,17 +77,21 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     let (status, err) = wh.get("/api/gtin/3017620422003").await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("product_not_found")));
 
-    // A donation received on 10 March 2026 at 10:00 UTC.
+    // A donation received five days ago at 11:00, Paris time, recorded now.
+    let paris = values::Calendar::default();
+    let received = paris.day_of(chrono::Utc::now()) - chrono::Duration::days(5);
+    let received_at = paris.at(received, chrono::NaiveTime::from_hms_opt(11, 0, 0).unwrap());
+    let on = |days: i64| (received + chrono::Duration::days(days)).to_string();
     let lines = vec![
-        line("3033490004743", 24, 12_000, Some("2026-03-14"), Some(3.5)), // fine
-        line("3033490004743", 10, 5_000, Some("2026-03-11"), Some(3.0)),  // 38 h left: the agreement allows 24 h
-        line("3033490004743", 6, 3_000, Some("2026-03-20"), Some(7.5)),   // cold chain broken
-        line("3033490004743", 6, 3_000, Some("2026-03-09"), Some(2.0)),   // use-by passed
-        line("pates-vrac", 40, 20_000, Some("2026-02-01"), None),         // 37 days past best-before, grace 90
-        line("pates-vrac", 10, 5_000, Some("2025-10-01"), None),          // 160 days past
+        line("3033490004743", 24, 12_000, Some(&on(4)), Some(3.5)), // fine
+        line("3033490004743", 10, 5_000, Some(&on(1)), Some(3.0)),  // 37 h left: the agreement allows 24 h
+        line("3033490004743", 6, 3_000, Some(&on(10)), Some(7.5)),  // cold chain broken
+        line("3033490004743", 6, 3_000, Some(&on(-1)), Some(2.0)),  // use-by passed
+        line("pates-vrac", 40, 20_000, Some(&on(-37)), None),       // 37 days past best-before, grace 90
+        line("pates-vrac", 10, 5_000, Some(&on(-160)), None),       // 160 days past
     ];
     let mut donation = json!({"donation_id": "don-1", "donor_id": "carrefour-venissieux", "site_id": "gerland",
-        "received_at": "2026-03-10T10:00:00Z", "lines": lines});
+        "received_at": received_at.to_rfc3339(), "lines": lines});
     let (status, reply) = wh.post("/api/donations", "don-1", donation.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
     let types: Vec<&str> = reply["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -129,11 +133,15 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     // The same lines from a donor without an agreement: the 48 h rule refuses the close date.
     donation["donation_id"] = json!("don-2");
     donation["donor_id"] = json!("ferme-des-monts");
-    donation["lines"] = json!([line("3033490004743", 10, 5_000, Some("2026-03-11"), Some(3.0))]);
+    donation["lines"] = json!([line("3033490004743", 10, 5_000, Some(&on(1)), Some(3.0))]);
     let (status, reply) = wh.post("/api/donations", "don-2", donation.clone()).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(reply["events"][1]["data"]["reason"]["code"], "dlc_too_close");
-    assert_eq!(reply["events"][1]["data"]["reason"]["hours_left"], 37, "to midnight in Paris, not UTC");
+    // To midnight in Paris, not UTC: 13 hours that day and 24 the next (23 or 25 when the clocks
+    // change).
+    let left = (paris.end_of(received + chrono::Duration::days(1)) - received_at).num_hours();
+    assert!((36..=38).contains(&left));
+    assert_eq!(reply["events"][1]["data"]["reason"]["hours_left"], left);
 
     // Bad input is refused with a clear code, and nothing is recorded.
     let cases = [
@@ -161,13 +169,14 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     let mut ids: Vec<&str> = listed.as_array().unwrap().iter().map(|d| d["donation_id"].as_str().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, ["don-1", "don-2"], "only the two good donations are recorded");
-    let (_, listed) = wh.get("/api/donations?donor_id=ferme-des-monts&from=2026-03-10&to=2026-03-10").await;
+    let (_, listed) = wh.get(&format!("/api/donations?donor_id=ferme-des-monts&from={}&to={}", on(0), on(0))).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    let (_, listed) = wh.get("/api/donations?from=2026-03-11").await;
+    let (_, listed) = wh.get(&format!("/api/donations?from={}", on(1))).await;
     assert_eq!(listed.as_array().unwrap().len(), 0);
 
     // The year's statement counts what was accepted: 17 kg of dairy, 20 kg of starches.
-    let (status, s) = wh.get("/api/donors/carrefour-venissieux/statements/2026").await;
+    let year = chrono::Datelike::year(&received);
+    let (status, s) = wh.get(&format!("/api/donors/carrefour-venissieux/statements/{year}")).await;
     assert_eq!(status, StatusCode::OK, "{s}");
     assert_eq!(s["donations"], 1);
     assert_eq!(s["lines"][0]["food_group"], "starches");
@@ -175,20 +184,25 @@ async fn donations_are_judged_line_by_line_and_donors_get_their_statement() {
     assert_eq!(s["lines"][1]["food_group"], "dairy");
     assert_eq!(s["lines"][1]["kg"], 17.0);
     assert_eq!((s["total_kg"].as_f64(), s["meals"].as_u64()), (Some(37.0), Some(74)));
-    let (status, content_type, csv) = wh.get_text("/api/donors/carrefour-venissieux/statements/2026/csv").await;
+    let (status, content_type, csv) =
+        wh.get_text(&format!("/api/donors/carrefour-venissieux/statements/{year}/csv")).await;
     assert_eq!((status, content_type.as_str()), (StatusCode::OK, "text/csv; charset=utf-8"));
     assert_eq!(
         csv,
-        "donor_id,donor_name,year,food_group,lines,kg,declared_value_eur\n\
-         carrefour-venissieux,Carrefour Vénissieux,2026,starches,1,20.000,0.00\n\
-         carrefour-venissieux,Carrefour Vénissieux,2026,dairy,2,17.000,0.00\n\
-         carrefour-venissieux,Carrefour Vénissieux,2026,total,3,37.000,0.00\n"
+        format!(
+            "donor_id,donor_name,year,food_group,lines,kg,declared_value_eur\n\
+             carrefour-venissieux,Carrefour Vénissieux,{year},starches,1,20.000,0.00\n\
+             carrefour-venissieux,Carrefour Vénissieux,{year},dairy,2,17.000,0.00\n\
+             carrefour-venissieux,Carrefour Vénissieux,{year},total,3,37.000,0.00\n"
+        )
     );
-    let (_, _, csv) = wh.get_text("/api/donors/ferme-des-monts/statements/2026/csv").await;
-    assert!(csv.contains("ferme-des-monts,\"Ferme des Monts, \"\"bio\"\"\",2026,total,0,0.000"), "{csv}");
-    let (status, content_type, html) = wh.get_text("/api/donors/carrefour-venissieux/statements/2026/html").await;
+    let (_, _, csv) = wh.get_text(&format!("/api/donors/ferme-des-monts/statements/{year}/csv")).await;
+    assert!(csv.contains(&format!("ferme-des-monts,\"Ferme des Monts, \"\"bio\"\"\",{year},total,0,0.000")), "{csv}");
+    let (status, content_type, html) =
+        wh.get_text(&format!("/api/donors/carrefour-venissieux/statements/{year}/html")).await;
     assert_eq!((status, content_type.as_str()), (StatusCode::OK, "text/html; charset=utf-8"));
-    assert!(html.contains("Attestation de dons alimentaires — 2026") && html.contains("<strong>74</strong>"), "{html}");
+    let title = format!("Attestation de dons alimentaires — {year}");
+    assert!(html.contains(&title) && html.contains("<strong>74</strong>"), "{html}");
     let (status, err) = wh.get("/api/donors/carrefour-venissieux/statements/year-one").await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_payload")));
     assert!(foodaid.terminate().success());

@@ -47,7 +47,28 @@ pub struct Op {
     pub creates: bool,
     /// How a query's answer is sent: JSON, or rendered as a document.
     pub render: Render,
+    /// How far back `X-Occurred-At` may date what a command records.
+    pub dated: Dated,
 }
+
+/// Whether a command may be dated by `X-Occurred-At`, and how far back: what can happen away
+/// from the network (a driver's stop, a hand-over at a relay point, a donation recorded after
+/// the fact) may be dated back a little; anything else is recorded as it happens, and a date
+/// would rewrite history (stock as it was, for one). Never more than the clocks' drift ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dated {
+    /// Recorded when it arrives: `X-Occurred-At` is refused (`occurred_at_not_accepted`).
+    Now,
+    /// At most this many days back (`occurred_too_long_ago` beyond).
+    DaysBack(i64),
+}
+
+/// Days a driver's action or a relay point's hand-over may be sent late (a phone offline for a
+/// week still delivers its outbox).
+pub const OFFLINE_DAYS: i64 = 7;
+
+/// How far ahead of the platform's clock a date may be: devices' clocks drift.
+const CLOCK_SKEW_MINUTES: i64 = 10;
 
 /// Who may call an operation. Administrators always may; the other roles as declared. The services
 /// enforce it (`services::common::require`, `require_scope` and the handlers' own checks); this
@@ -196,6 +217,7 @@ impl Op {
             params: &[],
             creates: false,
             render: Render::Json,
+            dated: Dated::Now,
         }
     }
 
@@ -213,6 +235,7 @@ impl Op {
             params: &[],
             creates: false,
             render: Render::Json,
+            dated: Dated::Now,
         }
     }
 
@@ -229,6 +252,12 @@ impl Op {
 
     fn creates(mut self) -> Op {
         self.creates = true;
+        self
+    }
+
+    /// May be dated back (`X-Occurred-At`) by at most `days`.
+    fn dated_back(mut self, days: i64) -> Op {
+        self.dated = Dated::DaysBack(days);
         self
     }
 
@@ -331,7 +360,8 @@ pub fn operations() -> Vec<Op> {
                 "Record a donation: each line is accepted into stock or refused (use-by, best-before, cold chain)",
                 warehouse,
             )
-            .creates(),
+            .creates()
+            .dated_back(don::BACKDATE_DAYS),
         Op::query("/api/donations", "donations", "list_donations", array::<don::DonationRow>)
             .doc("Donations, newest first", warehouse)
             .params(&[
@@ -642,7 +672,8 @@ pub fn operations() -> Vec<Op> {
             "parcel_at_relay",
             schema::<dist::ParcelStep>,
         )
-        .doc("Record a parcel arrived at its relay point", association),
+        .doc("Record a parcel arrived at its relay point", association)
+        .dated_back(OFFLINE_DAYS),
         Op::command(
             post.clone(),
             "/api/parcels/{parcel_id}/collected",
@@ -650,7 +681,8 @@ pub fn operations() -> Vec<Op> {
             "collect_parcel",
             schema::<dist::ParcelStep>,
         )
-        .doc("Record a parcel collected by its household", association),
+        .doc("Record a parcel collected by its household", association)
+        .dated_back(OFFLINE_DAYS),
         Op::command(
             post.clone(),
             "/api/parcels/{parcel_id}/not-collected",
@@ -658,7 +690,8 @@ pub fn operations() -> Vec<Op> {
             "parcel_not_collected",
             schema::<dist::ParcelStep>,
         )
-        .doc("Record a parcel not collected by the deadline", association),
+        .doc("Record a parcel not collected by the deadline", association)
+        .dated_back(OFFLINE_DAYS),
         Op::command(post.clone(), "/api/parcels/{parcel_id}/return", "distribution", "return_parcel", schema::<dist::ParcelStep>)
             .doc(
                 "Take a parcel nobody collected back to the warehouse: ambient food within date goes back on the shelf, chilled and frozen food is written off",
@@ -774,9 +807,11 @@ pub fn operations() -> Vec<Op> {
             .doc("Routes of a day: a driver's own, or any driver's for an admin", driver)
             .params(&[("date", "the day (required)"), ("driver_id", "one driver's (admin)")]),
         Op::command(post.clone(), "/api/routes/{route_id}/start", "transport", "start_route", schema::<tr::RouteAction>)
-            .doc("Start a route (X-Occurred-At: when, if sent later)", driver),
+            .doc("Start a route (X-Occurred-At: when, if sent later)", driver)
+            .dated_back(OFFLINE_DAYS),
         Op::command(post.clone(), "/api/routes/{route_id}/end", "transport", "end_route", schema::<tr::RouteAction>)
-            .doc("End a route (stops not done go back to the next plan)", driver),
+            .doc("End a route (stops not done go back to the next plan)", driver)
+            .dated_back(OFFLINE_DAYS),
         Op::command(
             post.clone(),
             "/api/routes/{route_id}/stops/{job_id}/arrive",
@@ -784,7 +819,8 @@ pub fn operations() -> Vec<Op> {
             "arrive_stop",
             schema::<tr::StopBody>,
         )
-        .doc("Arrived at a stop (loading or unloading starts)", driver),
+        .doc("Arrived at a stop (loading or unloading starts)", driver)
+        .dated_back(OFFLINE_DAYS),
         Op::command(
             post.clone(),
             "/api/routes/{route_id}/stops/{job_id}/complete",
@@ -796,7 +832,8 @@ pub fn operations() -> Vec<Op> {
             "A stop done, with the kilograms actually loaded (fewer: a partial pickup); a pickup becomes an \
              incoming donation, a delivery puts its parcels at the relay point",
             driver,
-        ),
+        )
+        .dated_back(OFFLINE_DAYS),
         Op::command(
             post,
             "/api/routes/{route_id}/stops/{job_id}/fail",
@@ -804,7 +841,8 @@ pub fn operations() -> Vec<Op> {
             "fail_stop",
             schema::<tr::FailStop>,
         )
-        .doc("A stop that could not be done, and why", driver),
+        .doc("A stop that could not be done, and why", driver)
+        .dated_back(OFFLINE_DAYS),
     ]
 }
 
@@ -910,6 +948,9 @@ async fn forward(
                         .with_timezone(&chrono::Utc),
                 ),
             };
+            if let Some(at) = occurred_at {
+                check_dated(&op, at)?;
+            }
             let mut request = CommandRequest::new(command_id, actor, Value::Object(payload));
             request.correlation_id = Some(request_id.0);
             request.occurred_at = occurred_at;
@@ -954,6 +995,32 @@ async fn forward(
                 }
             }
         }
+    }
+}
+
+/// Refuses an `X-Occurred-At` the operation does not take, or beyond its bounds.
+fn check_dated(op: &Op, at: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
+    let now = chrono::Utc::now();
+    if at > now + chrono::Duration::minutes(CLOCK_SKEW_MINUTES) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "occurred_in_future",
+            format!("{at} has not come yet"),
+        ));
+    }
+    match op.dated {
+        Dated::Now => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "occurred_at_not_accepted",
+            "this operation records what happens now: X-Occurred-At is for what is recorded late (a driver's \
+             stops, a relay point's hand-overs, a donation received earlier)",
+        )),
+        Dated::DaysBack(days) if at < now - chrono::Duration::days(days) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "occurred_too_long_ago",
+            format!("{at} is more than {days} days ago: record it with a coordinator"),
+        )),
+        Dated::DaysBack(_) => Ok(()),
     }
 }
 

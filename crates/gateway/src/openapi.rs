@@ -147,18 +147,21 @@ pub fn document(ops: &[Op]) -> OpenApi {
                             .build(),
                     ));
                 }
-                b = b
-                    .parameter(
-                        ParameterBuilder::new().name("Idempotency-Key").parameter_in(ParameterIn::Header).description(
-                            Some("resending a command with the same key commits it once and returns the first answer"),
+                b = b.parameter(
+                    ParameterBuilder::new().name("Idempotency-Key").parameter_in(ParameterIn::Header).description(
+                        Some("resending a command with the same key commits it once and returns the first answer"),
+                    ),
+                );
+                if let crate::api::Dated::DaysBack(days) = op.dated {
+                    b = b.parameter(
+                        ParameterBuilder::new().name("X-Occurred-At").parameter_in(ParameterIn::Header).description(
+                            Some(format!(
+                                "RFC 3339 time it happened, for what is recorded late: at most {days} days back"
+                            )),
                         ),
-                    )
-                    .parameter(
-                        ParameterBuilder::new()
-                            .name("X-Occurred-At")
-                            .parameter_in(ParameterIn::Header)
-                            .description(Some("RFC 3339 time the action happened, for work recorded offline")),
-                    )
+                    );
+                }
+                b = b
                     .response(
                         if op.creates { "201" } else { "200" },
                         ResponseBuilder::new().description("committed").content("application/json", json(ok)).build(),

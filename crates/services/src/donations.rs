@@ -482,6 +482,10 @@ struct StatementCell {
 }
 
 /// Donations by id, and per donor, year and food group, the totals statements are made of.
+/// Days a donation may be recorded after it was received (`received_at`, `X-Occurred-At`):
+/// a backlog of paper forms, not a rewrite of last year's stock.
+pub const BACKDATE_DAYS: i64 = 31;
+
 pub struct DonationsProjection {
     /// Statements count a donation in the year it was received, here.
     pub calendar: Calendar,
@@ -860,6 +864,12 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
             let id = new_id(body.donation_id, &request, "donation")?;
             let received_at = body.received_at.or(request.occurred_at).unwrap_or_else(Utc::now);
             not_in_future(received_at, "received_in_future")?;
+            if received_at < Utc::now() - chrono::Duration::days(BACKDATE_DAYS) {
+                return Err(ServiceError::validation(
+                    "received_too_long_ago",
+                    format!("{received_at} is more than {BACKDATE_DAYS} days ago: stock as it was then cannot change"),
+                ));
+            }
             let donor_id = parse_id(&body.donor_id, "donor")?;
             let (donor, _) = donors.load(&donor_id).await?;
             if donor.registered.is_none() {
