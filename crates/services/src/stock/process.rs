@@ -174,28 +174,26 @@ impl Stock {
             let (site, asked, partial) = (site_id.to_string(), body.lines, body.partial);
             let lines = with_view(&self.projections, LotsProjection::NAME, move |view| {
                 let mut lines = Vec::with_capacity(asked.len());
-                let mut short = Vec::new();
+                let (mut short, mut any) = (Vec::new(), false);
                 for line in asked {
                     let chosen = line.lots.is_some();
-                    let candidates = match line.lots {
+                    let found = match line.lots {
                         Some(lots) => chosen_lots(view, &site, &line.product_id, lots)?,
-                        None => {
-                            let found = fefo_candidates(view, &site, &line.product_id, line.quantity, &[])?;
-                            if found.available < u64::from(line.quantity) {
-                                short.push(format!(
-                                    "{}: {} asked, {} available",
-                                    line.product_id, line.quantity, found.available
-                                ));
-                            }
-                            found.lots
-                        }
+                        None => fefo_candidates(view, &site, &line.product_id, line.quantity, &[])?,
                     };
+                    any |= found.available > 0;
+                    if found.available < u64::from(line.quantity) {
+                        short.push(format!(
+                            "{}: {} asked, {} available",
+                            line.product_id, line.quantity, found.available
+                        ));
+                    }
+                    let candidates = found.lots;
                     lines.push(PlanLine { product_id: line.product_id, quantity: line.quantity, candidates, chosen });
                 }
                 // What the site plainly does not have is refused before anything is written;
                 // only a shortfall the lots themselves reveal (taken meanwhile) fails a plan.
-                let nothing = lines.iter().all(|l| l.candidates.is_empty());
-                if !short.is_empty() && (!partial || nothing) {
+                if !short.is_empty() && (!partial || !any) {
                     return Err(ServiceError::conflict(
                         "insufficient_stock",
                         format!("not enough stock: {}", short.join("; ")),
@@ -535,14 +533,15 @@ fn chosen_lots(
     site: &str,
     product_id: &str,
     lots: Vec<String>,
-) -> Result<Vec<String>, ServiceError> {
+) -> Result<Candidates, ServiceError> {
     if lots.is_empty() || lots.len() > 64 {
         return Err(ServiceError::validation("invalid_lots", "name 1 to 64 lots, or none for FEFO"));
     }
+    let mut available = 0u64;
     for lot in &lots {
         let row: Option<super::LotRow> = view.get_json("lot", lot.as_bytes()).map_err(storage)?;
         match row {
-            Some(r) if r.product_id == product_id && r.site_id == site => {}
+            Some(r) if r.product_id == product_id && r.site_id == site => available += u64::from(r.available),
             _ => {
                 return Err(ServiceError::validation(
                     "invalid_lot",
@@ -551,7 +550,7 @@ fn chosen_lots(
             }
         }
     }
-    Ok(lots)
+    Ok(Candidates { lots, available })
 }
 
 /// The id of the lot a transfer's units become at the receiving site.
