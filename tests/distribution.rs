@@ -283,7 +283,7 @@ async fn parcels_are_requested_for_eligible_households_once_a_day() {
         "composition": {"adults": 2, "teens": 0, "children": 1, "infants": 0}, "consent": true,
         "personal": {"first_name": "Jean", "last_name": "Martin", "birth_date": "1970-01-01"}});
     assert_eq!(a.post("/api/households", "hh-1", body).await.0, StatusCode::CREATED);
-    let day = (chrono::Utc::now() + chrono::Duration::days(2)).date_naive();
+    let day = in_days(2);
 
     // Not assessed yet: not eligible.
     let (status, err) = a.post("/api/parcels", "p0", json!({"household_id": "hh-1", "date": day})).await;
@@ -303,7 +303,7 @@ async fn parcels_are_requested_for_eligible_households_once_a_day() {
     assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("parcel_already_requested")));
     let (status, err) = b.post("/api/parcels", "p3", json!({"household_id": "hh-1", "date": day})).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
-    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let yesterday = in_days(-1);
     let (status, err) = a.post("/api/parcels", "p4", json!({"household_id": "hh-1", "date": yesterday})).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("date_in_past")));
 
@@ -329,7 +329,7 @@ async fn parcels_are_requested_for_eligible_households_once_a_day() {
             );
         }
     }
-    let later = (chrono::Utc::now() + chrono::Duration::days(9)).date_naive();
+    let later = in_days(9);
     let list = json!({"date": later, "household_ids": ["hh-1", "hh-2", "hh-3"]});
     let (status, err) = a.post("/api/parcel-requests", "list-1", list).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("parcel_requests_rejected")));

@@ -296,7 +296,8 @@ async fn shipped_parcels_and_pickups_are_planned_driven_and_replanned() {
     let (status, err) = act_at(driver_of("pk-lidl"), &path("pk-lidl", "arrive"), "ahead", json!({}), later).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("occurred_in_future")));
     // Nor before the route's day: a phone whose clock says yesterday (here, not in UTC).
-    let yesterday = chrono::Utc::now() - chrono::Duration::hours(10);
+    let route_day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").unwrap();
+    let yesterday = calendar.start_of(route_day) - chrono::Duration::minutes(1);
     let (status, err) = act_at(driver_of("pk-lidl"), &path("pk-lidl", "arrive"), "before", json!({}), yesterday).await;
     assert_eq!(
         (status, err["code"].as_str()),

@@ -768,8 +768,10 @@ async fn a_reservation_cut_short_by_a_crash_gives_its_units_back_after_the_timeo
 
     // Restarted, the platform gives the units back once the reservation is older than the
     // timeout (none here), and only then.
-    let env =
-        [("FOODAID__POLICIES__RESERVATION_TIMEOUT_MINUTES", "0"), ("FOODAID__JOBS__RESERVATIONS_INTERVAL_SECS", "1")];
+    let env = [
+        ("FOODAID__POLICIES__RESERVATION_TIMEOUT_MINUTES", "0.02"),
+        ("FOODAID__JOBS__RESERVATIONS_INTERVAL_SECS", "1"),
+    ];
     let foodaid = Foodaid::up_with(dir.path(), Some(&url), &[], &env);
     let wh = Api::new(&foodaid.http, &wh_token);
     let expired = wait_for(&wh, "/api/reservations/lost", |r| r["status"] == "failed").await;
@@ -779,9 +781,11 @@ async fn a_reservation_cut_short_by_a_crash_gives_its_units_back_after_the_timeo
     let audit = support::run(dir.path(), Some(&url), &["stock", "audit", "--json"]);
     let report: Value = serde_json::from_str(&audit).unwrap();
     assert_eq!((&report["problems"], &report["open_reservations"]), (&json!([]), &json!(0)), "{audit}");
-    // All the units are there to reserve again.
-    let body = json!({"site_id": "gerland", "lines": [{"product_id": "rice", "quantity": 12}]});
-    assert_eq!(wh.post("/api/reservations", "again", body).await.0, StatusCode::CREATED);
+    // Retried after all, the request hears that it expired.
+    let body =
+        json!({"reservation_id": "lost", "site_id": "gerland", "lines": [{"product_id": "rice", "quantity": 6}]});
+    let (status, err) = wh.post("/api/reservations", "lost", body).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("reservation_expired")), "{err}");
     assert!(foodaid.terminate().success());
 }
 

@@ -53,10 +53,13 @@ impl Foodaid {
                 lines.lock().unwrap().push(line);
             }
         });
-        let foodaid = Foodaid { child, http: format!("http://127.0.0.1:{port}"), stdout };
+        let mut foodaid = Foodaid { child, http: format!("http://127.0.0.1:{port}"), stdout };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !foodaid.printed("foodaid is up") {
             assert!(Instant::now() < deadline, "foodaid did not come up: {:?}", foodaid.stdout.lock().unwrap());
+            if let Some(status) = foodaid.child.try_wait().unwrap() {
+                panic!("foodaid exited ({status}) before it came up: {:?}", foodaid.stdout.lock().unwrap());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         foodaid
@@ -262,7 +265,7 @@ pub fn in_days_at(calendar: &values::Calendar, days: i64) -> String {
     (calendar.day_of(chrono::Utc::now()) + chrono::Duration::days(days)).to_string()
 }
 
-/// A time zone where it is mid-morning now (09:00 to 10:59), for tests that plan and drive
+/// A time zone where it is mid-morning now (09:00 to 09:59 when asked), for tests that plan and drive
 /// today's routes within working hours whatever the hour the suite runs at, and the calendar
 /// of it. Set it with `FOODAID__TIME_ZONE`.
 pub fn morning_zone() -> (String, values::Calendar) {

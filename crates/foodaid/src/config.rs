@@ -125,6 +125,11 @@ impl Settings {
         anyhow::ensure!(name_ok, "node.name {:?} must be 1 to 32 letters, digits, '-' or '_'", self.node.name);
         anyhow::ensure!(self.nats.replicas >= 1 && self.nats.replicas <= 5, "nats.replicas must be between 1 and 5");
         anyhow::ensure!(self.projections.batch_size >= 1, "projections.batch_size must be positive");
+        let timeout = self.policies.reservation_timeout_minutes;
+        anyhow::ensure!(
+            timeout.is_finite() && timeout > 0.0,
+            "policies.reservation_timeout_minutes must be positive (it should outlast any request)"
+        );
         Ok(())
     }
 

@@ -67,9 +67,6 @@ pub enum Dated {
 /// week still delivers its outbox).
 pub const OFFLINE_DAYS: i64 = 7;
 
-/// How far ahead of the platform's clock a date may be: devices' clocks drift.
-const CLOCK_SKEW_MINUTES: i64 = 10;
-
 /// Who may call an operation. Administrators always may; the other roles as declared. The services
 /// enforce it (`services::common::require`, `require_scope` and the handlers' own checks); this
 /// declaration is what the OpenAPI document says and what `tests/access.rs` checks them against,
@@ -1001,7 +998,7 @@ async fn forward(
 /// Refuses an `X-Occurred-At` the operation does not take, or beyond its bounds.
 fn check_dated(op: &Op, at: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
     let now = chrono::Utc::now();
-    if at > now + chrono::Duration::minutes(CLOCK_SKEW_MINUTES) {
+    if at > now + chrono::Duration::minutes(services::CLOCK_SKEW_MINUTES) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "occurred_in_future",

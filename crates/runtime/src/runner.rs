@@ -101,6 +101,18 @@ impl<A: Aggregate> CommandRunner<A> {
         Ok((loaded.state, loaded.version))
     }
 
+    /// The first answer of `command_id` if it was committed on aggregate `id` already. A handler
+    /// that checks the current state before deciding asks this first, so that a retry the answer
+    /// journal missed (its write failed, two instances raced) still gets its first commit rather
+    /// than a refusal from what changed since.
+    pub async fn answered(&self, id: &AggregateId, command_id: &str) -> Result<Option<CommandReply>, ServiceError> {
+        let loaded = self.refreshed(id, None).await?;
+        match loaded.commands.get(command_id) {
+            Some(&seq) => Ok(Some(self.first_answer(seq).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// The cached state if the aggregate is cached with at least one event, else loaded: for
     /// aggregates whose answer to the question asked cannot go stale once they exist (a site,
     /// once created, stays).

@@ -51,8 +51,9 @@ pub struct Policies {
     /// How routes are planned and the cold chain kept on the road.
     pub transport: TransportRules,
     /// Minutes after which a reservation planned and never settled (its request died with its
-    /// process and was not retried) fails and gives back what it held.
-    pub reservation_timeout_minutes: u32,
+    /// process and was not retried) fails and gives back what it held. Longer than any request
+    /// runs (a fraction of a minute is for tests).
+    pub reservation_timeout_minutes: f64,
 }
 
 /// The transport service's rules.
@@ -116,7 +117,7 @@ impl Default for Policies {
             needs: distribution::NeedsReference::default(),
             collection_days: 2,
             transport: TransportRules::default(),
-            reservation_timeout_minutes: 15,
+            reservation_timeout_minutes: 15.0,
         }
     }
 }
@@ -281,7 +282,7 @@ pub fn query_params<P: DeserializeOwned>(request: &QueryRequest) -> Result<P, Se
 }
 
 /// How far ahead of the platform's clock a given time may be (devices' clocks drift).
-const CLOCK_SKEW_MINUTES: i64 = 10;
+pub const CLOCK_SKEW_MINUTES: i64 = 10;
 
 /// Refuses, with `code`, a time that has not come yet (beyond the clocks' drift).
 pub fn not_in_future(at: chrono::DateTime<chrono::Utc>, code: &str) -> Result<(), ServiceError> {
@@ -305,8 +306,7 @@ pub async fn caught_up(
     projections: &[ProjectionHandle],
     stream: &str,
 ) -> Result<(), ServiceError> {
-    let last = ctx.events.last_sequences().await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
-    let seq = last.get(stream).copied().unwrap_or(0);
+    let seq = ctx.events.last_sequence(stream).await.map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
     for projection in projections {
         projection.wait_for(stream, seq, ctx.query_wait).await.map_err(waited)?;
     }

@@ -824,6 +824,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         (donors.clone(), sites.clone()),
         |(donors, sites), request, body: SetCollections| async move {
             let id = parse_id(&body.donor_id, "donor")?;
+            if let Some(first) = donors.answered(&id, &request.command_id).await? {
+                return Ok(first);
+            }
             // Every collection goes to a site that exists: a job is made for it.
             for site in body.collections.iter().map(|c| c.site_id.as_str()).collect::<BTreeSet<_>>() {
                 crate::stock::known_site(&sites, site).await?;

@@ -11,7 +11,7 @@ pub mod transport;
 
 mod common;
 
-pub use common::{Policies, ServiceContext, TransportRules, SERVICE_NAMES};
+pub use common::{Policies, ServiceContext, TransportRules, CLOCK_SKEW_MINUTES, SERVICE_NAMES};
 pub use values::FoodGroup;
 
 use projections::{Engine, Projection};

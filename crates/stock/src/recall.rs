@@ -63,8 +63,9 @@ impl Aggregate for Recall {
                 if self.issued.is_none() {
                     return Err(Rejection::not_found("recall_not_found", "no such recall"));
                 }
-                let mut new: Vec<String> = lots.iter().filter(|l| !self.lots.contains(l)).cloned().collect();
-                new.dedup();
+                let mut seen = std::collections::BTreeSet::new();
+                let new: Vec<String> =
+                    lots.iter().filter(|l| !self.lots.contains(l) && seen.insert(l.as_str())).cloned().collect();
                 return Ok(if new.is_empty() { vec![] } else { vec![RecallEvent::RecallExtended { lots: new }] });
             }
         };

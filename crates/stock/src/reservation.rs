@@ -62,6 +62,9 @@ pub enum ReservationCommand {
     /// Gives up a reservation whose request never came back to settle it (a process killed
     /// between its plan and its settlement): it fails, and the service releases what it held.
     Expire,
+    /// Records that a failed reservation's lots hold nothing for it any more (the service
+    /// released them): until then, the platform keeps trying.
+    MarkHoldsReleased,
     /// Records what the lots granted: confirmed, or failed if a line fell short and the
     /// reservation does not accept partial quantities (its shortfalls then say how much the lots
     /// could grant, and the service gives it all back).
@@ -106,6 +109,8 @@ pub enum ReservationEvent {
         expired: bool,
     },
     ReservationReleased {},
+    /// A failed reservation's lots gave back what they held for it.
+    ReservationHoldsReleased {},
     ReservationPicked {},
     ReservationShipped {
         destination: Destination,
@@ -137,6 +142,10 @@ pub enum ReservationStatus {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reservation {
     pub status: Option<ReservationStatus>,
+    /// Failed because nobody settled it in time.
+    pub expired: bool,
+    /// Failed, and its lots hold nothing for it any more.
+    pub holds_released: bool,
     pub site_id: String,
     pub purpose: Option<Purpose>,
     pub lines: Vec<PlanLine>,
@@ -230,6 +239,10 @@ impl Aggregate for Reservation {
                     ));
                 }
                 Ok(vec![ReservationEvent::ReservationCandidatesAdded { line: *line, lots: new }])
+            }
+            ReservationCommand::MarkHoldsReleased => {
+                self.require(&[Failed], "mark released")?;
+                Ok(if self.holds_released { vec![] } else { vec![ReservationEvent::ReservationHoldsReleased {}] })
             }
             ReservationCommand::Expire => match self.status {
                 None => Err(Rejection::not_found("reservation_not_found", "no such reservation")),
@@ -346,10 +359,12 @@ impl Aggregate for Reservation {
                     planned.candidates.extend(lots.iter().cloned());
                 }
             }
-            ReservationEvent::ReservationFailed { shortfalls, .. } => {
+            ReservationEvent::ReservationFailed { shortfalls, expired } => {
                 self.status = Some(ReservationStatus::Failed);
                 self.shortfalls = shortfalls.clone();
+                self.expired = *expired;
             }
+            ReservationEvent::ReservationHoldsReleased {} => self.holds_released = true,
             ReservationEvent::ReservationReleased {} => self.status = Some(ReservationStatus::Released),
             ReservationEvent::ReservationPicked {} => self.status = Some(ReservationStatus::Picked),
             ReservationEvent::ReservationShipped { .. } => self.status = Some(ReservationStatus::Shipped),
@@ -441,6 +456,19 @@ mod tests {
         let confirmed = ReservationEvent::ReservationConfirmed { allocations: vec![], shortfalls: vec![] };
         given::<Reservation>([planned(false), confirmed])
             .when(ReservationCommand::AddCandidates { line: 1, lots: vec!["lot-x".into()] })
+            .then_rejected("reservation_state");
+    }
+
+    #[test]
+    fn a_failed_reservation_says_once_when_its_lots_hold_nothing_more() {
+        let failed = ReservationEvent::ReservationFailed { shortfalls: vec![], expired: true };
+        let released = ReservationEvent::ReservationHoldsReleased {};
+        given::<Reservation>([planned(false), failed.clone()])
+            .when(ReservationCommand::MarkHoldsReleased)
+            .then([released.clone()]);
+        given::<Reservation>([planned(false), failed, released]).when(ReservationCommand::MarkHoldsReleased).then([]);
+        given::<Reservation>([planned(false)])
+            .when(ReservationCommand::MarkHoldsReleased)
             .then_rejected("reservation_state");
     }
 

@@ -406,8 +406,11 @@ pub(super) fn register(
         |(households, associations, vault), request, body: RegisterHousehold| async move {
             let association_id = parse_id(&body.association_id, "association")?;
             require_scope(&request.actor, Role::Association, association_id.as_str())?;
-            let relay = check_relay(&associations, &association_id, &body.relay_point_id).await?;
             let id = new_id(body.household_id, &request, "household")?;
+            if let Some(first) = households.answered(&id, &request.command_id).await? {
+                return Ok(first);
+            }
+            let relay = check_relay(&associations, &association_id, &body.relay_point_id).await?;
             let mut command = HouseholdCommand::Register {
                 association_id: association_id.to_string(),
                 relay_point_id: relay.to_string(),
@@ -472,6 +475,9 @@ pub(super) fn register(
         |(households, associations, vault), request, body: UpdateHousehold| async move {
             let id = parse_id(&body.household_id, "household")?;
             let household = owned(&households, &request.actor, &id).await?;
+            if let Some(first) = households.answered(&id, &request.command_id).await? {
+                return Ok(first);
+            }
             if let Some(relay) = &body.relay_point_id {
                 let association_id = parse_id(household.association_id.as_deref().unwrap_or_default(), "association")?;
                 check_relay(&associations, &association_id, relay).await?;

@@ -336,8 +336,15 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
         tx.put_json("reservation", id.as_bytes(), &row);
         return Ok(());
     }
-    if matches!(event, ReservationEvent::ReservationConfirmed { .. } | ReservationEvent::ReservationFailed { .. }) {
-        tx.delete("planned", id.as_bytes());
+    match &event {
+        ReservationEvent::ReservationConfirmed { .. } => tx.delete("planned", id.as_bytes()),
+        ReservationEvent::ReservationFailed { .. } => {
+            tx.delete("planned", id.as_bytes());
+            // Failed, its lots may still hold units for it until the service gives them back.
+            tx.put_json("unreleased", id.as_bytes(), &at);
+        }
+        ReservationEvent::ReservationHoldsReleased {} => tx.delete("unreleased", id.as_bytes()),
+        _ => {}
     }
     tx.update_json("reservation", id.as_bytes(), |row: &mut ReservationRow| {
         row.updated_at = at;
@@ -348,7 +355,7 @@ fn apply_reservation(tx: &mut Tx, id: &str, at: DateTime<Utc>, event: Reservatio
                 row.allocations = allocations.into_iter().map(AllocationRow::from).collect();
                 row.shortfalls = shortfalls.into_iter().map(ShortfallRow::from).collect();
             }
-            ReservationEvent::ReservationCandidatesAdded { .. } => {}
+            ReservationEvent::ReservationCandidatesAdded { .. } | ReservationEvent::ReservationHoldsReleased {} => {}
             ReservationEvent::ReservationFailed { shortfalls, .. } => {
                 row.status = ReservationStatus::Failed;
                 row.shortfalls = shortfalls.into_iter().map(ShortfallRow::from).collect();
@@ -375,42 +382,42 @@ pub(super) fn fefo_candidates(
     quantity: u32,
     excluded: &[String],
 ) -> Result<Candidates, ServiceError> {
-    const MIN_CANDIDATES: usize = 4;
-    const MAX_CANDIDATES: usize = 32;
+    const FEWEST_LOTS: usize = 4;
+    const MOST_LOTS: usize = 32;
     let mut candidates = Vec::new();
-    let mut covered = 0u64;
+    let (mut covered, mut available_here) = (0u64, 0u64);
     for item in view.scan("fefo", fefo_prefix(site_id, product_id).as_bytes()) {
         let (_, value) = item.map_err(storage)?;
         let Some((available, id)) = value.split_first_chunk::<4>() else {
             return Err(ServiceError::internal("planning a reservation", "bad FEFO entry"));
         };
-        let available = u32::from_be_bytes(*available);
+        let available = u64::from(u32::from_be_bytes(*available));
+        available_here += available;
         let id = String::from_utf8_lossy(id).into_owned();
-        if available == 0 || excluded.contains(&id) {
+        let enough =
+            candidates.len() >= MOST_LOTS || (candidates.len() >= FEWEST_LOTS && covered >= 2 * u64::from(quantity));
+        if available == 0 || enough || excluded.contains(&id) {
             continue;
         }
-        covered += u64::from(available);
+        covered += available;
         candidates.push(id);
-        if candidates.len() >= MAX_CANDIDATES
-            || (candidates.len() >= MIN_CANDIDATES && covered >= 2 * u64::from(quantity))
-        {
-            break;
-        }
     }
-    Ok(Candidates { lots: candidates, available: covered })
+    Ok(Candidates { lots: candidates, available: available_here })
 }
 
-/// Lots to try for a line, and the units the read model shows available on them.
+/// Lots to try for a line, and the units the read model shows available at the site, on
+/// those lots and the others (a plan takes the first lots, and more when they fall short).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Candidates {
     pub lots: Vec<String>,
     pub available: u64,
 }
 
-/// Reservations planned before `before` and not settled since.
-pub(super) fn planned_before(view: &View, before: DateTime<Utc>) -> Result<Vec<String>, ServiceError> {
+/// Reservations of `table` (`planned`: not settled; `unreleased`: failed, their lots not yet
+/// known to hold nothing for them) since before `before`.
+pub(super) fn listed_before(view: &View, table: &str, before: DateTime<Utc>) -> Result<Vec<String>, ServiceError> {
     let mut stale = Vec::new();
-    for item in view.scan("planned", b"") {
+    for item in view.scan(table, b"") {
         let (id, at) = item.map_err(storage)?;
         let at: DateTime<Utc> =
             serde_json::from_slice(&at).map_err(|e| ServiceError::internal("reading planned reservations", e))?;

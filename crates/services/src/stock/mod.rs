@@ -225,7 +225,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         s.reserve(request, body).await
     });
     // Asked by the platform's job every `jobs.reservations_interval_secs`.
-    let timeout = Duration::minutes(i64::from(ctx.policies.reservation_timeout_minutes));
+    let timeout = Duration::milliseconds((ctx.policies.reservation_timeout_minutes * 60_000.0) as i64);
     process_command(&mut host, "expire_reservations", &[], st.clone(), move |s, request, _: NoParams| async move {
         s.expire_stale(request, timeout).await
     });

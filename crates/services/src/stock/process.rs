@@ -16,7 +16,7 @@ use stock::{
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::lots::{fefo_candidates, planned_before, recalls_covering, Candidates, LotsProjection};
+use super::lots::{fefo_candidates, listed_before, recalls_covering, Candidates, LotsProjection};
 use crate::common::{caught_up, meta, new_id, parse_id, storage, with_view, ServiceContext};
 
 /// The id of the lot an accepted donation line becomes: readable when it fits.
@@ -72,17 +72,14 @@ pub(super) async fn receive_donation(stock: &Stock, reaction: Reaction) -> Resul
             DonationEvent::LineRefused { .. } | DonationEvent::DonationExpected(_) => {}
         }
     }
-    let received: Vec<(AggregateId, Receipt, CommandMeta)> =
-        receipts.iter().map(|(id, receipt, meta)| (id.clone(), receipt.clone(), meta.clone())).collect();
-    let receive = receipts.into_iter().map(|(id, receipt, meta)| lots.execute(id, LotCommand::Receive(receipt), meta));
+    let receive = receipts
+        .iter()
+        .map(|(id, receipt, meta)| lots.execute(id.clone(), LotCommand::Receive(receipt.clone()), meta.clone()));
     futures::future::try_join_all(receive).await?;
-    for (id, receipt, meta) in received {
-        stock.hold_if_recalled(&id, &receipt, &meta).await?;
-    }
-    Ok(())
+    stock.hold_if_recalled(&receipts).await
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveLine {
     pub product_id: String,
@@ -157,51 +154,24 @@ impl Stock {
         let (mut reservation, _) = self.reservations.load(&id).await?;
         let resuming = reservation.status == Some(ReservationStatus::Planned);
         if reservation.status.is_none() {
-            // Sites are never removed: a cached one is as good as a fresh one.
-            if self.sites.load_cached(&site_id).await?.name.is_none() {
-                return Err(ServiceError::not_found("site_not_found", format!("no site {site_id}")));
-            }
-            let purpose = body.purpose.unwrap_or(Purpose::Parcel { association_id: None });
+            super::known_site(&self.sites, site_id.as_str()).await?;
+            let purpose = body.purpose.clone().unwrap_or(Purpose::Parcel { association_id: None });
             if let Purpose::Transfer { to_site } = &purpose {
-                let to = parse_id(to_site, "site")?;
-                if to == site_id {
+                if *to_site == site_id.as_str() {
                     return Err(ServiceError::validation("same_site", "a transfer goes to another site"));
                 }
-                if self.sites.load_cached(&to).await?.name.is_none() {
-                    return Err(ServiceError::not_found("site_not_found", format!("no site {to}")));
-                }
+                super::known_site(&self.sites, to_site).await?;
             }
-            let (site, asked, partial) = (site_id.to_string(), body.lines, body.partial);
-            let lines = with_view(&self.projections, LotsProjection::NAME, move |view| {
-                let mut lines = Vec::with_capacity(asked.len());
-                let (mut short, mut any) = (Vec::new(), false);
-                for line in asked {
-                    let chosen = line.lots.is_some();
-                    let found = match line.lots {
-                        Some(lots) => chosen_lots(view, &site, &line.product_id, lots)?,
-                        None => fefo_candidates(view, &site, &line.product_id, line.quantity, &[])?,
-                    };
-                    any |= found.available > 0;
-                    if found.available < u64::from(line.quantity) {
-                        short.push(format!(
-                            "{}: {} asked, {} available",
-                            line.product_id, line.quantity, found.available
-                        ));
-                    }
-                    let candidates = found.lots;
-                    lines.push(PlanLine { product_id: line.product_id, quantity: line.quantity, candidates, chosen });
+            // What the site plainly does not have is refused before anything is written (once
+            // the read model holds every change acknowledged: units released a moment ago
+            // count); only a shortfall the lots themselves reveal (taken meanwhile) fails a plan.
+            let lines = match self.plan_lines(&site_id, body.lines.clone(), body.partial).await {
+                Err(e) if e.code == "insufficient_stock" => {
+                    caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
+                    self.plan_lines(&site_id, body.lines, body.partial).await?
                 }
-                // What the site plainly does not have is refused before anything is written;
-                // only a shortfall the lots themselves reveal (taken meanwhile) fails a plan.
-                if !short.is_empty() && (!partial || !any) {
-                    return Err(ServiceError::conflict(
-                        "insufficient_stock",
-                        format!("not enough stock: {}", short.join("; ")),
-                    ));
-                }
-                Ok(lines)
-            })
-            .await?;
+                planned => planned?,
+            };
             let plan = ReservationCommand::Plan { site_id: site_id.to_string(), purpose, lines, partial: body.partial };
             reservation = self.reservations.execute_with_state(id.clone(), plan, meta(&request)).await?.1;
         }
@@ -216,7 +186,13 @@ impl Stock {
         if reservation.status == Some(ReservationStatus::Failed) {
             if settled.is_none() {
                 // A repeat of a failed request: make sure nothing stayed held by a crash.
-                self.release_everywhere(&request, &id, &reservation).await?;
+                self.give_back(&request, &id, &reservation).await?;
+            }
+            if reservation.expired {
+                return Err(ServiceError::conflict(
+                    "reservation_expired",
+                    format!("reservation {id} was not settled in time: its units went back to the shelf"),
+                ));
             }
             let short: Vec<String> = reservation
                 .shortfalls
@@ -237,6 +213,47 @@ impl Stock {
                 self.reservations.execute(id.clone(), settle, step_meta(&request, "settle", &id)).await
             }
         }
+    }
+
+    /// Each line's lots from the read model: the caller's choice, or the first FEFO lots; refused
+    /// with `insufficient_stock` when the site shows fewer units than asked (unless partial and
+    /// some are there).
+    async fn plan_lines(
+        &self,
+        site_id: &AggregateId,
+        asked: Vec<ReserveLine>,
+        partial: bool,
+    ) -> Result<Vec<PlanLine>, ServiceError> {
+        let site = site_id.to_string();
+        with_view(&self.projections, LotsProjection::NAME, move |view| {
+            let mut lines = Vec::with_capacity(asked.len());
+            let (mut short, mut any) = (Vec::new(), false);
+            for line in asked {
+                let chosen = line.lots.is_some();
+                let found = match line.lots {
+                    Some(lots) => chosen_lots(view, &site, &line.product_id, lots)?,
+                    None => fefo_candidates(view, &site, &line.product_id, line.quantity, &[])?,
+                };
+                any |= found.available > 0;
+                if found.available < u64::from(line.quantity) {
+                    short.push(format!("{}: {} asked, {} available", line.product_id, line.quantity, found.available));
+                }
+                lines.push(PlanLine {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                    candidates: found.lots,
+                    chosen,
+                });
+            }
+            if !short.is_empty() && (!partial || !any) {
+                return Err(ServiceError::conflict(
+                    "insufficient_stock",
+                    format!("not enough stock: {}", short.join("; ")),
+                ));
+            }
+            Ok(lines)
+        })
+        .await
     }
 
     /// Asks each line's lots, in plan order, for what they can grant; lines go concurrently
@@ -263,7 +280,7 @@ impl Stock {
         let (reply, settled) =
             self.reservations.execute_with_state(id.clone(), settle, step_meta(request, "settle", id)).await?;
         if settled.status == Some(ReservationStatus::Failed) {
-            self.release_everywhere(request, id, &settled).await?;
+            self.give_back(request, id, &settled).await?;
         }
         Ok((reply, settled))
     }
@@ -346,29 +363,71 @@ impl Stock {
     /// Gives up the reservations planned more than `timeout` ago and never settled (their
     /// request died with its process and was not retried): each fails, marked expired, and
     /// gives back whatever its lots held for it. A reservation settled meanwhile is left as it is.
+    /// Failed reservations whose lots may still hold units for them (a release that failed, a
+    /// process killed before it gave them back) are given back too. One reservation's failure
+    /// does not stop the others; it is tried again next time.
     pub async fn expire_stale(
         &self,
         request: CommandRequest,
         timeout: chrono::Duration,
     ) -> Result<CommandReply, ServiceError> {
         caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
-        let before = Utc::now() - timeout;
-        let stale =
-            with_view(&self.projections, LotsProjection::NAME, move |view| planned_before(view, before)).await?;
+        let now = Utc::now();
+        let (stale_since, failed_since) = (now - timeout, now - chrono::Duration::minutes(1));
+        let (stale, unreleased) = with_view(&self.projections, LotsProjection::NAME, move |view| {
+            Ok((listed_before(view, "planned", stale_since)?, listed_before(view, "unreleased", failed_since)?))
+        })
+        .await?;
         let mut replies = Vec::new();
         for id in stale {
-            let id = parse_id(&id, "reservation")?;
-            let (reply, state) = self
-                .reservations
-                .execute_with_state(id.clone(), ReservationCommand::Expire, step_meta(&request, "expire", &id))
-                .await?;
-            if state.status == Some(ReservationStatus::Failed) {
-                self.release_everywhere(&request, &id, &state).await?;
-                tracing::warn!(reservation = %id, "reservation never settled: expired, its holds released");
+            match self.expire(&request, &id).await {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    tracing::warn!(reservation = %id, error = %e, "expiring a reservation failed; will try again")
+                }
             }
-            replies.push(reply);
+        }
+        for id in unreleased {
+            let given_back = async {
+                let id = parse_id(&id, "reservation")?;
+                let (state, _) = self.reservations.load(&id).await?;
+                self.give_back(&request, &id, &state).await
+            };
+            if let Err(e) = given_back.await {
+                tracing::warn!(reservation = %id, error = %e, "giving back a failed reservation's units failed; will try again");
+            }
         }
         Ok(crate::common::combine("expired-reservations".into(), super::SERVICE, replies))
+    }
+
+    async fn expire(&self, request: &CommandRequest, id: &str) -> Result<CommandReply, ServiceError> {
+        let id = parse_id(id, "reservation")?;
+        let (reply, state) = self
+            .reservations
+            .execute_with_state(id.clone(), ReservationCommand::Expire, step_meta(request, "expire", &id))
+            .await?;
+        if state.status == Some(ReservationStatus::Failed) {
+            self.give_back(request, &id, &state).await?;
+            tracing::warn!(reservation = %id, "reservation never settled: expired, its holds released");
+        }
+        Ok(reply)
+    }
+
+    /// Releases what a failed reservation's lots hold for it, then records that they hold
+    /// nothing more (until then, the expiry job keeps trying).
+    async fn give_back(
+        &self,
+        request: &CommandRequest,
+        id: &AggregateId,
+        failed: &Reservation,
+    ) -> Result<(), ServiceError> {
+        if failed.holds_released {
+            return Ok(());
+        }
+        self.release_everywhere(request, id, failed).await?;
+        let done = ReservationCommand::MarkHoldsReleased;
+        self.reservations.execute(id.clone(), done, step_meta(request, "released", id)).await?;
+        Ok(())
     }
 
     /// Releases whatever a reservation holds on any lot it planned to use (idempotent).
@@ -537,6 +596,9 @@ fn chosen_lots(
     if lots.is_empty() || lots.len() > 64 {
         return Err(ServiceError::validation("invalid_lots", "name 1 to 64 lots, or none for FEFO"));
     }
+    if lots.iter().collect::<std::collections::BTreeSet<_>>().len() < lots.len() {
+        return Err(ServiceError::validation("duplicate_lot", "a lot is named twice for one product"));
+    }
     let mut available = 0u64;
     for lot in &lots {
         let row: Option<super::LotRow> = view.get_json("lot", lot.as_bytes()).map_err(storage)?;
@@ -597,7 +659,7 @@ impl Stock {
         for a in &reservation.allocations {
             *quantities.entry(a.lot_id.as_str()).or_default() += a.quantity;
         }
-        let mut last = None;
+        let (mut last, mut received) = (None, Vec::new());
         for (from_lot, quantity) in quantities {
             let (source, _) = self.lots.load(&parse_id(from_lot, "lot")?).await?;
             let from =
@@ -620,34 +682,41 @@ impl Stock {
             let lot_id = transferred_lot_id(&id, from_lot);
             let step = step_meta(&request, "receive", &id);
             last = Some(self.lots.execute(lot_id.clone(), LotCommand::Receive(receipt.clone()), step.clone()).await?);
-            self.hold_if_recalled(&lot_id, &receipt, &step).await?;
+            received.push((lot_id, receipt, step));
         }
+        self.hold_if_recalled(&received).await?;
         last.ok_or_else(|| ServiceError::conflict("empty_transfer", "this transfer carries nothing"))
     }
 
     /// Holds a lot just received if a recall covers it, and adds it to that recall's lots (its
     /// trace then follows it). The read model is waited for first: a recall recorded before the
     /// lot is seen here, and one recorded after finds the lot itself (see [`Stock::recall`]).
-    pub async fn hold_if_recalled(
-        &self,
-        lot_id: &AggregateId,
-        receipt: &Receipt,
-        meta: &CommandMeta,
-    ) -> Result<(), ServiceError> {
+    pub async fn hold_if_recalled(&self, received: &[(AggregateId, Receipt, CommandMeta)]) -> Result<(), ServiceError> {
+        if received.is_empty() {
+            return Ok(());
+        }
         caught_up(&self.ctx, std::slice::from_ref(&self.view), super::SERVICE).await?;
-        let (product, number, date) = (receipt.product.product_id.clone(), receipt.lot_number.clone(), receipt.date);
-        let recalls = with_view(&self.projections, LotsProjection::NAME, move |view| {
-            recalls_covering(view, &product, number.as_deref(), date)
-        })
-        .await?;
-        for recall in recalls {
-            let hold = LotCommand::Recall { recall_id: recall.recall_id.clone(), reason: recall.reason.clone() };
-            let held = CommandMeta { command_id: format!("recall/{}", recall.recall_id), ..meta.clone() };
-            self.lots.execute(lot_id.clone(), hold, held).await?;
-            let extend = stock::RecallCommand::Extend { lots: vec![lot_id.to_string()] };
-            let added = CommandMeta { command_id: format!("extend/{lot_id}"), ..meta.clone() };
-            self.recalls.execute(parse_id(&recall.recall_id, "recall")?, extend, added).await?;
-            tracing::warn!(lot = %lot_id, recall = %recall.recall_id, "a lot under recall arrived: held");
+        for (lot_id, receipt, meta) in received {
+            let (product, number, date) =
+                (receipt.product.product_id.clone(), receipt.lot_number.clone(), receipt.date);
+            let recalls = with_view(&self.projections, LotsProjection::NAME, move |view| {
+                recalls_covering(view, &product, number.as_deref(), date)
+            })
+            .await?;
+            for recall in recalls {
+                let hold = LotCommand::Recall { recall_id: recall.recall_id.clone(), reason: recall.reason.clone() };
+                // Held now, whenever the lot itself was received.
+                let held = CommandMeta {
+                    command_id: format!("recall/{}", recall.recall_id),
+                    occurred_at: None,
+                    ..meta.clone()
+                };
+                self.lots.execute(lot_id.clone(), hold, held).await?;
+                let extend = stock::RecallCommand::Extend { lots: vec![lot_id.to_string()] };
+                let added = CommandMeta { command_id: format!("extend/{lot_id}"), occurred_at: None, ..meta.clone() };
+                self.recalls.execute(parse_id(&recall.recall_id, "recall")?, extend, added).await?;
+                tracing::warn!(lot = %lot_id, recall = %recall.recall_id, "a lot under recall arrived: held");
+            }
         }
         Ok(())
     }

@@ -553,6 +553,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         (vehicles.clone(), sites.clone()),
         |(vehicles, sites), request, body: RegisterVehicle| async move {
             let id = new_id(body.vehicle_id, &request, "vehicle")?;
+            if let Some(first) = vehicles.answered(&id, &request.command_id).await? {
+                return Ok(first);
+            }
             let home_site = crate::stock::known_site(&sites, &body.home_site).await?.to_string();
             let spec = VehicleSpec {
                 name: body.name,
@@ -591,6 +594,9 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         (drivers.clone(), vehicles.clone()),
         |(drivers, vehicles), request, body: RegisterDriver| async move {
             let id = new_id(body.driver_id, &request, "driver")?;
+            if let Some(first) = drivers.answered(&id, &request.command_id).await? {
+                return Ok(first);
+            }
             // Only vehicles the fleet has, and still drives.
             for vehicle in &body.vehicles {
                 let missing = || ServiceError::not_found("vehicle_not_found", format!("no vehicle {vehicle}"));
@@ -628,9 +634,12 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         &mut host,
         "schedule_job",
         &[],
-        (jobs.clone(), client, sites, ctx.runner::<donations::Donor>(crate::donations::SERVICE)),
-        |(jobs, client, sites, donors), request, body: ScheduleJob| async move {
+        (jobs.clone(), client, sites, ctx.runner::<donations::Donor>(crate::donations::SERVICE), ctx.clone()),
+        |(jobs, client, sites, donors, ctx), request, body: ScheduleJob| async move {
             let id = new_id(body.job_id, &request, "job")?;
+            if let Some(first) = jobs.answered(&id, &request.command_id).await? {
+                return Ok(first);
+            }
             let site_id = crate::stock::known_site(&sites, &body.site_id).await?.to_string();
             let kind = match body.kind.as_str() {
                 "pickup" => {
@@ -654,7 +663,15 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
                     }
                 }
                 JobKind::Delivery { relay_point_id } => {
-                    let ask = QueryRequest::new(Actor::system(SERVICE), serde_json::json!({}));
+                    // Read once the associations read model holds every change acknowledged: a
+                    // relay point added a moment ago counts.
+                    let mut ask = QueryRequest::new(Actor::system(SERVICE), serde_json::json!({}));
+                    let last = ctx
+                        .events
+                        .last_sequence(crate::distribution::SERVICE)
+                        .await
+                        .map_err(|e| ServiceError::unavailable("nats_unavailable", e))?;
+                    ask.min_seq.insert(crate::distribution::SERVICE.to_owned(), last);
                     let associations: Vec<crate::distribution::AssociationRow> =
                         client.query(crate::distribution::SERVICE, "list_associations", &ask).await?;
                     if !associations.iter().flat_map(|a| &a.relay_points).any(|r| r.relay_id == *relay_point_id) {
