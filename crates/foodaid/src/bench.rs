@@ -43,6 +43,9 @@ impl Projection for CountsProjection {
     fn name(&self) -> &'static str {
         "bench_counts"
     }
+    fn version(&self) -> u32 {
+        1
+    }
     fn streams(&self) -> &'static [&'static str] {
         &["stock"]
     }

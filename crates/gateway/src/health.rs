@@ -27,6 +27,8 @@ pub struct Health {
 pub struct ProjectionHealth {
     pub node: String,
     pub name: String,
+    /// The version of what the projection writes (0: a node of a build that does not say).
+    pub version: u32,
     /// starting, running, stuck, rebuilding or stopped.
     pub state: String,
     /// Events of each stream not yet recorded.
@@ -72,6 +74,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             projections.push(ProjectionHealth {
                 node: node.node.clone(),
                 name: p.name.clone(),
+                version: p.version,
                 state: serde_json::to_value(p.state)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::stream::{select_all, StreamExt};
@@ -10,7 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
-use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, StoredCommitRef, Tx};
+use crate::store::{
+    Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, StoredCommitRef, Tx, VersionCheck,
+};
 
 pub type Checkpoints = HashMap<String, u64>;
 
@@ -49,6 +51,10 @@ pub enum ProjectionState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionStatus {
     pub name: String,
+    /// The version of what it writes ([`Projection::version`]); 0 when answered by a build that
+    /// did not report versions.
+    #[serde(default)]
+    pub version: u32,
     /// The streams it reads.
     #[serde(default)]
     pub streams: Vec<String>,
@@ -73,6 +79,38 @@ struct Progress {
     checkpoints: Checkpoints,
     stuck: Option<Stuck>,
     state: Option<ProjectionState>,
+    /// A rebuild under way: the projection is `rebuilding` until it reaches these.
+    rebuild: Option<Rebuild>,
+}
+
+#[derive(Debug, Clone)]
+struct Rebuild {
+    /// The last sequence of each stream when the rebuild began (empty until the runner has
+    /// read them).
+    targets: Checkpoints,
+    started: Instant,
+}
+
+impl Progress {
+    /// Events recorded and to record until the rebuild's targets.
+    fn rebuilt(&self) -> (u64, u64) {
+        let Some(rebuild) = &self.rebuild else { return (0, 0) };
+        rebuild.targets.iter().fold((0, 0), |(done, total), (stream, target)| {
+            (done + self.checkpoints.get(stream).copied().unwrap_or(0).min(*target), total + target)
+        })
+    }
+
+    /// Running, unless a rebuild has not reached its targets yet. Answers the rebuild when this
+    /// is the moment it ends.
+    fn settle(&mut self) -> Option<Rebuild> {
+        let (done, total) = self.rebuilt();
+        if self.rebuild.as_ref().is_some_and(|r| r.targets.is_empty() || done < total) {
+            self.state = Some(ProjectionState::Rebuilding);
+            return None;
+        }
+        self.state = Some(ProjectionState::Running);
+        self.rebuild.take()
+    }
 }
 
 struct HandleInner {
@@ -96,10 +134,15 @@ impl ProjectionHandle {
         self.inner.projection.streams()
     }
 
+    pub fn version(&self) -> u32 {
+        self.inner.projection.version()
+    }
+
     pub fn status(&self) -> ProjectionStatus {
         let p = self.inner.progress.borrow();
         ProjectionStatus {
             name: self.name().to_owned(),
+            version: self.version(),
             streams: self.streams().iter().map(|s| (*s).to_owned()).collect(),
             state: p.state.unwrap_or(ProjectionState::Stopped),
             checkpoints: p.checkpoints.clone(),
@@ -217,6 +260,7 @@ impl Engine {
             js: self.js.clone(),
             config: self.config.clone(),
             cancel: token.clone(),
+            logged: Mutex::new(Instant::now()),
         };
         let join = self.tracker.spawn(task.run());
         *handle.inner.runner.lock().expect("runner lock") = Some((token, join));
@@ -247,8 +291,14 @@ impl Engine {
         tokio::task::spawn_blocking(move || store.clear(&owned))
             .await
             .map_err(|e| StoreError::Corrupt { tree: name.to_owned(), reason: e.to_string() })??;
-        handle.set(|p| *p = Progress { state: Some(ProjectionState::Rebuilding), ..Progress::default() });
-        tracing::info!(projection = name, "projection rebuild started");
+        handle.set(|p| {
+            *p = Progress {
+                state: Some(ProjectionState::Rebuilding),
+                rebuild: Some(Rebuild { targets: Checkpoints::new(), started: Instant::now() }),
+                ..Progress::default()
+            }
+        });
+        tracing::info!(projection = name, version = handle.version(), "projection rebuild started");
         self.spawn(&handle);
         Ok(())
     }
@@ -276,12 +326,17 @@ pub(crate) fn consumer_name(projection: &str, node: &str) -> String {
     format!("proj_{projection}_{node}")
 }
 
+/// How often a rebuild logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 struct Runner {
     handle: ProjectionHandle,
     store: ProjectionStore,
     js: jetstream::Context,
     config: EngineConfig,
     cancel: CancellationToken,
+    /// When a rebuild's progress was last logged.
+    logged: Mutex<Instant>,
 }
 
 impl Runner {
@@ -313,14 +368,27 @@ impl Runner {
     async fn run_once(&self) -> Result<RunEnd, String> {
         let name = self.handle.name();
         let projection = self.handle.inner.projection.clone();
+        self.check_version().await?;
         let mut checkpoints = self.load_checkpoints().await?;
         let durable = consumer_name(name, &self.config.node);
 
-        let mut sources = Vec::new();
+        let mut streams = Vec::new();
         for &stream_name in projection.streams() {
             let stream = self.js.get_stream(stream_name).await.map_err(|e| format!("stream {stream_name}: {e}"))?;
-            let mut checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0);
             let last = stream.cached_info().state.last_sequence;
+            streams.push((stream_name, stream, last));
+        }
+        // A rebuild (a replay asked for, a new version) lasts until every stream is recorded up
+        // to where it stood when the rebuild began.
+        self.handle.set(|p| {
+            if let Some(rebuild) = p.rebuild.as_mut().filter(|r| r.targets.is_empty()) {
+                rebuild.targets = streams.iter().map(|(s, _, last)| ((*s).to_owned(), *last)).collect();
+            }
+        });
+
+        let mut sources = Vec::new();
+        for (stream_name, stream, last) in streams {
+            let mut checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0);
             if checkpoint > last {
                 // The stream was recreated under us: the projection describes another history.
                 tracing::warn!(
@@ -330,8 +398,8 @@ impl Runner {
                     last,
                     "checkpoint ahead of stream, rebuilding"
                 );
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.clear(name))
+                let (store, version) = (self.store.clone(), projection.version());
+                tokio::task::spawn_blocking(move || store.reset(name, version))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
@@ -376,15 +444,66 @@ impl Runner {
                 .map_err(|e| format!("consuming {stream_name}: {e}"))?;
             sources.push(messages.map(move |m| (stream_name, m.map_err(|e| e.to_string()))).boxed());
         }
+        let mut ended = None;
         self.handle.set(|p| {
             p.checkpoints = checkpoints.clone();
             p.stuck = None;
-            p.state = Some(ProjectionState::Running);
+            ended = p.settle();
         });
+        self.log_rebuild_end(ended);
         tracing::debug!(projection = name, ?checkpoints, "projection running");
         match self.consume(&projection, &mut checkpoints, select_all(sources), true, None).await? {
             Consumed::Ended(end) => Ok(end),
             Consumed::Reached => Err("live consumer ended".into()),
+        }
+    }
+
+    /// Clears the projection when its rows were written by another version of its code, and
+    /// marks it `rebuilding`.
+    async fn check_version(&self) -> Result<(), String> {
+        let (store, name, version) = (self.store.clone(), self.handle.name(), self.handle.version());
+        let check = tokio::task::spawn_blocking(move || store.ensure_version(name, version))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if let VersionCheck::Rebuild { from } = check {
+            match from {
+                Some(from) => {
+                    tracing::info!(projection = name, from, to = version, "projection version changed, rebuilding")
+                }
+                None => tracing::info!(projection = name, to = version, "projection rows have no version, rebuilding"),
+            }
+            self.handle.set(|p| {
+                *p = Progress {
+                    state: Some(ProjectionState::Rebuilding),
+                    rebuild: Some(Rebuild { targets: Checkpoints::new(), started: Instant::now() }),
+                    ..Progress::default()
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Logs a rebuild's progress, every [`PROGRESS_EVERY`] at most.
+    fn log_rebuild_progress(&self, done: u64, total: u64) {
+        let mut logged = self.logged.lock().expect("log lock");
+        if logged.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        *logged = Instant::now();
+        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        tracing::info!(projection = self.handle.name(), done, total, pct = format!("{pct:.0}"), "rebuilding");
+    }
+
+    fn log_rebuild_end(&self, ended: Option<Rebuild>) {
+        if let Some(rebuild) = ended {
+            tracing::info!(
+                projection = self.handle.name(),
+                version = self.handle.version(),
+                events = rebuild.targets.values().sum::<u64>(),
+                seconds = format!("{:.1}", rebuild.started.elapsed().as_secs_f64()),
+                "projection rebuilt"
+            );
         }
     }
 
@@ -531,12 +650,18 @@ impl Runner {
         }
         *checkpoints = batch.checkpoints;
         let reached = checkpoints.clone();
+        let (mut ended, mut rebuilt) = (None, None);
         self.handle.set(|p| {
             p.checkpoints = reached;
-            if p.state != Some(ProjectionState::Rebuilding) || ack {
-                p.state = Some(ProjectionState::Running);
+            ended = p.settle();
+            if p.rebuild.is_some() {
+                rebuilt = Some(p.rebuilt());
             }
         });
+        if let Some((done, total)) = rebuilt {
+            self.log_rebuild_progress(done, total);
+        }
+        self.log_rebuild_end(ended);
         Ok(())
     }
 }

@@ -22,6 +22,14 @@ const SEP: u8 = 0x00;
 pub trait Projection: Send + Sync + 'static {
     /// Unique, `[a-z0-9_]+`: used for the sled tree and the consumer names.
     fn name(&self) -> &'static str;
+    /// The version of what [`apply`](Projection::apply) writes. **Change what a projection
+    /// writes — a new table, a new field, another key, a fixed bug in a row — and bump its
+    /// version**: rows written by the old code stay as they are otherwise, and queries would read
+    /// old-shaped rows (or an index that is empty for every event recorded before the change).
+    /// On start, a projection whose stored version differs from this one (or that has rows but no
+    /// version, written by a build before versions) is cleared and rebuilt from its streams.
+    /// There is no default on purpose: each projection says which version its rows are.
+    fn version(&self) -> u32;
     /// The service streams it reads.
     fn streams(&self) -> &'static [&'static str];
     /// Records one event. Must be deterministic: the same events give the same tables.
@@ -143,6 +151,25 @@ fn checkpoint_key(stream: &str) -> Vec<u8> {
     k
 }
 
+/// Where the version of the code that wrote a projection's rows is kept, beside its checkpoints.
+fn version_key() -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(b"version");
+    k
+}
+
+/// What [`ProjectionStore::ensure_version`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionCheck {
+    /// The rows were written by this version.
+    Current,
+    /// Nothing was written yet: the version is recorded, the projection builds from the start.
+    Fresh,
+    /// The rows were written by another version (`None`: by a build that kept no version); they
+    /// are cleared and the projection rebuilds from the start of its streams.
+    Rebuild { from: Option<u32> },
+}
+
 impl ProjectionStore {
     /// Opens (creating if needed) the store at `path`. Blocking.
     ///
@@ -195,6 +222,43 @@ impl ProjectionStore {
         Ok(out)
     }
 
+    /// The version of the code that wrote the projection's rows, if recorded.
+    pub fn version(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let tree = self.tree(projection)?;
+        read_version(&tree, projection)
+    }
+
+    /// Makes sure the projection's rows were written by `version`; if not, clears them and its
+    /// checkpoints and records `version`, so that the projection rebuilds from its streams.
+    /// Blocking.
+    pub fn ensure_version(&self, projection: &str, version: u32) -> Result<VersionCheck, StoreError> {
+        let tree = self.tree(projection)?;
+        let stored = read_version(&tree, projection)?;
+        if stored == Some(version) {
+            return Ok(VersionCheck::Current);
+        }
+        let check = if tree.first()?.is_some() { VersionCheck::Rebuild { from: stored } } else { VersionCheck::Fresh };
+        self.reset(projection, version)?;
+        Ok(check)
+    }
+
+    /// Clears a projection's rows and checkpoints and records `version` as the version its new
+    /// rows are written by. Blocking.
+    ///
+    /// The old version goes first and the new one is written last: a crash half-way leaves
+    /// rows without a version, which the next start takes for old rows and clears again.
+    pub fn reset(&self, projection: &str, version: u32) -> Result<(), StoreError> {
+        let tree = self.tree(projection)?;
+        let key = version_key();
+        tree.remove(&key)?;
+        tree.clear()?;
+        tree.insert(key, &version.to_be_bytes())?;
+        // A rebuild is long: the cleared tree and its version reach the disk before any new
+        // row, so that a crash during the rebuild resumes it rather than mixing versions.
+        tree.flush()?;
+        Ok(())
+    }
+
     /// Starts the writes of one batch.
     pub fn begin(&self, projection: &str) -> Result<Tx, StoreError> {
         self.begin_after(projection, None)
@@ -225,7 +289,8 @@ impl ProjectionStore {
         write(&self.tree(projection)?, pending, checkpoints)
     }
 
-    /// Removes every row and checkpoint of a projection.
+    /// Removes every row and checkpoint of a projection (and its version: the projection records
+    /// it again when it starts).
     pub fn clear(&self, projection: &str) -> Result<(), StoreError> {
         self.tree(projection)?.clear()?;
         Ok(())
@@ -254,6 +319,16 @@ impl ProjectionStore {
             .await
             .map_err(|e| StoreError::Corrupt { tree: "*".into(), reason: e.to_string() })??;
         Ok(())
+    }
+}
+
+fn read_version(tree: &sled::Tree, projection: &str) -> Result<Option<u32>, StoreError> {
+    match tree.get(version_key())? {
+        None => Ok(None),
+        Some(v) => Ok(Some(u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            tree: projection.to_owned(),
+            reason: "version is not 4 bytes".into(),
+        })?))),
     }
 }
 

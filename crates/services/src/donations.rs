@@ -144,6 +144,11 @@ impl Projection for DonorsProjection {
         "donors"
     }
 
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
+    }
+
     fn streams(&self) -> &'static [&'static str] {
         &[SERVICE]
     }
@@ -313,6 +318,11 @@ pub struct ProductsProjection;
 impl Projection for ProductsProjection {
     fn name(&self) -> &'static str {
         "products"
+    }
+
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
     }
 
     fn streams(&self) -> &'static [&'static str] {
@@ -486,6 +496,11 @@ pub struct DonationsProjection;
 impl Projection for DonationsProjection {
     fn name(&self) -> &'static str {
         "donations"
+    }
+
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
     }
 
     fn streams(&self) -> &'static [&'static str] {
