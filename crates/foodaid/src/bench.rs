@@ -192,7 +192,11 @@ pub async fn eventstore(settings: &Settings, events: usize, aggregates: usize, j
         let mut engine = Engine::new(
             projections.clone(),
             js.clone(),
-            EngineConfig { node: format!("bench{rep}"), batch_size: settings.projections.batch_size },
+            EngineConfig {
+                node: format!("bench{rep}"),
+                batch_size: settings.projections.batch_size,
+                ..EngineConfig::default()
+            },
         );
         let handle = engine.register(CountsProjection);
         let started = Instant::now();

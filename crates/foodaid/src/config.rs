@@ -62,6 +62,8 @@ pub struct HttpSettings {
 pub struct ProjectionSettings {
     pub batch_size: usize,
     pub query_wait_ms: u64,
+    /// sled's page cache for all projections of this node, MB.
+    pub cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +122,7 @@ impl Settings {
         anyhow::ensure!(name_ok, "node.name {:?} must be 1 to 32 letters, digits, '-' or '_'", self.node.name);
         anyhow::ensure!(self.nats.replicas >= 1 && self.nats.replicas <= 5, "nats.replicas must be between 1 and 5");
         anyhow::ensure!(self.projections.batch_size >= 1, "projections.batch_size must be positive");
+        anyhow::ensure!(self.projections.cache_mb >= 1, "projections.cache_mb must be at least 1");
         Ok(())
     }
 
@@ -183,6 +186,8 @@ mod tests {
         std::fs::write(&file, "[http]\nadress = \"x\"\n").unwrap();
         assert!(format!("{:#}", Settings::load(Some(&file), &env(&[])).unwrap_err()).contains("adress"));
         assert!(Settings::load(None, &env(&[("FOODAID__NODE__NAME", "a.b")])).is_err());
+        assert!(Settings::load(None, &env(&[("FOODAID__PROJECTIONS__CACHE_MB", "0")])).is_err());
+        assert_eq!(Settings::load(None, &env(&[])).unwrap().projections.cache_mb, 64);
         assert!(Settings::load(None, &env(&[("FOODAID_PROFILE", "nope")])).is_err());
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::stream::{select_all, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
@@ -22,11 +22,19 @@ pub struct EngineConfig {
     pub node: String,
     /// Most events applied in one sled write.
     pub batch_size: usize,
+    /// Most bytes of messages one projection receives ahead of what it has applied. Bounds what
+    /// a projection catching up holds: the server sends faster than the projection applies.
+    pub read_ahead_bytes: usize,
+    /// Most projections catching up at once. Each holds its read-ahead and two large batches, so
+    /// nine projections rebuilding together would hold nine times that, for no more speed: one
+    /// catch-up keeps a core busy, and nats-server and sled's writes take the other. The others
+    /// wait their turn (`/health` shows their lag).
+    pub catch_up_concurrency: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { node: "local".into(), batch_size: 2048 }
+        EngineConfig { node: "local".into(), batch_size: 2048, read_ahead_bytes: 8 << 20, catch_up_concurrency: 1 }
     }
 }
 
@@ -192,6 +200,7 @@ pub struct Engine {
     handles: Vec<ProjectionHandle>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    catch_ups: Arc<Semaphore>,
 }
 
 enum RunEnd {
@@ -201,6 +210,7 @@ enum RunEnd {
 
 impl Engine {
     pub fn new(store: ProjectionStore, js: jetstream::Context, config: EngineConfig) -> Engine {
+        let catch_ups = Arc::new(Semaphore::new(config.catch_up_concurrency.max(1)));
         Engine {
             store,
             js,
@@ -208,6 +218,7 @@ impl Engine {
             handles: Vec::new(),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            catch_ups,
         }
     }
 
@@ -261,6 +272,7 @@ impl Engine {
             config: self.config.clone(),
             cancel: token.clone(),
             logged: Mutex::new(Instant::now()),
+            catch_ups: self.catch_ups.clone(),
         };
         let join = self.tracker.spawn(task.run());
         *handle.inner.runner.lock().expect("runner lock") = Some((token, join));
@@ -322,6 +334,10 @@ const CATCH_UP_THRESHOLD: u64 = 1000;
 /// into one.
 const CATCH_UP_BATCHES: usize = 8;
 
+/// ... and at most about this many bytes of messages: commits range from a few hundred bytes to
+/// tens of kilobytes (a donation of fifty lines).
+const CATCH_UP_BATCH_BYTES: usize = 8 << 20;
+
 pub(crate) fn consumer_name(projection: &str, node: &str) -> String {
     format!("proj_{projection}_{node}")
 }
@@ -337,6 +353,8 @@ struct Runner {
     cancel: CancellationToken,
     /// When a rebuild's progress was last logged.
     logged: Mutex<Instant>,
+    /// Turns to catch up, shared by the engine's projections.
+    catch_ups: Arc<Semaphore>,
 }
 
 impl Runner {
@@ -410,6 +428,16 @@ impl Runner {
             if last > checkpoint + CATCH_UP_THRESHOLD {
                 // Far behind (a replay, a new node): read at the speed of a plain ordered
                 // consumer first, then tail with the durable consumer.
+                let turn = match self.catch_ups.clone().try_acquire_owned() {
+                    Ok(turn) => turn,
+                    Err(_) => {
+                        tracing::info!(projection = name, stream = stream_name, "waiting for a turn to catch up");
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                            turn = self.catch_ups.clone().acquire_owned() => turn.map_err(|e| e.to_string())?,
+                        }
+                    }
+                };
                 tracing::info!(
                     projection = name,
                     stream = stream_name,
@@ -428,7 +456,10 @@ impl Runner {
                     .await
                     .map_err(|e| format!("catching up on {stream_name}: {e}"))?;
                 let deliveries = messages.map(move |m| (stream_name, m.map_err(|e| e.to_string())));
-                match self.consume(&projection, &mut checkpoints, deliveries, false, Some((stream_name, last))).await? {
+                let consumed =
+                    self.consume(&projection, &mut checkpoints, deliveries, false, Some((stream_name, last))).await?;
+                drop(turn);
+                match consumed {
                     Consumed::Reached => checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0),
                     Consumed::Ended(end) => return Ok(end),
                 }
@@ -535,7 +566,8 @@ impl Runner {
         let name = self.handle.name();
         // While catching up, batches are larger: latency does not matter then.
         let limit = self.config.batch_size * if until.is_some() { CATCH_UP_BATCHES } else { 1 };
-        let (mut deliveries, _reader) = read_ahead(deliveries, self.config.batch_size * CATCH_UP_BATCHES);
+        let budget = self.config.read_ahead_bytes.clamp(MIN_READ_AHEAD, u32::MAX as usize);
+        let (mut deliveries, _reader) = read_ahead(deliveries, self.config.batch_size * CATCH_UP_BATCHES, budget);
         let mut prepared_to = checkpoints.clone();
         let mut in_flight: Option<InFlight> = None;
         let mut cache = Some(RowCache::default());
@@ -558,21 +590,27 @@ impl Runner {
                     break Err("consumer closed".to_owned());
                 },
             };
+            // Taken into a batch, the messages leave the read-ahead budget: the reader goes on
+            // while the batch fills and is applied.
+            let mut bytes = release(&mut chunk);
             if let Some((stream, last)) = until {
                 // Catching up: fill large batches, fewer and larger sled writes.
-                while chunk.len() < limit && !reaches(&chunk, stream, last) {
+                while chunk.len() < limit && bytes < CATCH_UP_BATCH_BYTES && !reaches(&chunk, stream, last) {
                     let room = limit - chunk.len();
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
                         received = deliveries.recv_many(&mut chunk, room) => if received == 0 {
                             break;
+                        } else {
+                            let start = chunk.len() - received;
+                            bytes += release(&mut chunk[start..]);
                         },
                     }
                 }
             }
             let mut messages = Vec::with_capacity(chunk.len());
             let mut failed = None;
-            for (stream, message) in chunk {
+            for Received { stream, message, .. } in chunk {
                 match message {
                     Ok(m) => messages.push((stream, m)),
                     Err(e) => failed = Some(format!("receiving from {stream}: {e}")),
@@ -669,23 +707,47 @@ impl Runner {
 /// A message as received from one of a projection's streams.
 type Delivery = (&'static str, Result<jetstream::Message, String>);
 
-/// Receives `deliveries` on a task of its own into a channel of `capacity` messages, so that
-/// messages keep arriving while a batch is prepared or written: the pull consumers only ask the
-/// server for more when polled. The task ends when the receiver or the returned handle is
-/// dropped.
-fn read_ahead<S>(mut deliveries: S, capacity: usize) -> (mpsc::Receiver<Delivery>, AbortOnDropHandle<()>)
+/// A message received ahead, holding its share of the read-ahead budget until it is taken
+/// into a batch.
+struct Received {
+    stream: &'static str,
+    message: Result<jetstream::Message, String>,
+    bytes: usize,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Gives the messages' share of the read-ahead budget back; answers their size.
+fn release(received: &mut [Received]) -> usize {
+    received.iter_mut().map(|r| r.budget.take().map_or(0, |_| r.bytes)).sum()
+}
+
+/// The smallest read-ahead budget: a few large commits.
+const MIN_READ_AHEAD: usize = 1 << 20;
+
+/// Receives `deliveries` on a task of its own into a channel of at most `capacity` messages and
+/// `budget` bytes, so that messages keep arriving while a batch is prepared or written (the pull
+/// consumers only ask the server for more when polled), without holding a stream in memory when
+/// the projection is slower than the server. The task ends when the receiver or the returned
+/// handle is dropped.
+fn read_ahead<S>(mut deliveries: S, capacity: usize, budget: usize) -> (mpsc::Receiver<Received>, AbortOnDropHandle<()>)
 where
     S: futures::Stream<Item = Delivery> + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(capacity);
+    let permits = Arc::new(Semaphore::new(budget));
     let reader = tokio::spawn(async move {
         loop {
             let delivery = tokio::select! {
                 _ = tx.closed() => break,
                 delivery = deliveries.next() => delivery,
             };
-            let Some(delivery) = delivery else { break };
-            if tx.send(delivery).await.is_err() {
+            let Some((stream, message)) = delivery else { break };
+            let bytes = message.as_ref().map_or(0, |m| m.length.max(m.payload.len()));
+            // A message larger than the whole budget takes all of it, alone.
+            let share = bytes.clamp(1, budget) as u32;
+            let Ok(permit) = permits.clone().acquire_many_owned(share).await else { break };
+            let received = Received { stream, message, bytes, budget: Some(permit) };
+            if tx.send(received).await.is_err() {
                 break;
             }
         }
@@ -694,11 +756,13 @@ where
 }
 
 /// Whether a chunk ends at or past `last` on `stream` (or with an error, which ends it too).
-fn reaches(chunk: &[Delivery], stream: &str, last: u64) -> bool {
+fn reaches(chunk: &[Received], stream: &str, last: u64) -> bool {
     match chunk.last() {
         None => false,
-        Some((s, Ok(m))) => *s == stream && m.info().map(|i| i.stream_sequence >= last).unwrap_or(true),
-        Some((_, Err(_))) => true,
+        Some(Received { stream: s, message: Ok(m), .. }) => {
+            *s == stream && m.info().map(|i| i.stream_sequence >= last).unwrap_or(true)
+        }
+        Some(Received { message: Err(_), .. }) => true,
     }
 }
 

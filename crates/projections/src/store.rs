@@ -170,16 +170,27 @@ pub enum VersionCheck {
     Rebuild { from: Option<u32> },
 }
 
+/// sled's page cache when none is given: sled's own default (1 GiB) is most of what a node
+/// would hold, and pages not cached are read back from the OS's page cache cheaply.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl ProjectionStore {
-    /// Opens (creating if needed) the store at `path`. Blocking.
+    /// Opens (creating if needed) the store at `path`, with the default page cache. Blocking.
+    pub fn open(path: &Path) -> Result<ProjectionStore, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the store at `path`; sled keeps up to `cache_bytes` of pages
+    /// in memory. Blocking.
     ///
     /// sled's background I/O threads can hold the directory's lock for a moment after the last
     /// handle of a previous opening is dropped, so a lock held elsewhere is retried for up to
     /// two seconds before it is reported (another process really using the directory).
-    pub fn open(path: &Path) -> Result<ProjectionStore, StoreError> {
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<ProjectionStore, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
-            match sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open() {
+            let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes);
+            match config.open() {
                 Ok(db) => return Ok(ProjectionStore { db }),
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
@@ -354,20 +365,50 @@ fn write(tree: &sled::Tree, pending: &Pending, checkpoints: &HashMap<String, u64
 /// from sled for every event. Holds only values that are in sled (a batch's writes join it once
 /// written; until then reads find them in the batch in flight); emptied when it grows past its
 /// bound, and dropped when the projection restarts.
+///
+/// The bound is in bytes, not rows: rows range from a few bytes (a counter) to kilobytes (a
+/// plan), and every projection of a node has a cache of its own.
 #[derive(Default)]
 pub(crate) struct RowCache {
     rows: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
 }
 
 impl RowCache {
-    const MAX_ROWS: usize = 65_536;
+    pub(crate) const MAX_BYTES: usize = 4 << 20;
+
+    /// What a row costs: its key, its value and about what the map spends on an entry.
+    fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+        key.len() + value.as_ref().map_or(0, Vec::len) + 64
+    }
 
     /// Records the writes of a batch that has been written.
     pub(crate) fn absorb(&mut self, pending: Pending) {
-        if self.rows.len() + pending.len() > Self::MAX_ROWS {
+        let incoming: usize = pending.iter().map(|(k, v)| Self::cost(k, v)).sum();
+        if self.bytes + incoming > Self::MAX_BYTES {
             self.rows.clear();
+            self.bytes = 0;
         }
-        self.rows.extend(pending);
+        if incoming > Self::MAX_BYTES {
+            return;
+        }
+        for (k, v) in pending {
+            self.insert(k, v);
+        }
+    }
+
+    /// Keeps a row read from sled, if there is room.
+    fn keep(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.bytes + Self::cost(&key, &value) <= Self::MAX_BYTES {
+            self.insert(key, value);
+        }
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let cost = Self::cost(&key, &value);
+        let replaced = self.rows.get(&key).map(|old| Self::cost(&key, old));
+        self.rows.insert(key, value);
+        self.bytes = self.bytes + cost - replaced.unwrap_or(0);
     }
 }
 
@@ -402,10 +443,7 @@ impl Tx {
             return Ok(v.clone());
         }
         let v = self.tree.get(&k).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(e.to_string()))?;
-        let mut cache = self.cache.borrow_mut();
-        if cache.rows.len() < RowCache::MAX_ROWS {
-            cache.rows.insert(k, v.clone());
-        }
+        self.cache.borrow_mut().keep(k, v.clone());
         Ok(v)
     }
 
@@ -494,6 +532,28 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_row_cache_stays_within_its_bytes() {
+        let mut cache = RowCache::default();
+        let row = |i: usize| (format!("t\0{i:08}").into_bytes(), Some(vec![b'x'; 1000]));
+        for round in 0..20 {
+            let pending: Pending = (round * 1000..(round + 1) * 1000).map(row).collect();
+            cache.absorb(pending);
+            let counted: usize = cache.rows.iter().map(|(k, v)| RowCache::cost(k, v)).sum();
+            assert_eq!(cache.bytes, counted, "the count follows the rows");
+            assert!(cache.bytes <= RowCache::MAX_BYTES);
+        }
+        assert!(!cache.rows.is_empty());
+        // A row written again replaces its old cost.
+        let (k, _) = row(19_999);
+        let before = cache.bytes;
+        cache.absorb(Pending::from([(k, Some(vec![b'y'; 10]))]));
+        assert_eq!(cache.bytes, before - 990);
+        // A batch larger than the whole cache is not kept.
+        cache.absorb((0..5000).map(row).collect());
+        assert_eq!((cache.rows.len(), cache.bytes), (0, 0));
+    }
 
     #[test]
     fn a_batch_and_its_checkpoint_land_together_and_reads_see_pending_writes() {

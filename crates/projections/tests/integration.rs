@@ -224,8 +224,11 @@ async fn a_projection_far_behind_catches_up_and_stops_at_a_bad_event_on_the_way(
     let bad = events.append(&target, Expected::default(), &commit).await.unwrap().seq;
     append_many(&events, 1200, 40).await;
     let fresh = ProjectionStore::open(&nats.path().join("sled-2")).unwrap();
-    let mut engine =
-        Engine::new(fresh.clone(), events.jetstream().clone(), EngineConfig { node: "other".into(), batch_size: 100 });
+    let mut engine = Engine::new(
+        fresh.clone(),
+        events.jetstream().clone(),
+        EngineConfig { node: "other".into(), batch_size: 100, ..Default::default() },
+    );
     let handle = engine.register(Totals);
     engine.start();
     let err = handle.wait_for("stock", bad + 1, WAIT).await.unwrap_err();
@@ -426,5 +429,43 @@ async fn rows_of_a_build_that_kept_no_version_are_rebuilt() {
     eventually("the projection running", || handle.status().state == ProjectionState::Running).await;
     assert_eq!(total(&store), 4, "rebuilt from the stream, not kept");
     assert_eq!(store.version("totals").unwrap(), Some(1));
+    engine.shutdown().await;
+}
+
+/// [`Totals`] under another name.
+struct TotalsAs(&'static str);
+
+impl Projection for TotalsAs {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn streams(&self) -> &'static [&'static str] {
+        Totals.streams()
+    }
+    fn apply(&self, tx: &mut Tx, event: &RecordedEvent<'_>) -> Result<(), ApplyError> {
+        Totals.apply(tx, event)
+    }
+}
+
+#[tokio::test]
+async fn projections_far_behind_take_turns_to_catch_up_within_a_small_read_ahead() {
+    let nats = TestNats::start().await;
+    let events = EventStore::open(nats.client().await, &eventstore::SERVICES, &StoreConfig::default()).await.unwrap();
+    let last = append_many(&events, 3000, 60).await;
+    let store = ProjectionStore::open(&nats.path().join("sled")).unwrap();
+    let config = EngineConfig { batch_size: 64, read_ahead_bytes: 1, catch_up_concurrency: 1, ..Default::default() };
+    let mut engine = Engine::new(store.clone(), events.jetstream().clone(), config);
+    let handles: Vec<_> = ["one", "two", "three"].map(|name| engine.register(TotalsAs(name))).into();
+    engine.start();
+    for handle in &handles {
+        handle.wait_for("stock", last, WAIT * 3).await.unwrap();
+    }
+    for name in ["one", "two", "three"] {
+        let total: u64 = store.view(name).unwrap().get_json("total", b"").unwrap().unwrap();
+        assert_eq!(total, 3000, "{name}");
+    }
     engine.shutdown().await;
 }
