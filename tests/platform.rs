@@ -213,9 +213,11 @@ async fn an_undecodable_event_is_reported_by_health_and_status() {
     assert_eq!(donors["stuck"]["seq"].as_u64(), Some(seq));
     assert!(donors["stuck"]["reason"].as_str().unwrap().contains("newer"), "{donors}");
     assert_eq!(donors["lag"]["donations"].as_u64(), Some(2), "the bad event and the one after it");
+    assert_eq!(donors["version"].as_u64(), Some(1), "{donors}");
 
     let text = run(dir.path(), Some(&url), &["status"]);
     assert!(text.contains(&format!("STUCK at donations#{seq}")), "{text}");
+    assert!(text.lines().any(|l| l.split_whitespace().take(2).eq(["donors", "1"])), "the version is shown: {text}");
     // A query that needs the stuck part says so instead of waiting or lying.
     let (status, err) = api.get(&format!("/api/donors?min_seq={}", seq + 1)).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("projection_stuck")));

@@ -43,6 +43,9 @@ impl Projection for CountsProjection {
     fn name(&self) -> &'static str {
         "bench_counts"
     }
+    fn version(&self) -> u32 {
+        1
+    }
     fn streams(&self) -> &'static [&'static str] {
         &["stock"]
     }
@@ -189,7 +192,11 @@ pub async fn eventstore(settings: &Settings, events: usize, aggregates: usize, j
         let mut engine = Engine::new(
             projections.clone(),
             js.clone(),
-            EngineConfig { node: format!("bench{rep}"), batch_size: settings.projections.batch_size },
+            EngineConfig {
+                node: format!("bench{rep}"),
+                batch_size: settings.projections.batch_size,
+                ..EngineConfig::default()
+            },
         );
         let handle = engine.register(CountsProjection);
         let started = Instant::now();

@@ -65,6 +65,8 @@ pub struct HttpSettings {
 pub struct ProjectionSettings {
     pub batch_size: usize,
     pub query_wait_ms: u64,
+    /// sled's page cache for all projections of this node, MB.
+    pub cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +132,7 @@ impl Settings {
             timeout.is_finite() && timeout > 0.0,
             "policies.reservation_timeout_minutes must be positive (it should outlast any request)"
         );
+        anyhow::ensure!(self.projections.cache_mb >= 1, "projections.cache_mb must be at least 1");
         Ok(())
     }
 
@@ -198,6 +201,8 @@ mod tests {
         std::fs::write(&file, "[http]\nadress = \"x\"\n").unwrap();
         assert!(format!("{:#}", Settings::load(Some(&file), &env(&[])).unwrap_err()).contains("adress"));
         assert!(Settings::load(None, &env(&[("FOODAID__NODE__NAME", "a.b")])).is_err());
+        assert!(Settings::load(None, &env(&[("FOODAID__PROJECTIONS__CACHE_MB", "0")])).is_err());
+        assert_eq!(Settings::load(None, &env(&[])).unwrap().projections.cache_mb, 64);
         assert!(Settings::load(None, &env(&[("FOODAID_PROFILE", "nope")])).is_err());
     }
 

@@ -43,14 +43,18 @@ pub async fn build(settings: &Settings, client: &async_nats::Client, names: &[&'
     let store = EventStore::open(client.clone(), &eventstore::SERVICES, &settings.store_config())
         .await
         .context("opening the event streams")?;
-    let dir = settings.projections_dir();
-    let projections = tokio::task::spawn_blocking(move || ProjectionStore::open(&dir))
+    let (dir, cache) = (settings.projections_dir(), settings.projections.cache_mb * 1024 * 1024);
+    let projections = tokio::task::spawn_blocking(move || ProjectionStore::open_with_cache(&dir, cache))
         .await?
         .context("opening the projection store (is another foodaid using this data dir?)")?;
     let mut engine = Engine::new(
         projections.clone(),
         store.jetstream().clone(),
-        EngineConfig { node: settings.node.name.clone(), batch_size: settings.projections.batch_size },
+        EngineConfig {
+            node: settings.node.name.clone(),
+            batch_size: settings.projections.batch_size,
+            ..EngineConfig::default()
+        },
     );
     let ctx = ServiceContext {
         events: store.clone(),

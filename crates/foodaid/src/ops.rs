@@ -107,6 +107,8 @@ fn offline_projections(settings: &Settings, digests: bool) -> Result<NodeProject
         let checkpoints = store.checkpoints(name).map_err(|e| format!("projection {name}: {e}"))?;
         list.push(ProjectionStatus {
             name: name.to_owned(),
+            // What the rows on disk were written by; the running build may differ (and rebuild).
+            version: store.version(name).ok().flatten().unwrap_or(0),
             streams: Vec::new(),
             state: ProjectionState::Stopped,
             checkpoints,
@@ -165,13 +167,15 @@ pub async fn status(settings: &Settings, json: bool, digests: bool) -> anyhow::R
     }
     for node in &status.nodes {
         println!("\nnode {} ({})", node.node, node.source);
-        println!("  {:<14} {:<11} {:<32} LAG", "PROJECTION", "STATE", "CHECKPOINT");
+        println!("  {:<14} {:>7} {:<11} {:<32} LAG", "PROJECTION", "VERSION", "STATE", "CHECKPOINT");
         for p in &node.projections {
             let checkpoints: Vec<String> = p.checkpoints.iter().map(|(s, n)| format!("{s}#{n}")).collect();
             let lag: u64 =
                 p.checkpoints.iter().map(|(s, n)| last.get(s.as_str()).copied().unwrap_or(0).saturating_sub(*n)).sum();
             let state = serde_json::to_value(p.state)?.as_str().unwrap_or_default().to_owned();
-            println!("  {:<14} {:<11} {:<32} {}", p.name, state, checkpoints.join(" "), lag);
+            // 0: a node of a build that does not report versions, or rows of one on disk.
+            let version = if p.version == 0 { "-".to_owned() } else { p.version.to_string() };
+            println!("  {:<14} {:>7} {:<11} {:<32} {}", p.name, version, state, checkpoints.join(" "), lag);
             if let Some(stuck) = &p.stuck {
                 println!("    STUCK at {}#{}: {}", stuck.stream, stuck.seq, stuck.reason);
             }

@@ -27,6 +27,8 @@ pub struct Health {
 pub struct ProjectionHealth {
     pub node: String,
     pub name: String,
+    /// The version of what the projection writes (0: a node of a build that does not say).
+    pub version: u32,
     /// starting, running, stuck, rebuilding or stopped.
     pub state: String,
     /// Events of each stream not yet recorded.
@@ -91,6 +93,7 @@ pub(crate) fn projections(nodes: &[NodeStatus], heads: &BTreeMap<String, u64>) -
             out.push(ProjectionHealth {
                 node: node.node.clone(),
                 name: p.name.clone(),
+                version: p.version,
                 state: serde_json::to_value(p.state)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

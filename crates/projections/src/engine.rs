@@ -1,16 +1,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::stream::{select_all, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
-use crate::store::{Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, StoredCommitRef, Tx};
+use crate::store::{
+    Pending, Projection, ProjectionStore, RecordedEvent, RowCache, StoreError, StoredCommitRef, Tx, VersionCheck,
+};
 
 pub type Checkpoints = HashMap<String, u64>;
 
@@ -20,11 +22,19 @@ pub struct EngineConfig {
     pub node: String,
     /// Most events applied in one sled write.
     pub batch_size: usize,
+    /// Most bytes of messages one projection receives ahead of what it has applied. Bounds what
+    /// a projection catching up holds: the server sends faster than the projection applies.
+    pub read_ahead_bytes: usize,
+    /// Most projections catching up at once. Each holds its read-ahead and two large batches, so
+    /// nine projections rebuilding together would hold nine times that, for no more speed: one
+    /// catch-up keeps a core busy, and nats-server and sled's writes take the other. The others
+    /// wait their turn (`/health` shows their lag).
+    pub catch_up_concurrency: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { node: "local".into(), batch_size: 2048 }
+        EngineConfig { node: "local".into(), batch_size: 2048, read_ahead_bytes: 8 << 20, catch_up_concurrency: 1 }
     }
 }
 
@@ -49,6 +59,10 @@ pub enum ProjectionState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionStatus {
     pub name: String,
+    /// The version of what it writes ([`Projection::version`]); 0 when answered by a build that
+    /// did not report versions.
+    #[serde(default)]
+    pub version: u32,
     /// The streams it reads.
     #[serde(default)]
     pub streams: Vec<String>,
@@ -73,6 +87,38 @@ struct Progress {
     checkpoints: Checkpoints,
     stuck: Option<Stuck>,
     state: Option<ProjectionState>,
+    /// A rebuild under way: the projection is `rebuilding` until it reaches these.
+    rebuild: Option<Rebuild>,
+}
+
+#[derive(Debug, Clone)]
+struct Rebuild {
+    /// The last sequence of each stream when the rebuild began (empty until the runner has
+    /// read them).
+    targets: Checkpoints,
+    started: Instant,
+}
+
+impl Progress {
+    /// Events recorded and to record until the rebuild's targets.
+    fn rebuilt(&self) -> (u64, u64) {
+        let Some(rebuild) = &self.rebuild else { return (0, 0) };
+        rebuild.targets.iter().fold((0, 0), |(done, total), (stream, target)| {
+            (done + self.checkpoints.get(stream).copied().unwrap_or(0).min(*target), total + target)
+        })
+    }
+
+    /// Running, unless a rebuild has not reached its targets yet. Answers the rebuild when this
+    /// is the moment it ends.
+    fn settle(&mut self) -> Option<Rebuild> {
+        let (done, total) = self.rebuilt();
+        if self.rebuild.as_ref().is_some_and(|r| r.targets.is_empty() || done < total) {
+            self.state = Some(ProjectionState::Rebuilding);
+            return None;
+        }
+        self.state = Some(ProjectionState::Running);
+        self.rebuild.take()
+    }
 }
 
 struct HandleInner {
@@ -96,10 +142,15 @@ impl ProjectionHandle {
         self.inner.projection.streams()
     }
 
+    pub fn version(&self) -> u32 {
+        self.inner.projection.version()
+    }
+
     pub fn status(&self) -> ProjectionStatus {
         let p = self.inner.progress.borrow();
         ProjectionStatus {
             name: self.name().to_owned(),
+            version: self.version(),
             streams: self.streams().iter().map(|s| (*s).to_owned()).collect(),
             state: p.state.unwrap_or(ProjectionState::Stopped),
             checkpoints: p.checkpoints.clone(),
@@ -154,6 +205,7 @@ pub struct Engine {
     handles: Vec<ProjectionHandle>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    catch_ups: Arc<Semaphore>,
 }
 
 enum RunEnd {
@@ -163,6 +215,7 @@ enum RunEnd {
 
 impl Engine {
     pub fn new(store: ProjectionStore, js: jetstream::Context, config: EngineConfig) -> Engine {
+        let catch_ups = Arc::new(Semaphore::new(config.catch_up_concurrency.max(1)));
         Engine {
             store,
             js,
@@ -170,6 +223,7 @@ impl Engine {
             handles: Vec::new(),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            catch_ups,
         }
     }
 
@@ -222,6 +276,8 @@ impl Engine {
             js: self.js.clone(),
             config: self.config.clone(),
             cancel: token.clone(),
+            logged: Mutex::new(Instant::now()),
+            catch_ups: self.catch_ups.clone(),
         };
         let join = self.tracker.spawn(task.run());
         *handle.inner.runner.lock().expect("runner lock") = Some((token, join));
@@ -252,8 +308,14 @@ impl Engine {
         tokio::task::spawn_blocking(move || store.clear(&owned))
             .await
             .map_err(|e| StoreError::Corrupt { tree: name.to_owned(), reason: e.to_string() })??;
-        handle.set(|p| *p = Progress { state: Some(ProjectionState::Rebuilding), ..Progress::default() });
-        tracing::info!(projection = name, "projection rebuild started");
+        handle.set(|p| {
+            *p = Progress {
+                state: Some(ProjectionState::Rebuilding),
+                rebuild: Some(Rebuild { targets: Checkpoints::new(), started: Instant::now() }),
+                ..Progress::default()
+            }
+        });
+        tracing::info!(projection = name, version = handle.version(), "projection rebuild started");
         self.spawn(&handle);
         Ok(())
     }
@@ -277,9 +339,16 @@ const CATCH_UP_THRESHOLD: u64 = 1000;
 /// into one.
 const CATCH_UP_BATCHES: usize = 8;
 
+/// ... and at most about this many bytes of messages: commits range from a few hundred bytes to
+/// tens of kilobytes (a donation of fifty lines).
+const CATCH_UP_BATCH_BYTES: usize = 8 << 20;
+
 pub(crate) fn consumer_name(projection: &str, node: &str) -> String {
     format!("proj_{projection}_{node}")
 }
+
+/// How often a rebuild logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 struct Runner {
     handle: ProjectionHandle,
@@ -287,6 +356,10 @@ struct Runner {
     js: jetstream::Context,
     config: EngineConfig,
     cancel: CancellationToken,
+    /// When a rebuild's progress was last logged.
+    logged: Mutex<Instant>,
+    /// Turns to catch up, shared by the engine's projections.
+    catch_ups: Arc<Semaphore>,
 }
 
 impl Runner {
@@ -318,14 +391,27 @@ impl Runner {
     async fn run_once(&self) -> Result<RunEnd, String> {
         let name = self.handle.name();
         let projection = self.handle.inner.projection.clone();
+        self.check_version().await?;
         let mut checkpoints = self.load_checkpoints().await?;
         let durable = consumer_name(name, &self.config.node);
 
-        let mut sources = Vec::new();
+        let mut streams = Vec::new();
         for &stream_name in projection.streams() {
             let stream = self.js.get_stream(stream_name).await.map_err(|e| format!("stream {stream_name}: {e}"))?;
-            let mut checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0);
             let last = stream.cached_info().state.last_sequence;
+            streams.push((stream_name, stream, last));
+        }
+        // A rebuild (a replay asked for, a new version) lasts until every stream is recorded up
+        // to where it stood when the rebuild began.
+        self.handle.set(|p| {
+            if let Some(rebuild) = p.rebuild.as_mut().filter(|r| r.targets.is_empty()) {
+                rebuild.targets = streams.iter().map(|(s, _, last)| ((*s).to_owned(), *last)).collect();
+            }
+        });
+
+        let mut sources = Vec::new();
+        for (stream_name, stream, last) in streams {
+            let mut checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0);
             if checkpoint > last {
                 // The stream was recreated under us: the projection describes another history.
                 tracing::warn!(
@@ -335,8 +421,8 @@ impl Runner {
                     last,
                     "checkpoint ahead of stream, rebuilding"
                 );
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.clear(name))
+                let (store, version) = (self.store.clone(), projection.version());
+                tokio::task::spawn_blocking(move || store.reset(name, version))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
@@ -347,6 +433,16 @@ impl Runner {
             if last > checkpoint + CATCH_UP_THRESHOLD {
                 // Far behind (a replay, a new node): read at the speed of a plain ordered
                 // consumer first, then tail with the durable consumer.
+                let turn = match self.catch_ups.clone().try_acquire_owned() {
+                    Ok(turn) => turn,
+                    Err(_) => {
+                        tracing::info!(projection = name, stream = stream_name, "waiting for a turn to catch up");
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                            turn = self.catch_ups.clone().acquire_owned() => turn.map_err(|e| e.to_string())?,
+                        }
+                    }
+                };
                 tracing::info!(
                     projection = name,
                     stream = stream_name,
@@ -365,7 +461,10 @@ impl Runner {
                     .await
                     .map_err(|e| format!("catching up on {stream_name}: {e}"))?;
                 let deliveries = messages.map(move |m| (stream_name, m.map_err(|e| e.to_string())));
-                match self.consume(&projection, &mut checkpoints, deliveries, false, Some((stream_name, last))).await? {
+                let consumed =
+                    self.consume(&projection, &mut checkpoints, deliveries, false, Some((stream_name, last))).await?;
+                drop(turn);
+                match consumed {
                     Consumed::Reached => checkpoint = checkpoints.get(stream_name).copied().unwrap_or(0),
                     Consumed::Ended(end) => return Ok(end),
                 }
@@ -381,15 +480,66 @@ impl Runner {
                 .map_err(|e| format!("consuming {stream_name}: {e}"))?;
             sources.push(messages.map(move |m| (stream_name, m.map_err(|e| e.to_string()))).boxed());
         }
+        let mut ended = None;
         self.handle.set(|p| {
             p.checkpoints = checkpoints.clone();
             p.stuck = None;
-            p.state = Some(ProjectionState::Running);
+            ended = p.settle();
         });
+        self.log_rebuild_end(ended);
         tracing::debug!(projection = name, ?checkpoints, "projection running");
         match self.consume(&projection, &mut checkpoints, select_all(sources), true, None).await? {
             Consumed::Ended(end) => Ok(end),
             Consumed::Reached => Err("live consumer ended".into()),
+        }
+    }
+
+    /// Clears the projection when its rows were written by another version of its code, and
+    /// marks it `rebuilding`.
+    async fn check_version(&self) -> Result<(), String> {
+        let (store, name, version) = (self.store.clone(), self.handle.name(), self.handle.version());
+        let check = tokio::task::spawn_blocking(move || store.ensure_version(name, version))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if let VersionCheck::Rebuild { from } = check {
+            match from {
+                Some(from) => {
+                    tracing::info!(projection = name, from, to = version, "projection version changed, rebuilding")
+                }
+                None => tracing::info!(projection = name, to = version, "projection rows have no version, rebuilding"),
+            }
+            self.handle.set(|p| {
+                *p = Progress {
+                    state: Some(ProjectionState::Rebuilding),
+                    rebuild: Some(Rebuild { targets: Checkpoints::new(), started: Instant::now() }),
+                    ..Progress::default()
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Logs a rebuild's progress, every [`PROGRESS_EVERY`] at most.
+    fn log_rebuild_progress(&self, done: u64, total: u64) {
+        let mut logged = self.logged.lock().expect("log lock");
+        if logged.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        *logged = Instant::now();
+        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        tracing::info!(projection = self.handle.name(), done, total, pct = format!("{pct:.0}"), "rebuilding");
+    }
+
+    fn log_rebuild_end(&self, ended: Option<Rebuild>) {
+        if let Some(rebuild) = ended {
+            tracing::info!(
+                projection = self.handle.name(),
+                version = self.handle.version(),
+                events = rebuild.targets.values().sum::<u64>(),
+                seconds = format!("{:.1}", rebuild.started.elapsed().as_secs_f64()),
+                "projection rebuilt"
+            );
         }
     }
 
@@ -421,7 +571,8 @@ impl Runner {
         let name = self.handle.name();
         // While catching up, batches are larger: latency does not matter then.
         let limit = self.config.batch_size * if until.is_some() { CATCH_UP_BATCHES } else { 1 };
-        let (mut deliveries, _reader) = read_ahead(deliveries, self.config.batch_size * CATCH_UP_BATCHES);
+        let budget = self.config.read_ahead_bytes.clamp(MIN_READ_AHEAD, u32::MAX as usize);
+        let (mut deliveries, _reader) = read_ahead(deliveries, self.config.batch_size * CATCH_UP_BATCHES, budget);
         let mut prepared_to = checkpoints.clone();
         let mut in_flight: Option<InFlight> = None;
         let mut cache = Some(RowCache::default());
@@ -444,21 +595,27 @@ impl Runner {
                     break Err("consumer closed".to_owned());
                 },
             };
+            // Taken into a batch, the messages leave the read-ahead budget: the reader goes on
+            // while the batch fills and is applied.
+            let mut bytes = release(&mut chunk);
             if let Some((stream, last)) = until {
                 // Catching up: fill large batches, fewer and larger sled writes.
-                while chunk.len() < limit && !reaches(&chunk, stream, last) {
+                while chunk.len() < limit && bytes < CATCH_UP_BATCH_BYTES && !reaches(&chunk, stream, last) {
                     let room = limit - chunk.len();
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
                         received = deliveries.recv_many(&mut chunk, room) => if received == 0 {
                             break;
+                        } else {
+                            let start = chunk.len() - received;
+                            bytes += release(&mut chunk[start..]);
                         },
                     }
                 }
             }
             let mut messages = Vec::with_capacity(chunk.len());
             let mut failed = None;
-            for (stream, message) in chunk {
+            for Received { stream, message, .. } in chunk {
                 match message {
                     Ok(m) => messages.push((stream, m)),
                     Err(e) => failed = Some(format!("receiving from {stream}: {e}")),
@@ -536,12 +693,18 @@ impl Runner {
         }
         *checkpoints = batch.checkpoints;
         let reached = checkpoints.clone();
+        let (mut ended, mut rebuilt) = (None, None);
         self.handle.set(|p| {
             p.checkpoints = reached;
-            if p.state != Some(ProjectionState::Rebuilding) || ack {
-                p.state = Some(ProjectionState::Running);
+            ended = p.settle();
+            if p.rebuild.is_some() {
+                rebuilt = Some(p.rebuilt());
             }
         });
+        if let Some((done, total)) = rebuilt {
+            self.log_rebuild_progress(done, total);
+        }
+        self.log_rebuild_end(ended);
         Ok(())
     }
 }
@@ -549,23 +712,47 @@ impl Runner {
 /// A message as received from one of a projection's streams.
 type Delivery = (&'static str, Result<jetstream::Message, String>);
 
-/// Receives `deliveries` on a task of its own into a channel of `capacity` messages, so that
-/// messages keep arriving while a batch is prepared or written: the pull consumers only ask the
-/// server for more when polled. The task ends when the receiver or the returned handle is
-/// dropped.
-fn read_ahead<S>(mut deliveries: S, capacity: usize) -> (mpsc::Receiver<Delivery>, AbortOnDropHandle<()>)
+/// A message received ahead, holding its share of the read-ahead budget until it is taken
+/// into a batch.
+struct Received {
+    stream: &'static str,
+    message: Result<jetstream::Message, String>,
+    bytes: usize,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Gives the messages' share of the read-ahead budget back; answers their size.
+fn release(received: &mut [Received]) -> usize {
+    received.iter_mut().map(|r| r.budget.take().map_or(0, |_| r.bytes)).sum()
+}
+
+/// The smallest read-ahead budget: a few large commits.
+const MIN_READ_AHEAD: usize = 1 << 20;
+
+/// Receives `deliveries` on a task of its own into a channel of at most `capacity` messages and
+/// `budget` bytes, so that messages keep arriving while a batch is prepared or written (the pull
+/// consumers only ask the server for more when polled), without holding a stream in memory when
+/// the projection is slower than the server. The task ends when the receiver or the returned
+/// handle is dropped.
+fn read_ahead<S>(mut deliveries: S, capacity: usize, budget: usize) -> (mpsc::Receiver<Received>, AbortOnDropHandle<()>)
 where
     S: futures::Stream<Item = Delivery> + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(capacity);
+    let permits = Arc::new(Semaphore::new(budget));
     let reader = tokio::spawn(async move {
         loop {
             let delivery = tokio::select! {
                 _ = tx.closed() => break,
                 delivery = deliveries.next() => delivery,
             };
-            let Some(delivery) = delivery else { break };
-            if tx.send(delivery).await.is_err() {
+            let Some((stream, message)) = delivery else { break };
+            let bytes = message.as_ref().map_or(0, |m| m.length.max(m.payload.len()));
+            // A message larger than the whole budget takes all of it, alone.
+            let share = bytes.clamp(1, budget) as u32;
+            let Ok(permit) = permits.clone().acquire_many_owned(share).await else { break };
+            let received = Received { stream, message, bytes, budget: Some(permit) };
+            if tx.send(received).await.is_err() {
                 break;
             }
         }
@@ -574,11 +761,13 @@ where
 }
 
 /// Whether a chunk ends at or past `last` on `stream` (or with an error, which ends it too).
-fn reaches(chunk: &[Delivery], stream: &str, last: u64) -> bool {
+fn reaches(chunk: &[Received], stream: &str, last: u64) -> bool {
     match chunk.last() {
         None => false,
-        Some((s, Ok(m))) => *s == stream && m.info().map(|i| i.stream_sequence >= last).unwrap_or(true),
-        Some((_, Err(_))) => true,
+        Some(Received { stream: s, message: Ok(m), .. }) => {
+            *s == stream && m.info().map(|i| i.stream_sequence >= last).unwrap_or(true)
+        }
+        Some(Received { message: Err(_), .. }) => true,
     }
 }
 

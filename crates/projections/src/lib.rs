@@ -8,10 +8,15 @@
 //!
 //! The storage is sled, but only this crate knows it: projections see a [`Tx`] (writes of one
 //! batch) and queries a [`View`] (reads), both keyed by table name and key. sled is a cache here —
-//! every projection can be dropped and rebuilt from the streams ([`Engine::replay`]).
+//! every projection can be dropped and rebuilt from the streams ([`Engine::replay`]). Each
+//! projection declares the version of what it writes ([`Projection::version`]), stored beside its
+//! checkpoints: a build whose projection changed rebuilds it on start instead of serving rows of
+//! the old shape.
 
 mod engine;
 mod store;
 
 pub use engine::{Engine, EngineConfig, ProjectionHandle, ProjectionState, ProjectionStatus, Stuck, WaitError};
-pub use store::{ApplyError, Projection, ProjectionStore, RecordedEvent, StoreError, StoredEvent, Tx, View};
+pub use store::{
+    ApplyError, Projection, ProjectionStore, RecordedEvent, StoreError, StoredEvent, Tx, VersionCheck, View,
+};

@@ -22,6 +22,14 @@ const SEP: u8 = 0x00;
 pub trait Projection: Send + Sync + 'static {
     /// Unique, `[a-z0-9_]+`: used for the sled tree and the consumer names.
     fn name(&self) -> &'static str;
+    /// The version of what [`apply`](Projection::apply) writes. **Change what a projection
+    /// writes — a new table, a new field, another key, a fixed bug in a row — and bump its
+    /// version**: rows written by the old code stay as they are otherwise, and queries would read
+    /// old-shaped rows (or an index that is empty for every event recorded before the change).
+    /// On start, a projection whose stored version differs from this one (or that has rows but no
+    /// version, written by a build before versions) is cleared and rebuilt from its streams.
+    /// There is no default on purpose: each projection says which version its rows are.
+    fn version(&self) -> u32;
     /// The service streams it reads.
     fn streams(&self) -> &'static [&'static str];
     /// Records one event. Must be deterministic: the same events give the same tables.
@@ -143,16 +151,46 @@ fn checkpoint_key(stream: &str) -> Vec<u8> {
     k
 }
 
+/// Where the version of the code that wrote a projection's rows is kept, beside its checkpoints.
+fn version_key() -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(b"version");
+    k
+}
+
+/// What [`ProjectionStore::ensure_version`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionCheck {
+    /// The rows were written by this version.
+    Current,
+    /// Nothing was written yet: the version is recorded, the projection builds from the start.
+    Fresh,
+    /// The rows were written by another version (`None`: by a build that kept no version); they
+    /// are cleared and the projection rebuilds from the start of its streams.
+    Rebuild { from: Option<u32> },
+}
+
+/// sled's page cache when none is given: sled's own default (1 GiB) is most of what a node
+/// would hold, and pages not cached are read back from the OS's page cache cheaply.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl ProjectionStore {
-    /// Opens (creating if needed) the store at `path`. Blocking.
+    /// Opens (creating if needed) the store at `path`, with the default page cache. Blocking.
+    pub fn open(path: &Path) -> Result<ProjectionStore, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the store at `path`; sled keeps up to `cache_bytes` of pages
+    /// in memory. Blocking.
     ///
     /// sled's background I/O threads can hold the directory's lock for a moment after the last
     /// handle of a previous opening is dropped, so a lock held elsewhere is retried for up to
     /// two seconds before it is reported (another process really using the directory).
-    pub fn open(path: &Path) -> Result<ProjectionStore, StoreError> {
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<ProjectionStore, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
-            match sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open() {
+            let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes);
+            match config.open() {
                 Ok(db) => return Ok(ProjectionStore { db }),
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
@@ -195,6 +233,43 @@ impl ProjectionStore {
         Ok(out)
     }
 
+    /// The version of the code that wrote the projection's rows, if recorded.
+    pub fn version(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let tree = self.tree(projection)?;
+        read_version(&tree, projection)
+    }
+
+    /// Makes sure the projection's rows were written by `version`; if not, clears them and its
+    /// checkpoints and records `version`, so that the projection rebuilds from its streams.
+    /// Blocking.
+    pub fn ensure_version(&self, projection: &str, version: u32) -> Result<VersionCheck, StoreError> {
+        let tree = self.tree(projection)?;
+        let stored = read_version(&tree, projection)?;
+        if stored == Some(version) {
+            return Ok(VersionCheck::Current);
+        }
+        let check = if tree.first()?.is_some() { VersionCheck::Rebuild { from: stored } } else { VersionCheck::Fresh };
+        self.reset(projection, version)?;
+        Ok(check)
+    }
+
+    /// Clears a projection's rows and checkpoints and records `version` as the version its new
+    /// rows are written by. Blocking.
+    ///
+    /// The old version goes first and the new one is written last: a crash half-way leaves
+    /// rows without a version, which the next start takes for old rows and clears again.
+    pub fn reset(&self, projection: &str, version: u32) -> Result<(), StoreError> {
+        let tree = self.tree(projection)?;
+        let key = version_key();
+        tree.remove(&key)?;
+        tree.clear()?;
+        tree.insert(key, &version.to_be_bytes())?;
+        // A rebuild is long: the cleared tree and its version reach the disk before any new
+        // row, so that a crash during the rebuild resumes it rather than mixing versions.
+        tree.flush()?;
+        Ok(())
+    }
+
     /// Starts the writes of one batch.
     pub fn begin(&self, projection: &str) -> Result<Tx, StoreError> {
         self.begin_after(projection, None)
@@ -225,7 +300,8 @@ impl ProjectionStore {
         write(&self.tree(projection)?, pending, checkpoints)
     }
 
-    /// Removes every row and checkpoint of a projection.
+    /// Removes every row and checkpoint of a projection (and its version: the projection records
+    /// it again when it starts).
     pub fn clear(&self, projection: &str) -> Result<(), StoreError> {
         self.tree(projection)?.clear()?;
         Ok(())
@@ -257,6 +333,16 @@ impl ProjectionStore {
     }
 }
 
+fn read_version(tree: &sled::Tree, projection: &str) -> Result<Option<u32>, StoreError> {
+    match tree.get(version_key())? {
+        None => Ok(None),
+        Some(v) => Ok(Some(u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            tree: projection.to_owned(),
+            reason: "version is not 4 bytes".into(),
+        })?))),
+    }
+}
+
 /// Writes not yet in sled: key → new value, or `None` for a removal.
 pub(crate) type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -279,20 +365,50 @@ fn write(tree: &sled::Tree, pending: &Pending, checkpoints: &HashMap<String, u64
 /// from sled for every event. Holds only values that are in sled (a batch's writes join it once
 /// written; until then reads find them in the batch in flight); emptied when it grows past its
 /// bound, and dropped when the projection restarts.
+///
+/// The bound is in bytes, not rows: rows range from a few bytes (a counter) to kilobytes (a
+/// plan), and every projection of a node has a cache of its own.
 #[derive(Default)]
 pub(crate) struct RowCache {
     rows: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
 }
 
 impl RowCache {
-    const MAX_ROWS: usize = 65_536;
+    pub(crate) const MAX_BYTES: usize = 4 << 20;
+
+    /// What a row costs: its key, its value and about what the map spends on an entry.
+    fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+        key.len() + value.as_ref().map_or(0, Vec::len) + 64
+    }
 
     /// Records the writes of a batch that has been written.
     pub(crate) fn absorb(&mut self, pending: Pending) {
-        if self.rows.len() + pending.len() > Self::MAX_ROWS {
+        let incoming: usize = pending.iter().map(|(k, v)| Self::cost(k, v)).sum();
+        if self.bytes + incoming > Self::MAX_BYTES {
             self.rows.clear();
+            self.bytes = 0;
         }
-        self.rows.extend(pending);
+        if incoming > Self::MAX_BYTES {
+            return;
+        }
+        for (k, v) in pending {
+            self.insert(k, v);
+        }
+    }
+
+    /// Keeps a row read from sled, if there is room.
+    fn keep(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.bytes + Self::cost(&key, &value) <= Self::MAX_BYTES {
+            self.insert(key, value);
+        }
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let cost = Self::cost(&key, &value);
+        let replaced = self.rows.get(&key).map(|old| Self::cost(&key, old));
+        self.rows.insert(key, value);
+        self.bytes = self.bytes + cost - replaced.unwrap_or(0);
     }
 }
 
@@ -327,10 +443,7 @@ impl Tx {
             return Ok(v.clone());
         }
         let v = self.tree.get(&k).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(e.to_string()))?;
-        let mut cache = self.cache.borrow_mut();
-        if cache.rows.len() < RowCache::MAX_ROWS {
-            cache.rows.insert(k, v.clone());
-        }
+        self.cache.borrow_mut().keep(k, v.clone());
         Ok(v)
     }
 
@@ -419,6 +532,28 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_row_cache_stays_within_its_bytes() {
+        let mut cache = RowCache::default();
+        let row = |i: usize| (format!("t\0{i:08}").into_bytes(), Some(vec![b'x'; 1000]));
+        for round in 0..20 {
+            let pending: Pending = (round * 1000..(round + 1) * 1000).map(row).collect();
+            cache.absorb(pending);
+            let counted: usize = cache.rows.iter().map(|(k, v)| RowCache::cost(k, v)).sum();
+            assert_eq!(cache.bytes, counted, "the count follows the rows");
+            assert!(cache.bytes <= RowCache::MAX_BYTES);
+        }
+        assert!(!cache.rows.is_empty());
+        // A row written again replaces its old cost.
+        let (k, _) = row(19_999);
+        let before = cache.bytes;
+        cache.absorb(Pending::from([(k, Some(vec![b'y'; 10]))]));
+        assert_eq!(cache.bytes, before - 990);
+        // A batch larger than the whole cache is not kept.
+        cache.absorb((0..5000).map(row).collect());
+        assert_eq!((cache.rows.len(), cache.bytes), (0, 0));
+    }
 
     #[test]
     fn a_batch_and_its_checkpoint_land_together_and_reads_see_pending_writes() {

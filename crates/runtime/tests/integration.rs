@@ -365,6 +365,10 @@ struct Gated {
 }
 
 impl projections::Projection for Gated {
+    fn version(&self) -> u32 {
+        1
+    }
+
     fn name(&self) -> &'static str {
         "gated"
     }
@@ -428,7 +432,7 @@ async fn a_node_answers_and_announces_itself_while_a_replay_waits() {
     let gate = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
     let held = Arc::new(AtomicUsize::new(0));
     let projections = projections::ProjectionStore::open(&nats.path().join("sled")).unwrap();
-    let config = projections::EngineConfig { node: "n1".into(), batch_size: 16 };
+    let config = projections::EngineConfig { node: "n1".into(), batch_size: 16, ..Default::default() };
     let mut engine = projections::Engine::new(projections, store.jetstream().clone(), config);
     let handle = engine.register(Gated { gate: gate.clone(), held: held.clone() });
     let gate = OpenOnDrop(gate);

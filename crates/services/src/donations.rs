@@ -145,6 +145,11 @@ impl Projection for DonorsProjection {
         "donors"
     }
 
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
+    }
+
     fn streams(&self) -> &'static [&'static str] {
         &[SERVICE]
     }
@@ -314,6 +319,11 @@ pub struct ProductsProjection;
 impl Projection for ProductsProjection {
     fn name(&self) -> &'static str {
         "products"
+    }
+
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
     }
 
     fn streams(&self) -> &'static [&'static str] {
@@ -498,6 +508,13 @@ impl DonationsProjection {
 impl Projection for DonationsProjection {
     fn name(&self) -> &'static str {
         Self::NAME
+    }
+
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        // The time zone's digest is part of it: lists by day and statements by year are local.
+        const VERSION: u32 = 2;
+        VERSION * 1000 + self.calendar.digest()
     }
 
     fn streams(&self) -> &'static [&'static str] {

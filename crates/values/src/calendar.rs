@@ -82,6 +82,14 @@ impl Calendar {
         self.day_of(at).year()
     }
 
+    /// A number that changes with the time zone, stable across builds (FNV-1a of its name, under
+    /// a thousand): read models keyed by local days carry it in their version, so that a change of
+    /// `time_zone` rebuilds them.
+    pub fn digest(&self) -> u32 {
+        let hash = self.name().bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        hash % 1000
+    }
+
     /// Hours in `day` here: 23 or 25 on the days the clocks change.
     pub fn hours_in(&self, day: NaiveDate) -> i64 {
         (self.end_of(day) - self.start_of(day)).num_hours()
@@ -142,6 +150,8 @@ mod tests {
         assert_eq!(paris.end_of(day(2026, 7, 14)), utc("2026-07-14T22:00:00Z"));
         assert_eq!(paris.time_of(utc("2026-07-14T08:00:00Z")), NaiveTime::from_hms_opt(10, 0, 0).unwrap());
         assert_eq!(Calendar::utc().day_of(utc("2026-12-31T23:30:00Z")), day(2026, 12, 31));
+        assert_ne!(paris.digest(), Calendar::utc().digest());
+        assert_eq!(paris.digest(), Calendar::default().digest());
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl Projection for HouseholdsProjection {
         "households"
     }
 
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
+    }
+
     fn streams(&self) -> &'static [&'static str] {
         &[SERVICE]
     }

@@ -137,6 +137,11 @@ impl Projection for AssociationsProjection {
         "associations"
     }
 
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
+    }
+
     fn streams(&self) -> &'static [&'static str] {
         &[SERVICE]
     }

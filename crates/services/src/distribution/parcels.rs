@@ -163,6 +163,11 @@ impl Projection for ParcelsProjection {
         "parcels"
     }
 
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start.
+    fn version(&self) -> u32 {
+        1
+    }
+
     fn streams(&self) -> &'static [&'static str] {
         &[SERVICE]
     }

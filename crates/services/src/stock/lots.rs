@@ -184,6 +184,13 @@ impl Projection for LotsProjection {
         Self::NAME
     }
 
+    /// Bump when what `apply` writes changes: the rows are then rebuilt on start. The time
+    /// zone's digest is part of it: stock as it was is kept per local day.
+    fn version(&self) -> u32 {
+        const VERSION: u32 = 2;
+        VERSION * 1000 + self.calendar.digest()
+    }
+
     fn streams(&self) -> &'static [&'static str] {
         &[SERVICE]
     }
