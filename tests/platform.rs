@@ -34,7 +34,10 @@ async fn up_with_demo_answers_health_and_stops_cleanly_on_sigterm() {
     }
     let token = tokens["admin"].as_str().unwrap().to_owned();
     let me = Api::new(&foodaid.http, tokens["driver"].as_str().unwrap()).get("/api/me").await.1;
-    assert_eq!(me, json!({"role": "driver", "scope": "drv-monique", "name": "demo driver Monique"}));
+    assert_eq!(
+        me,
+        json!({"role": "driver", "scope": "drv-monique", "name": "demo driver Monique", "time_zone": "Europe/Paris"})
+    );
     for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::DELETE] {
         let (status, err) =
             Api::new(&foodaid.http, &token).send(method.clone(), "/api/donorz", None, None).await.unwrap();

@@ -139,6 +139,7 @@ pub async fn run(
                 .context("opening the token store")?,
         );
         let mut state = gateway::AppState::new(service_client.clone(), tokens, store.jetstream().clone());
+        state.time_zone = settings.time_zone.name().to_owned();
         state.request_timeout = Duration::from_secs(settings.http.request_timeout_secs);
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
         http_addr = Some(listener.local_addr()?);

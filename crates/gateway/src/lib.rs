@@ -54,6 +54,8 @@ pub struct AppState {
     /// The nodes, from their announcements, and the streams' sizes.
     pub presence: Arc<presence::Presence>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The collective's time zone, for the web app (`/api/me`).
+    pub time_zone: String,
     openapi: Arc<serde_json::Value>,
 }
 
@@ -69,6 +71,7 @@ impl AppState {
             request_timeout: Duration::from_secs(30),
             presence: Arc::default(),
             metrics: Arc::new(metrics::Metrics::new(&operations)),
+            time_zone: values::Calendar::default().name().to_owned(),
             openapi: Arc::new(serde_json::to_value(doc).expect("openapi serialises")),
         }
     }

@@ -6,6 +6,7 @@
 //! revalidates and gets a new version as soon as the node has one; the app's service worker
 //! keeps its own copy for offline use.
 
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::AppState;
 
 #[derive(rust_embed::Embed)]
 #[folder = "web/"]
@@ -66,13 +68,20 @@ pub struct Me {
     /// The association or driver the token acts for.
     pub scope: Option<String>,
     pub name: String,
+    /// The collective's time zone (IANA name): its days are the days of every rule.
+    pub time_zone: String,
 }
 
-pub async fn me(actor: Option<Extension<Actor>>) -> Result<Json<Me>, ApiError> {
+pub async fn me(State(state): State<AppState>, actor: Option<Extension<Actor>>) -> Result<Json<Me>, ApiError> {
     let Some(Extension(actor)) = actor else {
         return Err(ApiError::unauthenticated());
     };
-    Ok(Json(Me { role: actor.role.as_str().to_owned(), scope: actor.scope, name: actor.name }))
+    Ok(Json(Me {
+        role: actor.role.as_str().to_owned(),
+        scope: actor.scope,
+        name: actor.name,
+        time_zone: state.time_zone.clone(),
+    }))
 }
 
 #[cfg(test)]

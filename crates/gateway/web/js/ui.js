@@ -1,5 +1,6 @@
 // Small DOM helpers: the app builds its screens from plain elements, no framework.
 import { t, errorText } from './i18n.js';
+import { session } from './api.js';
 
 /** h('button', {class: 'big', onclick: f}, 'text', child, ...) */
 export function h(tag, attrs = {}, ...children) {
@@ -118,11 +119,12 @@ export function values(form) {
   return out;
 }
 
-/** Today and other days as YYYY-MM-DD, in the device's own time zone. */
+/** Today and other days as YYYY-MM-DD, in the collective's time zone (from /api/me), so that a
+ * device set to another zone still asks for the platform's day. */
 export function day(offset = 0) {
-  const d = new Date();
-  d.setDate(d.getDate() + offset);
-  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+  const timeZone = session.me?.time_zone || undefined;
+  return new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' })
+    .format(new Date(Date.now() + offset * 86400000));
 }
 
 export function kg(grams) {
