@@ -125,6 +125,9 @@ impl Aggregate for Association {
                 Err(Rejection::conflict("relay_point_exists", format!("relay point {} already exists", relay.relay_id)))
             }
             AssociationCommand::AddRelayPoint(relay) => {
+                if values::limits::too_long(&relay.address, values::limits::MAX_TEXT) {
+                    return Err(Rejection::validation("invalid_address", "an address is at most 500 characters"));
+                }
                 check_opening(&relay.opening)?;
                 Ok(vec![AssociationEvent::RelayPointAdded { relay: relay.clone() }])
             }
@@ -227,6 +230,9 @@ mod tests {
         assert!(relay().open_on(wednesday));
         assert!(!relay().open_on(wednesday.succ_opt().unwrap()));
         assert!(RelayPoint { opening: vec![], ..relay() }.open_on(wednesday.succ_opt().unwrap()), "no slots: any day");
+        given::<Association>([registered()])
+            .when(AssociationCommand::AddRelayPoint(RelayPoint { address: "rue ".repeat(2_500), ..relay() }))
+            .then_rejected("invalid_address");
         let id: AggregateId = "rp-vaulx-centre".parse().unwrap();
         let opening = vec![slot(Weekday::Wed, 9, 12), slot(Weekday::Wed, 14, 17), slot(Weekday::Sat, 9, 12)];
         let state = given::<Association>(added.clone())

@@ -138,6 +138,10 @@ pub struct Household {
     pub erased: bool,
 }
 
+/// Largest monthly resources or charges an assessment takes, cents (1,000,000 €): more is a
+/// typing error (cents typed as euros twice over), never a household asking for food aid.
+pub const MAX_MONTHLY_CENTS: u64 = 100_000_000;
+
 /// Largest household counted (per band).
 const MAX_PER_BAND: u8 = 20;
 
@@ -224,10 +228,24 @@ impl Aggregate for Household {
                 if *validity_days == 0 || *validity_days > 366 * 2 {
                     return Err(Rejection::validation("invalid_validity", "an assessment is valid 1 day to 2 years"));
                 }
-                let people = i64::from(self.composition.people().max(1));
-                let left = *resources_cents as i64 - *charges_cents as i64;
+                if *resources_cents > MAX_MONTHLY_CENTS || *charges_cents > MAX_MONTHLY_CENTS {
+                    return Err(Rejection::validation(
+                        "invalid_amount",
+                        "monthly resources and charges are at most 1,000,000 € (amounts are in cents)",
+                    ));
+                }
+                let valid_until =
+                    assessed_on.checked_add_days(chrono::Days::new(u64::from(*validity_days))).ok_or_else(|| {
+                        Rejection::validation("date_out_of_range", "the assessment would end beyond the calendar")
+                    })?;
+                let people = i128::from(self.composition.people().max(1));
+                // Wide enough for any u64 amounts: the bound above is a rule, not what keeps
+                // the sign right.
+                let left = i128::from(*resources_cents) - i128::from(*charges_cents);
                 // Per day over an average month (365.25 / 12 days).
-                let per_person_per_day_cents = (left * 12 * 100) / (people * 36525);
+                let per_day = (left * 12 * 100) / (people * 36525);
+                let per_person_per_day_cents =
+                    i64::try_from(per_day).unwrap_or(if per_day < 0 { i64::MIN } else { i64::MAX });
                 Ok(vec![HouseholdEvent::EligibilityAssessed(Assessment {
                     assessed_on: *assessed_on,
                     resources_cents: *resources_cents,
@@ -235,7 +253,7 @@ impl Aggregate for Household {
                     per_person_per_day_cents,
                     threshold_cents: *threshold_cents,
                     eligible: per_person_per_day_cents <= *threshold_cents,
-                    valid_until: *assessed_on + chrono::Duration::days(i64::from(*validity_days)),
+                    valid_until,
                 })])
             }
             (HouseholdCommand::GiveConsent, Some(_)) if self.consent => Ok(vec![]),
@@ -378,6 +396,38 @@ mod tests {
         assert!(
             matches!(&state[0], HouseholdEvent::EligibilityAssessed(a) if !a.eligible && a.per_person_per_day_cents == 4106)
         );
+    }
+
+    #[test]
+    fn absurd_amounts_and_dates_are_refused_and_never_wrap() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let assess = |resources_cents, charges_cents, assessed_on| HouseholdCommand::Assess {
+            assessed_on,
+            resources_cents,
+            charges_cents,
+            threshold_cents: 1_000,
+            validity_days: 180,
+        };
+        // Given a registered household, when 10^17 cents of resources are entered (cast to i64
+        // and multiplied, they once wrapped into a negative "reste à vivre", and eligible),
+        // then the amount is refused, as is the largest amount a u64 holds.
+        for (resources, charges) in [(10u64.pow(17), 0), (u64::MAX, 0), (0, u64::MAX), (MAX_MONTHLY_CENTS + 1, 0)] {
+            given::<Household>([registered()]).when(assess(resources, charges, day)).then_rejected("invalid_amount");
+        }
+        // The largest amounts taken give a large positive (not eligible) or negative figure.
+        let state = given::<Household>([registered()]).when(assess(MAX_MONTHLY_CENTS, 0, day)).outcome().unwrap();
+        assert!(
+            matches!(&state[0], HouseholdEvent::EligibilityAssessed(a) if !a.eligible && a.per_person_per_day_cents == 821_355)
+        );
+        let state = given::<Household>([registered()]).when(assess(0, MAX_MONTHLY_CENTS, day)).outcome().unwrap();
+        assert!(
+            matches!(&state[0], HouseholdEvent::EligibilityAssessed(a) if a.eligible && a.per_person_per_day_cents == -821_355)
+        );
+        // Given the last day chrono knows, when an assessment is dated there (it once panicked
+        // computing its end, and the request hung until its time-out), then it is refused.
+        given::<Household>([registered()])
+            .when(assess(140_000, 110_000, NaiveDate::MAX))
+            .then_rejected("date_out_of_range");
     }
 
     #[test]

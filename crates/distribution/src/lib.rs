@@ -12,6 +12,8 @@ mod needs;
 mod parcel;
 
 pub use association::{Association, AssociationCommand, AssociationEvent, EligibilityRule, OpeningSlot, RelayPoint};
-pub use household::{Assessment, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed};
+pub use household::{
+    Assessment, Composition, Diet, Household, HouseholdCommand, HouseholdEvent, Sealed, MAX_MONTHLY_CENTS,
+};
 pub use needs::NeedsReference;
 pub use parcel::{Parcel, ParcelCommand, ParcelEvent, ParcelStatus};

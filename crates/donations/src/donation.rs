@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use values::limits::{MAX_CENTS, MAX_GRAMS, MAX_UNITS};
 use values::{Calendar, DateKind, FoodGroup, PerGroup, ProductFacts, StorageClass};
 
 /// The collective's reception rules (configured, then carried by each command so that the
@@ -189,7 +190,7 @@ impl Aggregate for Donation {
         let (donor_id, site_id, received_at, agreement_dlc_min_hours, rules, calendar, lines) = match command {
             DonationCommand::Expect(_) if self.recorded || self.expected.is_some() => return Ok(vec![]),
             DonationCommand::Expect(incoming) => {
-                if incoming.chilled_grams > incoming.grams {
+                if incoming.chilled_grams > incoming.grams || incoming.grams > MAX_GRAMS {
                     return Err(Rejection::validation("invalid_quantity", "chilled grams are part of the grams"));
                 }
                 return Ok(vec![DonationEvent::DonationExpected(incoming.clone())]);
@@ -252,11 +253,14 @@ impl Aggregate for Donation {
 /// Input errors: the whole command is refused and nothing is recorded.
 fn check_line(n: usize, line: &LineInput) -> Result<(), Rejection> {
     let invalid = |code: &str, what: &str| Rejection::validation(code, format!("line {n}: {what}"));
-    if line.quantity == 0 {
-        return Err(invalid("invalid_quantity", "quantity must be positive"));
+    if line.quantity == 0 || line.quantity > MAX_UNITS {
+        return Err(invalid("invalid_quantity", "quantity is 1 to 1,000,000 units"));
     }
-    if line.weight_g == 0 {
-        return Err(invalid("invalid_weight", "weight must be positive"));
+    if line.weight_g == 0 || line.weight_g > MAX_GRAMS {
+        return Err(invalid("invalid_weight", "weight is 1 g to 100 t"));
+    }
+    if line.declared_value_cents.is_some_and(|v| v > MAX_CENTS) {
+        return Err(invalid("invalid_declared_value", "a declared value is at most 10,000,000 € (in cents)"));
     }
     if line.date.is_none() && line.product.date_kind != DateKind::None {
         return Err(invalid("date_required", "this product carries a use-by or best-before date: enter it"));
@@ -564,6 +568,12 @@ mod tests {
         let cases = [
             (LineInput { quantity: 0, ..good.clone() }, "invalid_quantity"),
             (LineInput { weight_g: 0, ..good.clone() }, "invalid_weight"),
+            // Given/when/then at the arithmetic's edges: u32::MAX units, u64::MAX grams and
+            // cents would overflow the statements' sums; they are typing errors, refused.
+            (LineInput { quantity: u32::MAX, ..good.clone() }, "invalid_quantity"),
+            (LineInput { quantity: MAX_UNITS + 1, ..good.clone() }, "invalid_quantity"),
+            (LineInput { weight_g: u64::MAX, ..good.clone() }, "invalid_weight"),
+            (LineInput { declared_value_cents: Some(u64::MAX), ..good.clone() }, "invalid_declared_value"),
             (LineInput { date: None, ..good.clone() }, "date_required"),
             (LineInput { temperature_c: None, ..yoghurts(day(2026, 12, 1), 2.0) }, "temperature_required"),
             (LineInput { temperature_c: Some(f64::NAN), ..yoghurts(day(2026, 12, 1), 2.0) }, "invalid_temperature"),

@@ -1,5 +1,6 @@
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use values::limits::{too_long, MAX_KG, MAX_TEXT};
 use values::{GeoPoint, Name};
 
 /// Who gives: the kind matters for tax statements and for planning pickups.
@@ -93,6 +94,13 @@ pub struct DonorDetails {
     pub position: Option<GeoPoint>,
 }
 
+fn check_address(address: &str) -> Result<(), Rejection> {
+    if too_long(address, MAX_TEXT) {
+        return Err(Rejection::validation("invalid_address", format!("an address is at most {MAX_TEXT} characters")));
+    }
+    Ok(())
+}
+
 impl Aggregate for Donor {
     const KIND: &'static str = "donor";
     type Command = DonorCommand;
@@ -103,12 +111,15 @@ impl Aggregate for Donor {
             (DonorCommand::Register { .. }, Some(_)) => {
                 Err(Rejection::conflict("donor_already_registered", "this donor is already registered"))
             }
-            (DonorCommand::Register { kind, name, address, position }, None) => Ok(vec![DonorEvent::DonorRegistered {
-                kind: *kind,
-                name: name.clone(),
-                address: address.trim().to_owned(),
-                position: *position,
-            }]),
+            (DonorCommand::Register { kind, name, address, position }, None) => {
+                check_address(address)?;
+                Ok(vec![DonorEvent::DonorRegistered {
+                    kind: *kind,
+                    name: name.clone(),
+                    address: address.trim().to_owned(),
+                    position: *position,
+                }])
+            }
             (_, None) => Err(Rejection::not_found("donor_not_found", "no such donor")),
             (DonorCommand::SignAgreement(agreement), Some(_)) => {
                 let reference = agreement.reference.trim();
@@ -141,14 +152,17 @@ impl Aggregate for Donor {
                     if c.opens >= c.closes {
                         return Err(Rejection::validation("invalid_collections", "a window closes after it opens"));
                     }
-                    if c.kg == 0 || c.chilled_kg > c.kg {
+                    if c.kg == 0 || c.kg > MAX_KG || c.chilled_kg > c.kg {
                         return Err(Rejection::validation(
                             "invalid_collections",
                             "a collection expects some kilograms, the chilled ones among them",
                         ));
                     }
-                    if c.site_id.trim().is_empty() {
-                        return Err(Rejection::validation("invalid_collections", "a collection goes to a site"));
+                    if c.site_id.parse::<eventcore::AggregateId>().is_err() {
+                        return Err(Rejection::validation(
+                            "invalid_collections",
+                            "a collection goes to a site (its id)",
+                        ));
                     }
                 }
                 let mut sorted = collections.clone();
@@ -163,6 +177,9 @@ impl Aggregate for Donor {
                 None => Err(Rejection::conflict("no_agreement", "this donor has no agreement")),
             },
             (DonorCommand::Update { name, address, position }, Some(current)) => {
+                if let Some(address) = address {
+                    check_address(address)?;
+                }
                 let next = DonorDetails {
                     kind: current.kind,
                     name: name.clone().unwrap_or_else(|| current.name.clone()),
@@ -253,6 +270,17 @@ mod tests {
             .when(DonorCommand::SetCollections(vec![collection(chrono::Weekday::Mon, 10, 20)]))
             .then_rejected("invalid_collections");
         given::<Donor>([]).when(DonorCommand::SetCollections(vec![])).then_rejected("donor_not_found");
+        // Given a donor, when a collection expects u32::MAX kilograms or goes to a site whose
+        // id would be NATS wildcards, then the collections are refused.
+        for odd in [
+            collection(chrono::Weekday::Mon, u32::MAX, 0),
+            Collection { site_id: "*".into(), ..collection(chrono::Weekday::Mon, 10, 0) },
+            Collection { site_id: "a.b".into(), ..collection(chrono::Weekday::Mon, 10, 0) },
+        ] {
+            given::<Donor>([registered()])
+                .when(DonorCommand::SetCollections(vec![odd]))
+                .then_rejected("invalid_collections");
+        }
     }
 
     #[test]
@@ -265,6 +293,13 @@ mod tests {
         };
         given::<Donor>([]).when(cmd.clone()).then([registered()]);
         given::<Donor>([registered()]).when(cmd).then_rejected("donor_already_registered");
+        let long = DonorCommand::Register {
+            kind: DonorKind::Retailer,
+            name: name("Carrefour"),
+            address: "Bd Ambroise Croizat ".repeat(500),
+            position: None,
+        };
+        given::<Donor>([]).when(long).then_rejected("invalid_address");
     }
 
     #[test]

@@ -961,6 +961,22 @@ async fn forward(
             let mut params = Map::new();
             let mut min_seq = BTreeMap::new();
             for (k, v) in query {
+                // A parameter the table does not declare, or one given twice, is a client's
+                // mistake that would otherwise be answered as if the rest were all it asked.
+                if k != "min_seq" && !op.params.iter().any(|(name, _)| *name == k) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "unknown_parameter",
+                        format!("{} takes no parameter {k:?}; see /api/openapi.json", op.path),
+                    ));
+                }
+                if params.contains_key(&k) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "repeated_parameter",
+                        format!("the parameter {k:?} is given more than once"),
+                    ));
+                }
                 if k == "min_seq" {
                     let (stream, seq) = match v.split_once(':') {
                         Some((s, n)) => (s.to_owned(), n),
@@ -969,7 +985,14 @@ async fn forward(
                     let seq: u64 = seq.parse().map_err(|_| {
                         ApiError::new(StatusCode::BAD_REQUEST, "invalid_min_seq", "min_seq is <seq> or <stream>:<seq>")
                     })?;
-                    min_seq.insert(stream, seq);
+                    // One per stream: a query may wait on several streams.
+                    if min_seq.insert(stream, seq).is_some() {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "repeated_parameter",
+                            "min_seq names the same stream more than once",
+                        ));
+                    }
                 } else {
                     params.insert(k, Value::String(v));
                 }

@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::bounds;
 use crate::journal::{fingerprint, Answer, AnswerJournal, AnswerKey};
 use crate::reactor::Reactor;
 use crate::wire::Reply;
@@ -174,9 +176,20 @@ impl ServiceHost {
         // The gateway's request id travels as the correlation id, so the service's log lines
         // can be matched with the HTTP request that caused them.
         let span = tracing::info_span!("request", service = self.service, kind, name = %name, request_id = tracing::field::Empty);
-        let body: Bytes = match kind {
-            "cmd" => encode(self.run_command(&name, &message.payload).instrument(span).await),
-            _ => encode(self.run_query(&name, &message.payload).instrument(span).await),
+        let max = client.server_info().max_payload;
+        let work = async {
+            match kind {
+                "cmd" => encode(self.run_command(&name, &message.payload).await, max),
+                _ => encode(self.run_query(&name, &message.payload).await, max),
+            }
+        };
+        // A handler that panics (a bug) answers `internal` at once, rather than leaving its
+        // caller to wait for its timeout. Nothing it half-did is committed: commits are atomic.
+        let body: Bytes = match AssertUnwindSafe(work).catch_unwind().instrument(span).await {
+            Ok(body) => body,
+            Err(panic) => {
+                encode::<Value>(Err(ServiceError::internal("handling a request", panic_message(&*panic))), max)
+            }
         };
         // Flushed at once: the answer must leave before a shutdown drops the connection.
         if let Err(e) = client.publish(reply_to, body).await {
@@ -204,6 +217,7 @@ impl ServiceHost {
                 "the idempotency key must be 1 to 128 characters without spaces",
             ));
         }
+        bounds::check_request(&request.payload, request.occurred_at)?;
         let result = match &self.journal {
             // The platform's own jobs and sagas are idempotent by the ids they derive.
             Some(journal) if request.actor.role != Role::System => {
@@ -261,6 +275,7 @@ impl ServiceHost {
         if let Some(id) = request.correlation_id {
             tracing::Span::current().record("request_id", tracing::field::display(id));
         }
+        bounds::check_request(&request.params, None)?;
         handler(request).await
     }
 }
@@ -305,10 +320,40 @@ impl Drop for KeyGuard<'_> {
     }
 }
 
-fn encode<T: Serialize>(result: Result<T, ServiceError>) -> Bytes {
+/// What a panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => s,
+        (_, Some(s)) => s,
+        _ => "a panic without a message",
+    }
+}
+
+/// Longest error message sent back: messages may quote what was sent (a serde error quotes a
+/// whole string), and a reply larger than the server's `max_payload` could not be published —
+/// its caller would wait for its timeout.
+const MAX_MESSAGE_CHARS: usize = 1_000;
+
+/// The reply to send, at most `max` bytes: a longer error message is cut, and an answer that
+/// still does not fit becomes `answer_too_large`.
+fn encode<T: Serialize>(result: Result<T, ServiceError>, max: usize) -> Bytes {
     let reply = match result {
         Ok(v) => Reply::Ok(v),
-        Err(e) => Reply::Error(e),
+        Err(mut e) => {
+            if let Some((cut, _)) = e.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+                e.message.truncate(cut);
+                e.message.push('…');
+            }
+            Reply::Error(e)
+        }
     };
-    serde_json::to_vec(&reply).expect("replies serialise").into()
+    let bytes = serde_json::to_vec(&reply).expect("replies serialise");
+    if bytes.len() <= max {
+        return bytes.into();
+    }
+    let too_large = ServiceError::validation(
+        "answer_too_large",
+        format!("the answer ({} bytes) is larger than a message may be: ask for less (filters)", bytes.len()),
+    );
+    serde_json::to_vec(&Reply::<Value>::Error(too_large)).expect("replies serialise").into()
 }

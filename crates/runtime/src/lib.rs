@@ -17,6 +17,7 @@
 //!
 //! Domain rules live in the service crates; storage details in `eventstore` and `projections`.
 
+pub mod bounds;
 mod client;
 mod error;
 mod failpoint;

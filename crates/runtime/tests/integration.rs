@@ -568,3 +568,79 @@ async fn a_reactors_consumer_takes_this_builds_settings_and_skips_nothing() {
     assert_eq!(info(js.clone()).await.filter_subject, "stock.>");
     assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5, 6, 7]);
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_and_absurd_dates_never_reach_a_handler() {
+    let nats = TestNats::start().await;
+    let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let reached = Arc::new(AtomicUsize::new(0));
+    let mut host = ServiceHost::new("stock");
+    let seen = reached.clone();
+    host.command("boom", move |request| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let by: u64 = parse_payload::<serde_json::Value>(&request.payload)?["by"].as_u64().unwrap_or(0);
+            // A bug: arithmetic on what a user sent.
+            let doubled = by.checked_mul(2).expect("no overflow");
+            Err(runtime::ServiceError::validation("never", doubled))
+        }
+    });
+    let seen = reached.clone();
+    host.query("boom", move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let items: Vec<u64> = Vec::new();
+            Ok::<u64, runtime::ServiceError>(items[3])
+        }
+    });
+    host.command("strict", |request| async move {
+        let by: u64 = parse_payload(&request.payload)?;
+        Err(runtime::ServiceError::validation("never", by))
+    });
+    tracker.spawn(Arc::new(host).serve(nats.client().await, cancel.clone(), tracker.clone()));
+    // Longer than the test may take: an answer that is not `timeout` came from the host.
+    let client = ServiceClient::new(nats.client().await, Duration::from_secs(60));
+    let actor = Actor::system("test");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let panicked = loop {
+        let request = CommandRequest::new("k1", actor.clone(), json!({"by": u64::MAX}));
+        match client.command("stock", "boom", &request).await {
+            Err(e) if e.code == "service_unavailable" && std::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await
+            }
+            other => break other.unwrap_err(),
+        }
+    };
+    assert_eq!((panicked.kind, panicked.code.as_str()), (ErrorKind::Internal, "internal"));
+    assert!(!panicked.message.contains("overflow"), "the panic's text is logged, not returned: {}", panicked.message);
+    let query = runtime::QueryRequest::new(actor.clone(), json!({}));
+    let err = client.query::<serde_json::Value>("stock", "boom", &query).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Internal, "internal"));
+    assert_eq!(reached.load(Ordering::SeqCst), 2);
+
+    // A year chrono can hold but no fact can have is refused before any handler runs, wherever
+    // it is: in a body, in a query's parameters, as the time it happened.
+    for payload in [json!({"assessed_on": "+262142-12-31"}), json!({"lines": [{"date": "0000-01-01"}]})] {
+        let request = CommandRequest::new("k2", actor.clone(), payload);
+        assert_eq!(client.command("stock", "boom", &request).await.unwrap_err().code, "date_out_of_range");
+    }
+    let mut request = CommandRequest::new("k3", actor.clone(), json!({}));
+    request.occurred_at = Some("2201-01-01T00:00:00Z".parse().unwrap());
+    assert_eq!(client.command("stock", "boom", &request).await.unwrap_err().code, "date_out_of_range");
+    let query = runtime::QueryRequest::new(actor.clone(), json!({"as_of": "1899-12-31"}));
+    assert_eq!(client.query::<serde_json::Value>("stock", "boom", &query).await.unwrap_err().code, "date_out_of_range");
+    let request = CommandRequest::new("k4", actor.clone(), json!({"reason": "a\u{202E}b"}));
+    assert_eq!(client.command("stock", "boom", &request).await.unwrap_err().code, "invalid_text");
+    assert_eq!(reached.load(Ordering::SeqCst), 2, "no handler saw them");
+
+    // An error quoting what was sent (serde quotes a whole string, escaped once more in the
+    // reply) would not fit in a NATS message, and its caller would wait for its timeout: the
+    // message is cut instead.
+    let quotes = CommandRequest::new("k5", actor.clone(), json!("\"".repeat(300_000)));
+    let err = client.command("stock", "strict", &quotes).await.unwrap_err();
+    assert_eq!(err.code, "invalid_payload");
+    assert!(err.message.chars().count() <= 1_001, "cut: {} characters", err.message.chars().count());
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}

@@ -415,6 +415,20 @@ where
     }
 }
 
+/// Deserialises an optional month, `YYYY-MM`: anything else (`mars`, `2026-13`) is refused
+/// rather than matching nothing.
+pub fn month<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(given) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let day = chrono::NaiveDate::parse_from_str(&format!("{}-01", given.trim()), "%Y-%m-%d")
+        .map_err(|_| serde::de::Error::custom(format!("month {given:?} is not YYYY-MM")))?;
+    Ok(Some(day.format("%Y-%m").to_string()))
+}
+
 /// A CSV field, quoted when it must be (RFC 4180).
 pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {

@@ -557,7 +557,7 @@ impl Projection for DonationsProjection {
                 tx.put("by_time", time_key(&self.calendar, received_at, id).as_bytes(), id.as_bytes().to_vec());
                 let key = statement_key(&donor_id, self.calendar.year_of(received_at), None);
                 let count: u64 = tx.get_json("year_count", key.as_bytes())?.unwrap_or(0);
-                tx.put_json("year_count", key.as_bytes(), &(count + 1));
+                tx.put_json("year_count", key.as_bytes(), &count.saturating_add(1));
                 return Ok(());
             }
             DonationEvent::LineAccepted { line, past_best_before } => (line, Ok(past_best_before)),
@@ -571,9 +571,12 @@ impl Projection for DonationsProjection {
             let key = statement_key(&donation.donor_id, year, Some(line.input.product.food_group));
             let mut cell: StatementCell = tx.get_json("statement", key.as_bytes())?.unwrap_or_default();
             cell.food_group = Some(line.input.product.food_group);
-            cell.lines += 1;
-            cell.weight_g += line.input.weight_g;
-            cell.declared_value_cents += line.input.declared_value_cents.unwrap_or(0);
+            // Saturating: a sum that wrapped (or panicked) would stop the projection for good;
+            // the lines are bounded, so these never reach it.
+            cell.lines = cell.lines.saturating_add(1);
+            cell.weight_g = cell.weight_g.saturating_add(line.input.weight_g);
+            cell.declared_value_cents =
+                cell.declared_value_cents.saturating_add(line.input.declared_value_cents.unwrap_or(0));
             tx.put_json("statement", key.as_bytes(), &cell);
         }
         donation.lines.push(line_row(line, outcome));
@@ -672,7 +675,7 @@ fn statement(
         .filter_map(|cell| Some((cell.food_group?, cell)))
         .collect();
     lines.sort_by_key(|(g, _)| *g);
-    let total_g: u64 = lines.iter().map(|(_, c)| c.weight_g).sum();
+    let total_g = lines.iter().fold(0u64, |sum, (_, c)| sum.saturating_add(c.weight_g));
     let donations: u64 = view
         .get_json("year_count", statement_key(&donor.donor_id, params.year, None).as_bytes())
         .map_err(storage)?
@@ -685,7 +688,7 @@ fn statement(
         year: params.year,
         donations,
         total_kg: kg(total_g),
-        total_declared_value_cents: lines.iter().map(|(_, c)| c.declared_value_cents).sum(),
+        total_declared_value_cents: lines.iter().fold(0, |sum, (_, c)| sum.saturating_add(c.declared_value_cents)),
         meals: total_g / u64::from(meal_grams.max(1)),
         meal_grams,
         lines: lines

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use values::limits::{too_long, MAX_REFERENCE, MAX_TEXT, MAX_UNITS};
 use values::{DateKind, ProductFacts, StorageClass};
 
 use crate::ZoneCode;
@@ -51,6 +52,25 @@ pub struct Destination {
     pub relay_point_id: Option<String>,
     /// The household's pseudonymous id, for parcels.
     pub household: Option<String>,
+}
+
+impl Destination {
+    /// What any destination must be: a short kind, a reference, and ids that can be ids.
+    pub fn check(&self) -> Result<(), Rejection> {
+        let invalid = |what: &str| Err(Rejection::validation("invalid_destination", what.to_owned()));
+        let (kind, reference) = (self.kind.trim(), self.reference.trim());
+        if kind.is_empty() || too_long(kind, MAX_REFERENCE) {
+            return invalid("a destination's kind is 1 to 100 characters");
+        }
+        if reference.is_empty() || too_long(reference, MAX_TEXT) {
+            return invalid("a destination's reference is 1 to 500 characters");
+        }
+        let ids = [&self.association_id, &self.relay_point_id, &self.household];
+        if ids.iter().any(|id| id.as_ref().is_some_and(|id| id.parse::<eventcore::AggregateId>().is_err())) {
+            return invalid("an association, relay point or household id is 1 to 64 of A-Z a-z 0-9 - _");
+        }
+        Ok(())
+    }
 }
 
 /// Why stock was adjusted.
@@ -251,8 +271,7 @@ pub struct Lot {
 }
 
 /// Largest single adjustment, either way.
-const MAX_ADJUST: i64 = 1_000_000;
-const MAX_TEXT: usize = 500;
+const MAX_ADJUST: u64 = 1_000_000;
 
 impl Lot {
     pub fn committed(&self) -> u32 {
@@ -331,7 +350,7 @@ fn check_reservation_id(id: &str) -> Result<(), Rejection> {
 }
 
 fn check_text(field: &str, text: &str) -> Result<(), Rejection> {
-    if text.chars().count() > MAX_TEXT {
+    if too_long(text, MAX_TEXT) {
         return Err(Rejection::validation(
             format!("invalid_{field}"),
             format!("{field} is at most {MAX_TEXT} characters"),
@@ -402,7 +421,7 @@ impl Aggregate for Lot {
             LotCommand::Ship { reservation_id, destination, today } => {
                 let mut events = self.pick_all(reservation_id)?;
                 self.require_outgoing(*today)?;
-                check_text("destination", &destination.reference)?;
+                destination.check()?;
                 events.push(LotEvent::LotShipped {
                     reservation_id: reservation_id.clone(),
                     quantity: self.held_by(reservation_id),
@@ -421,7 +440,7 @@ impl Aggregate for Lot {
                 Ok(vec![LotEvent::LotReturned { reservation_id: reservation_id.clone(), quantity, restocked }])
             }
             LotCommand::Redirect { reservation_id, destination } => {
-                check_text("destination", &destination.reference)?;
+                destination.check()?;
                 if !self.shipments.contains_key(reservation_id) {
                     return Err(Rejection::not_found("shipment_not_found", "nothing shipped from here for it"));
                 }
@@ -445,14 +464,24 @@ impl Aggregate for Lot {
             }
             LotCommand::Adjust { delta, reason, note } => {
                 check_text("note", note)?;
-                if *delta == 0 || delta.abs() > MAX_ADJUST {
-                    return Err(Rejection::validation("invalid_delta", "an adjustment is a non-zero number of units"));
+                // unsigned_abs: i64::MIN has no absolute value as an i64.
+                if *delta == 0
+                    || delta.unsigned_abs() > MAX_ADJUST
+                    || i64::from(self.on_hand) + delta > i64::from(MAX_UNITS)
+                {
+                    return Err(Rejection::validation(
+                        "invalid_delta",
+                        "an adjustment is a non-zero number of units, and a lot holds at most 1,000,000",
+                    ));
                 }
                 self.check_on_hand(i64::from(self.on_hand) + delta)?;
                 Ok(vec![LotEvent::LotAdjusted { delta: *delta, reason: *reason, note: note.trim().to_owned() }])
             }
             LotCommand::Count { counted, note } => {
                 check_text("note", note)?;
+                if *counted > MAX_UNITS {
+                    return Err(Rejection::validation("invalid_quantity", "a lot holds at most 1,000,000 units"));
+                }
                 self.check_on_hand(i64::from(*counted))?;
                 let variance = i64::from(*counted) - i64::from(self.on_hand);
                 let mut events = vec![LotEvent::LotCounted { counted: *counted, variance }];
@@ -758,6 +787,16 @@ mod tests {
         given::<Lot>(history.clone())
             .when(LotCommand::Adjust { delta: 0, reason: AdjustReason::Correction, note: String::new() })
             .then_rejected("invalid_delta");
+        // At the arithmetic's edges: i64::MIN has no absolute value (it once panicked), and
+        // neither extreme nor a count of u32::MAX units may wrap the lot's figures.
+        for delta in [i64::MIN, i64::MAX, 1_000_001, -1_000_001] {
+            given::<Lot>(history.clone())
+                .when(LotCommand::Adjust { delta, reason: AdjustReason::Correction, note: String::new() })
+                .then_rejected("invalid_delta");
+        }
+        given::<Lot>(history.clone())
+            .when(LotCommand::Count { counted: u32::MAX, note: String::new() })
+            .then_rejected("invalid_quantity");
         let state =
             given::<Lot>(history.clone()).when(LotCommand::Count { counted: 11, note: "inventaire".into() }).then([
                 LotEvent::LotCounted { counted: 11, variance: 1 },
@@ -885,12 +924,24 @@ mod tests {
         // Given at the relay point to another household: the recall trace follows.
         let mut other = parcel("p1");
         other.household = Some("hh-9b2c".into());
-        given::<Lot>(history)
+        given::<Lot>(history.clone())
             .when(LotCommand::Redirect { reservation_id: "p1".into(), destination: other.clone() })
             .then([LotEvent::LotRedirected { reservation_id: "p1".into(), destination: other.clone() }]);
         given::<Lot>([received(10)])
-            .when(LotCommand::Redirect { reservation_id: "p1".into(), destination: other })
+            .when(LotCommand::Redirect { reservation_id: "p1".into(), destination: other.clone() })
             .then_rejected("shipment_not_found");
+        // A destination naming ids that cannot be ids (NATS wildcards, a path), or a label of
+        // 10,000 characters, is refused.
+        for odd in [
+            Destination { household: Some("a.b".into()), ..other.clone() },
+            Destination { association_id: Some("*".into()), ..other.clone() },
+            Destination { kind: "x".repeat(10_000), ..other.clone() },
+            Destination { reference: " ".into(), ..other },
+        ] {
+            given::<Lot>(history.clone())
+                .when(LotCommand::Redirect { reservation_id: "p1".into(), destination: odd })
+                .then_rejected("invalid_destination");
+        }
     }
 
     fn command() -> impl Strategy<Value = LotCommand> {

@@ -1,6 +1,10 @@
 use chrono::NaiveDate;
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use values::limits::{too_long, MAX_REFERENCE};
+
+/// Most lot numbers one recall names.
+const MAX_LOT_NUMBERS: usize = 200;
 
 /// Which lots a recall covers: one product, and its lot numbers or a range of dates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +77,17 @@ impl Aggregate for Recall {
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(Rejection::validation("invalid_reason", "say why, in 1 to 500 characters"));
         }
+        if criteria.product_id.parse::<eventcore::AggregateId>().is_err() {
+            return Err(Rejection::validation("invalid_product_id", "a product id is 1 to 64 of A-Z a-z 0-9 - _"));
+        }
+        if criteria.lot_numbers.len() > MAX_LOT_NUMBERS
+            || criteria.lot_numbers.iter().any(|l| l.trim().is_empty() || too_long(l, MAX_REFERENCE))
+        {
+            return Err(Rejection::validation(
+                "invalid_lot_numbers",
+                format!("at most {MAX_LOT_NUMBERS} lot numbers, each 1 to {MAX_REFERENCE} characters"),
+            ));
+        }
         if criteria.lot_numbers.is_empty() && criteria.date_from.is_none() && criteria.date_to.is_none() {
             return Err(Rejection::validation(
                 "recall_too_broad",
@@ -133,6 +148,16 @@ mod tests {
         given::<Recall>([])
             .when(RecallCommand::Issue { criteria: criteria(), reason: " ".into(), lots: vec![] })
             .then_rejected("invalid_reason");
+        for (odd, code) in [
+            (RecallCriteria { product_id: "a/b".into(), ..criteria() }, "invalid_product_id"),
+            (RecallCriteria { product_id: ">".into(), ..criteria() }, "invalid_product_id"),
+            (RecallCriteria { lot_numbers: vec!["L".repeat(10_000)], ..criteria() }, "invalid_lot_numbers"),
+            (RecallCriteria { lot_numbers: vec!["L1".into(); 201], ..criteria() }, "invalid_lot_numbers"),
+        ] {
+            given::<Recall>([])
+                .when(RecallCommand::Issue { criteria: odd, reason: "Listeria".into(), lots: vec![] })
+                .then_rejected(code);
+        }
     }
 
     #[test]

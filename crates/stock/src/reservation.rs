@@ -197,10 +197,10 @@ impl Aggregate for Reservation {
                 }
                 let mut seen = BTreeSet::new();
                 for (i, line) in lines.iter().enumerate() {
-                    if line.quantity == 0 {
+                    if line.quantity == 0 || line.quantity > values::limits::MAX_UNITS {
                         return Err(Rejection::validation(
                             "invalid_quantity",
-                            format!("line {}: quantity must be positive", i + 1),
+                            format!("line {}: quantity is 1 to 1,000,000 units", i + 1),
                         ));
                     }
                     if !seen.insert(&line.product_id) {

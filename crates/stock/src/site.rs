@@ -74,6 +74,9 @@ impl Aggregate for Site {
                 Err(Rejection::conflict("site_already_exists", "this site already exists"))
             }
             SiteCommand::Create { name, address, position, zones } => {
+                if values::limits::too_long(address, values::limits::MAX_TEXT) {
+                    return Err(Rejection::validation("invalid_address", "an address is at most 500 characters"));
+                }
                 let mut events = vec![SiteEvent::SiteCreated {
                     name: name.clone(),
                     address: address.trim().to_owned(),

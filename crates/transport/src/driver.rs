@@ -55,6 +55,8 @@ pub struct Driver {
 
 /// At most this many slots a day.
 const MAX_SLOTS: usize = 6;
+/// At most this many vehicles a driver may drive.
+const MAX_VEHICLES: usize = 100;
 
 impl Driver {
     /// When they are free on `date` (nothing said: not free).
@@ -79,6 +81,14 @@ impl Aggregate for Driver {
                 }
                 if spec.vehicles.is_empty() {
                     return Err(Rejection::validation("no_vehicle", "a driver may drive at least one vehicle"));
+                }
+                if spec.vehicles.len() > MAX_VEHICLES
+                    || spec.vehicles.iter().any(|v| v.parse::<eventcore::AggregateId>().is_err())
+                {
+                    return Err(Rejection::validation(
+                        "invalid_vehicle_id",
+                        format!("a driver may drive 1 to {MAX_VEHICLES} vehicles, named by their ids"),
+                    ));
                 }
                 Ok(vec![DriverEvent::DriverRegistered { spec: spec.clone() }])
             }
@@ -154,6 +164,10 @@ mod tests {
         given::<Driver>([registered]).when(DriverCommand::Register(spec())).then_rejected("driver_already_registered");
         let none = DriverSpec { vehicles: BTreeSet::new(), ..spec() };
         given::<Driver>([]).when(DriverCommand::Register(none)).then_rejected("no_vehicle");
+        for odd in ["a.b", ">", "a b", ""] {
+            let spec = DriverSpec { vehicles: [odd.to_owned()].into(), ..spec() };
+            given::<Driver>([]).when(DriverCommand::Register(spec)).then_rejected("invalid_vehicle_id");
+        }
         let endless = DriverSpec { max_shift_minutes: 20 * 60, ..spec() };
         given::<Driver>([]).when(DriverCommand::Register(endless)).then_rejected("invalid_shift");
         given::<Driver>([]).when(DriverCommand::Retire).then_rejected("driver_not_found");

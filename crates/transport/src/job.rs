@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, NaiveTime};
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use values::limits::{too_long, MAX_KG, MAX_TEXT};
 use values::GeoPoint;
 
 /// Where and when a job is done.
@@ -92,7 +93,10 @@ impl Job {
     pub fn load(&self) -> (u64, u64) {
         match &self.kind {
             Some(JobKind::Pickup { kg, chilled_kg, .. }) => (u64::from(*kg) * 1000, u64::from(*chilled_kg) * 1000),
-            Some(JobKind::Delivery { .. }) => self.parcels.values().fold((0, 0), |(g, c), (pg, pc)| (g + pg, c + pc)),
+            Some(JobKind::Delivery { .. }) => self
+                .parcels
+                .values()
+                .fold((0u64, 0u64), |(g, c), (pg, pc)| (g.saturating_add(*pg), c.saturating_add(*pc))),
             None => (0, 0),
         }
     }
@@ -119,8 +123,23 @@ impl Aggregate for Job {
                 if stop.service_minutes > 240 {
                     return Err(Rejection::validation("invalid_service_time", "a stop takes at most 4 hours"));
                 }
+                if too_long(&stop.address, MAX_TEXT) || too_long(&stop.contact, MAX_TEXT) {
+                    return Err(Rejection::validation(
+                        "invalid_address",
+                        "an address or a contact is at most 500 characters",
+                    ));
+                }
+                let party = match kind {
+                    JobKind::Pickup { donor_id, .. } => donor_id,
+                    JobKind::Delivery { relay_point_id } => relay_point_id,
+                };
+                for (id, code) in [(&stop.site_id, "invalid_site_id"), (party, "invalid_party_id")] {
+                    if id.parse::<eventcore::AggregateId>().is_err() {
+                        return Err(Rejection::validation(code, format!("{id:?} is not an id")));
+                    }
+                }
                 if let JobKind::Pickup { kg, chilled_kg, .. } = kind {
-                    if *kg == 0 || chilled_kg > kg {
+                    if *kg == 0 || *kg > MAX_KG || chilled_kg > kg {
                         return Err(Rejection::validation(
                             "invalid_quantity",
                             "a pickup expects some kilograms, the chilled ones among them",
@@ -151,6 +170,9 @@ impl Aggregate for Job {
                 }])
             }
             JobCommand::Cancel { .. } if self.cancelled => Ok(vec![]),
+            JobCommand::Cancel { reason } if too_long(reason, MAX_TEXT) => {
+                Err(Rejection::validation("invalid_reason", "a reason is at most 500 characters"))
+            }
             JobCommand::Cancel { reason } => Ok(vec![JobEvent::JobCancelled { reason: reason.trim().to_owned() }]),
         }
     }
@@ -210,6 +232,18 @@ mod tests {
             .then_rejected("invalid_window");
         let odd = JobKind::Pickup { donor_id: "x".into(), kg: 10, chilled_kg: 20 };
         given::<Job>([]).when(JobCommand::Schedule { stop: stop(), kind: odd }).then_rejected("invalid_quantity");
+        // At the edges: u32::MAX kilograms, ids that would be NATS wildcards, an address of
+        // 10,000 characters.
+        let heavy = JobKind::Pickup { donor_id: "x".into(), kg: u32::MAX, chilled_kg: 0 };
+        given::<Job>([]).when(JobCommand::Schedule { stop: stop(), kind: heavy }).then_rejected("invalid_quantity");
+        let at_star = Stop { site_id: "*".into(), ..stop() };
+        given::<Job>([])
+            .when(JobCommand::Schedule { stop: at_star, kind: kind.clone() })
+            .then_rejected("invalid_site_id");
+        let to_dots = JobKind::Delivery { relay_point_id: "a.b".into() };
+        given::<Job>([]).when(JobCommand::Schedule { stop: stop(), kind: to_dots }).then_rejected("invalid_party_id");
+        let long = Stop { address: "rue ".repeat(2_500), ..stop() };
+        given::<Job>([]).when(JobCommand::Schedule { stop: long, kind }).then_rejected("invalid_address");
     }
 
     #[test]

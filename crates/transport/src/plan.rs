@@ -329,7 +329,8 @@ impl Plan {
         let planned = route.route.stops.iter().find(|s| s.job_id == job_id).expect("a route's stops are its own");
         let grams = actual.0.unwrap_or(planned.grams);
         let chilled_grams = actual.1.unwrap_or(if grams < planned.grams {
-            planned.chilled_grams * grams / planned.grams.max(1)
+            // In u128: a product of two u64 figures; the quotient is below planned.chilled_grams.
+            (u128::from(planned.chilled_grams) * u128::from(grams) / u128::from(planned.grams.max(1))) as u64
         } else {
             planned.chilled_grams
         });
@@ -409,6 +410,9 @@ impl Aggregate for Plan {
                 let reason = reason.trim();
                 if reason.is_empty() {
                     return Err(Rejection::validation("reason_required", "say why the stop failed"));
+                }
+                if values::limits::too_long(reason, values::limits::MAX_TEXT) {
+                    return Err(Rejection::validation("invalid_reason", "a reason is at most 500 characters"));
                 }
                 let (route, stop) = self.stop(route_id, job_id)?;
                 match stop.status {
@@ -704,6 +708,9 @@ mod tests {
         let started = PlanEvent::RouteStarted { route_id: "1-1".into(), at: t(8, 0) };
         given::<Plan>([first_plan(), started.clone()]).when(fail(" closed ")).then([failed.clone()]);
         given::<Plan>([first_plan(), started.clone()]).when(fail("  ")).then_rejected("reason_required");
+        given::<Plan>([first_plan(), started.clone()])
+            .when(fail(&"fermé ".repeat(2_000)))
+            .then_rejected("invalid_reason");
         given::<Plan>([first_plan(), started.clone(), failed.clone()]).when(fail("closed")).then([]);
         given::<Plan>([first_plan(), started, failed])
             .when(complete("pickup", t(9, 5), None))

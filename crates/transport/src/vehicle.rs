@@ -1,5 +1,6 @@
 use eventcore::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use values::limits::{too_long, MAX_KG, MAX_LITRES, MAX_TEXT};
 use values::Name;
 
 /// What a vehicle can carry.
@@ -61,8 +62,14 @@ impl Aggregate for Vehicle {
                 Err(Rejection::conflict("vehicle_already_registered", "this vehicle is already registered"))
             }
             VehicleCommand::Register(spec) => {
-                if spec.capacity_kg == 0 {
-                    return Err(Rejection::validation("invalid_capacity", "capacity_kg must be positive"));
+                if spec.capacity_kg == 0 || spec.capacity_kg > MAX_KG || spec.volume_l > MAX_LITRES {
+                    return Err(Rejection::validation(
+                        "invalid_capacity",
+                        "capacity_kg is 1 to 100,000 and volume_l at most 200,000",
+                    ));
+                }
+                if spec.home_site.parse::<eventcore::AggregateId>().is_err() {
+                    return Err(Rejection::validation("invalid_site_id", "home_site is a site's id"));
                 }
                 if spec.chilled_capacity_kg > spec.capacity_kg {
                     return Err(Rejection::validation(
@@ -77,6 +84,9 @@ impl Aggregate for Vehicle {
             }
             VehicleCommand::Retire { .. } if self.retired => Ok(vec![]),
             VehicleCommand::Retire { reason } => {
+                if too_long(reason, MAX_TEXT) {
+                    return Err(Rejection::validation("invalid_reason", "a reason is at most 500 characters"));
+                }
                 Ok(vec![VehicleEvent::VehicleRetired { reason: reason.trim().to_owned() }])
             }
             VehicleCommand::SetAvailability { .. } if self.spec.is_none() => {
@@ -128,6 +138,15 @@ mod tests {
             .then([VehicleEvent::VehicleRegistered { spec: spec(600, 300) }]);
         given::<Vehicle>([]).when(VehicleCommand::Register(spec(0, 0))).then_rejected("invalid_capacity");
         given::<Vehicle>([]).when(VehicleCommand::Register(spec(100, 300))).then_rejected("invalid_capacity");
+        // Given nothing, when a vehicle carries u32::MAX kilograms or litres, or is based at a
+        // site whose id would be NATS wildcards, then it is refused.
+        given::<Vehicle>([]).when(VehicleCommand::Register(spec(u32::MAX, 0))).then_rejected("invalid_capacity");
+        let roomy = VehicleSpec { volume_l: u32::MAX, ..spec(100, 0) };
+        given::<Vehicle>([]).when(VehicleCommand::Register(roomy)).then_rejected("invalid_capacity");
+        for site in ["*", "a.b", ""] {
+            let odd = VehicleSpec { home_site: site.into(), ..spec(100, 0) };
+            given::<Vehicle>([]).when(VehicleCommand::Register(odd)).then_rejected("invalid_site_id");
+        }
         given::<Vehicle>([VehicleEvent::VehicleRegistered { spec: spec(600, 0) }])
             .when(VehicleCommand::Register(spec(600, 0)))
             .then_rejected("vehicle_already_registered");

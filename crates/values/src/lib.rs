@@ -6,6 +6,7 @@ use std::fmt;
 
 mod calendar;
 mod food;
+pub mod limits;
 
 pub use calendar::Calendar;
 pub use food::{Allergen, DateKind, FoodGroup, Gtin, PerGroup, ProductFacts, StorageClass, Traits};

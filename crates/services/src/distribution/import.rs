@@ -312,7 +312,11 @@ pub fn parse(csv_text: &str, relays: &[(String, String)]) -> Result<Vec<ImportLi
             }
             let cleaned: String = v.chars().filter(|c| !c.is_whitespace() && *c != '€').collect();
             match cleaned.replace(',', ".").parse::<f64>() {
-                Ok(x) if (0.0..1e7).contains(&x) => Some((x * 100.0).round() as u64),
+                // The domain's bound, checked here with the rest of the file: an assessment
+                // refused after its household was registered would leave the import half done.
+                Ok(x) if (0.0..=distribution::MAX_MONTHLY_CENTS as f64 / 100.0).contains(&x) => {
+                    Some((x * 100.0).round() as u64)
+                }
                 _ => {
                     problems.add(line, name, "invalid_amount", format!("{v:?} is not an amount in euros"));
                     None

@@ -245,7 +245,7 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         |body: SetRelayOpening, request| {
             let id = parse_id(&body.association_id, "association")?;
             require_scope(&request.actor, Role::Association, id.as_str())?;
-            let relay_id = parse_id(&body.relay_id, "relay point")?;
+            let relay_id = parse_id(&body.relay_id, "relay")?;
             Ok((id, AssociationCommand::SetOpening { relay_id, opening: body.opening }))
         },
     );

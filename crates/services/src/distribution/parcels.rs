@@ -73,6 +73,7 @@ pub struct ShareRow {
 #[serde(deny_unknown_fields)]
 pub struct FairShare {
     /// `YYYY-MM`; every month when absent.
+    #[serde(default, deserialize_with = "crate::common::month")]
     pub month: Option<String>,
 }
 

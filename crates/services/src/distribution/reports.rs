@@ -84,6 +84,7 @@ pub(super) fn count(
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
     /// `YYYY-MM`; every month when absent.
+    #[serde(default, deserialize_with = "crate::common::month")]
     pub month: Option<String>,
     /// One association; an association's token sees only its own.
     pub association_id: Option<String>,

@@ -443,7 +443,10 @@ pub fn build(ctx: &ServiceContext, engine: &mut Engine) -> ServiceHost {
         Ok(rows)
     });
     projection_query(&mut host, "expiring_lots", ctx, &view, Some(warehouse), move |view, p: Expiring| {
-        let until: NaiveDate = calendar.day_of(Utc::now()) + Duration::days(i64::from(p.days.min(3650)));
+        if p.days > 3650 {
+            return Err(ServiceError::validation("invalid_days", "look at most 3,650 days (ten years) ahead"));
+        }
+        let until: NaiveDate = calendar.day_of(Utc::now()) + Duration::days(i64::from(p.days));
         let mut rows: Vec<LotRow> = view.scan_json("lot", b"").map_err(storage)?;
         rows.retain(|r| {
             r.on_hand > 0

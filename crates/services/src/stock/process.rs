@@ -506,6 +506,7 @@ impl Stock {
         if matches!(reservation.purpose, Some(Purpose::Transfer { .. })) {
             return Err(ServiceError::validation("is_a_transfer", "a transfer is dispatched, not shipped"));
         }
+        check_destination(&body.destination)?;
         let today = self.ctx.today();
         let (rid, destination) = (id.to_string(), body.destination.clone());
         let command = || LotCommand::Ship { reservation_id: rid.clone(), destination: destination.clone(), today };
@@ -562,11 +563,9 @@ impl Stock {
     }
 }
 
+/// Refuses a destination no lot would take, before any step of a process is written.
 fn check_destination(destination: &Destination) -> Result<(), ServiceError> {
-    if destination.kind.trim().is_empty() || destination.reference.trim().is_empty() {
-        return Err(ServiceError::validation("invalid_destination", "a destination has a kind and a reference"));
-    }
-    Ok(())
+    Ok(destination.check()?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
