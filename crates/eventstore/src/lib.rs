@@ -13,6 +13,6 @@
 mod store;
 
 pub use store::{
-    check_format, check_format_header, decode_commit, AggregateRef, Appended, EventStore, Expected, StoreConfig,
-    StoreError, StoredCommit, COMMIT_FORMAT_HEADER, SERVICES,
+    check_format, check_format_header, connection_lost, decode_commit, AggregateRef, Appended, EventStore, Expected,
+    StoreConfig, StoreError, StoredCommit, COMMIT_FORMAT_HEADER, SERVICES,
 };

@@ -91,6 +91,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct EventStore {
     js: jetstream::Context,
+    /// The connection under `js`, watched while waiting on the server.
+    client: async_nats::Client,
     streams: Arc<HashMap<&'static str, jetstream::stream::Stream>>,
 }
 
@@ -106,7 +108,7 @@ impl EventStore {
         services: &[&'static str],
         config: &StoreConfig,
     ) -> Result<EventStore, StoreError> {
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let mut streams = HashMap::new();
         let deadline = Instant::now() + config.startup_timeout;
         for &service in services {
@@ -133,7 +135,7 @@ impl EventStore {
             let stream = js.get_stream(service).await.map_err(unavailable)?;
             streams.insert(service, stream);
         }
-        Ok(EventStore { js, streams: Arc::new(streams) })
+        Ok(EventStore { js, client, streams: Arc::new(streams) })
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -155,10 +157,28 @@ impl EventStore {
         commit: &Commit,
     ) -> Result<Appended, StoreError> {
         let payload = serde_json::to_vec(commit).expect("commits serialise");
-        let ack_future = self.send(target, expected, &commit.command_id, payload.into()).await?;
-        match ack_future.await {
-            Ok(ack) => Ok(Appended { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate }),
-            Err(e) => Err(publish_error(target, expected, e)),
+        self.unless_disconnected(|| format!("publishing to {}", target.subject()), async {
+            let ack_future = self.send(target, expected, &commit.command_id, payload.into()).await?;
+            match ack_future.await {
+                Ok(ack) => Ok(Appended { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate }),
+                Err(e) => Err(publish_error(target, expected, e)),
+            }
+        })
+        .await
+    }
+
+    /// `work`, unless the connection to NATS drops first: then `Unavailable` at once rather than
+    /// after the time-out of an answer that will never come. Whether a commit sent just before
+    /// was stored is unknown then; its retry (same command id, so same message id) finds out.
+    async fn unless_disconnected<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::select! {
+            biased;
+            done = work => done,
+            () = connection_lost(&self.client) => Err(unavailable(format!("{}: the NATS connection is lost", what()))),
         }
     }
 
@@ -184,24 +204,36 @@ impl EventStore {
     pub async fn load(&self, target: &AggregateRef, after_seq: u64) -> Result<Vec<StoredCommit>, StoreError> {
         let stream = self.stream(target.service)?;
         let subject = target.subject();
-        let mut commits = Vec::new();
-        let mut next = after_seq + 1;
-        loop {
-            match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
-                Ok(message) => {
-                    next = message.sequence + 1;
-                    commits.push(decode_commit(target.service, message.sequence, &message.headers, &message.payload)?);
+        self.unless_disconnected(|| format!("reading {subject}"), async {
+            let mut commits = Vec::new();
+            let mut next = after_seq + 1;
+            loop {
+                match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+                    Ok(message) => {
+                        next = message.sequence + 1;
+                        commits.push(decode_commit(
+                            target.service,
+                            message.sequence,
+                            &message.headers,
+                            &message.payload,
+                        )?);
+                    }
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(commits),
+                    Err(e) => return Err(unavailable(format!("reading {subject}: {e}"))),
                 }
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(commits),
-                Err(e) => return Err(unavailable(format!("reading {subject}: {e}"))),
             }
-        }
+        })
+        .await
     }
 
     /// Reads the commit stored at `seq` in the stream of `service`.
     pub async fn commit_at(&self, service: &str, seq: u64) -> Result<StoredCommit, StoreError> {
         let stream = self.stream(service)?;
-        let message = stream.direct_get(seq).await.map_err(|e| unavailable(format!("reading {service}#{seq}: {e}")))?;
+        let message = self
+            .unless_disconnected(|| format!("reading {service}#{seq}"), async {
+                stream.direct_get(seq).await.map_err(|e| unavailable(format!("reading {service}#{seq}: {e}")))
+            })
+            .await?;
         decode_commit(service, message.sequence, &message.headers, &message.payload)
     }
 
@@ -260,5 +292,20 @@ fn publish_error(
             StoreError::Conflict { subject: target.subject(), expected_seq: expected.last_seq }
         }
         _ => unavailable(format!("publishing to {}: {e}", target.subject())),
+    }
+}
+
+/// Resolves when `client` is not connected, checking at once and then every 50 ms: raced
+/// against a request or a publish acknowledgement, it ends the wait as soon as the connection
+/// drops, since an answer owed by a server that died never comes (async-nats would wait for the
+/// time-out, 5 to 10 s). Most waits end before the first timer fires, so it costs them one timer.
+pub async fn connection_lost(client: &async_nats::Client) {
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
     }
 }

@@ -81,6 +81,32 @@ async fn a_commit_is_one_message_and_loads_back_in_order() {
 }
 
 #[tokio::test]
+async fn an_append_waiting_on_a_server_that_dies_fails_at_once() {
+    let mut nats = TestNats::start().await;
+    let store = store(&nats).await;
+    let p = parcel("p1");
+    // The server stops answering (SIGSTOP), so the commit's acknowledgement cannot come, and then
+    // dies: the append says so when the connection drops, not after its 5 s time-out.
+    let pid = nats.server.pid().expect("a running server") as libc::pid_t;
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) only sends a signal, to the server this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let first = commit(&p, "c1", 0, &[ParcelEvent::ParcelLabelled { label: "A".into() }]);
+    let started = std::time::Instant::now();
+    let append = store.append(&p, Expected::default(), &first);
+    let kill = async {
+        // Let the append send its commit first.
+        tokio::task::yield_now().await;
+        nats.server.kill();
+    };
+    let (appended, ()) = tokio::join!(append, kill);
+    assert!(matches!(appended, Err(StoreError::Unavailable(_))), "{appended:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn a_stale_writer_gets_a_conflict() {
     let nats = TestNats::start().await;
     let store = store(&nats).await;

@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_compose;
+mod bench_faults;
 mod bench_health;
 mod bench_memory;
 mod bench_plan;
@@ -215,6 +216,19 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Phones recording donations and reservations with idempotency keys while the
+    /// nats-server and foodaid are killed in turn: acknowledged, lost, duplicated, recovery.
+    Faults {
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 8)]
+        phones: usize,
+        /// Kills over the run, the nats-server and foodaid in turn.
+        #[arg(long, default_value_t = 4)]
+        kills: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Donations into lots, then 8-line parcel reservations, through the services.
     Stock {
         #[arg(long, default_value_t = 50_000)]
@@ -249,6 +263,8 @@ fn main() -> ExitCode {
                 | BenchCommand::Health { json, .. }
                 | BenchCommand::Memory { json, .. },
         } => *json,
+        // It tells its own story on stderr; the client's connection notices would drown it.
+        Command::Bench { command: BenchCommand::Faults { .. } } => true,
         _ => false,
     };
     telemetry::init(&settings.log, quiet);
@@ -284,6 +300,9 @@ fn main() -> ExitCode {
             }
             Command::Bench { command: BenchCommand::Memory { events, json } } => {
                 bench_memory::run(&settings, events, json).await
+            }
+            Command::Bench { command: BenchCommand::Faults { seconds, phones, kills, json } } => {
+                bench_faults::run(seconds, phones, kills, json).await
             }
             Command::Bench { command: BenchCommand::Plan { stops, vehicles, time_limit, seed, threads, json } } => {
                 bench_plan::run(stops, vehicles, time_limit, seed, threads, json)

@@ -65,7 +65,20 @@ impl ServiceClient {
         self.ensure_connected(subject)?;
         let payload = serde_json::to_vec(body).expect("requests serialise");
         let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.timeout));
-        let message = self.client.send_request(subject.to_owned(), request).await.map_err(|e| match e.kind() {
+        // A request in flight when the connection drops is lost, or its answer is: waiting for
+        // its time-out would hold the caller for nothing. It fails at once; the caller retries
+        // with the same idempotency key and gets the first answer if the command was done.
+        let sent = tokio::select! {
+            biased;
+            sent = self.client.send_request(subject.to_owned(), request) => sent,
+            () = eventstore::connection_lost(&self.client) => {
+                return Err(ServiceError::unavailable(
+                    "service_unavailable",
+                    format!("{subject}: the NATS connection was lost before the answer came; try again shortly"),
+                ))
+            }
+        };
+        let message = sent.map_err(|e| match e.kind() {
             RequestErrorKind::NoResponders => {
                 ServiceError::unavailable("service_unavailable", format!("no instance answers {subject}"))
             }

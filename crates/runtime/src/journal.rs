@@ -64,6 +64,7 @@ pub fn fingerprint(request: &CommandRequest) -> String {
 #[derive(Clone)]
 pub struct AnswerJournal {
     js: jetstream::Context,
+    client: async_nats::Client,
     stream: stream::Stream,
 }
 
@@ -94,12 +95,17 @@ impl AnswerJournal {
         .await
         .map_err(unavailable)?;
         let stream = js.get_stream(STREAM).await.map_err(unavailable)?;
-        Ok(AnswerJournal { js: js.clone(), stream })
+        Ok(AnswerJournal { js: js.clone(), client: js.client(), stream })
     }
 
     /// The answer remembered under `key`, if any.
     pub async fn get(&self, key: &AnswerKey) -> Result<Option<Answer>, ServiceError> {
-        match self.stream.direct_get_last_for_subject(key.subject()).await {
+        let found = tokio::select! {
+            biased;
+            found = self.stream.direct_get_last_for_subject(key.subject()) => found,
+            () = eventstore::connection_lost(&self.client) => return Err(unavailable("the NATS connection is lost")),
+        };
+        match found {
             Ok(message) => serde_json::from_slice(&message.payload)
                 .map(Some)
                 .map_err(|e| ServiceError::internal("reading a remembered answer", e)),
@@ -115,12 +121,15 @@ impl AnswerJournal {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, key.subject());
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
         let body = serde_json::to_vec(answer).expect("answers serialise");
-        let ack = self
-            .js
-            .publish_with_headers(key.subject().to_owned(), headers, body.into())
-            .await
-            .map_err(unavailable)?
-            .await;
+        // Not waited for past the connection: a command committed meanwhile is answered all
+        // the same, and its retry finds its first commit.
+        let publish =
+            async { self.js.publish_with_headers(key.subject().to_owned(), headers, body.into()).await?.await };
+        let ack = tokio::select! {
+            biased;
+            ack = publish => ack,
+            () = eventstore::connection_lost(&self.client) => return Err(unavailable("the NATS connection is lost")),
+        };
         match ack {
             Ok(ack) if ack.duplicate => self.get(key).await,
             Ok(_) => Ok(None),

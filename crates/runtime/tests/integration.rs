@@ -342,8 +342,27 @@ async fn broadcasts_say_when_nobody_listens_and_calls_fail_at_once_while_nats_is
     assert_eq!((both.answers, both.nobody_listens), (vec![1, 2], false));
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 
+    // A call in flight when the server dies (its service took the request and has not
+    // answered) fails at once too: its answer would never come.
+    let silent = nats.client().await;
+    let mut taken = silent.subscribe("foodaid.cmd.stock.slow").await.unwrap();
+    silent.flush().await.unwrap();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let request = CommandRequest::new("c0", Actor::system("test"), json!({}));
+            let started = std::time::Instant::now();
+            (client.command("stock", "slow", &request).await.unwrap_err(), started)
+        }
+    });
+    let held = taken.next().await.expect("the service took the request");
+
     // The server is gone: calls answer service_unavailable at once, not after their 10 s.
     nats.server.kill();
+    let (err, sent) = in_flight.await.unwrap();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Unavailable, "service_unavailable"), "{err:?}");
+    assert!(sent.elapsed() < Duration::from_secs(3), "the call in flight took {:?}", sent.elapsed());
+    drop(held);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while client.nats().connection_state() == async_nats::connection::State::Connected {
         assert!(std::time::Instant::now() < deadline, "the client never noticed");
