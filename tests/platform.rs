@@ -202,10 +202,16 @@ async fn an_undecodable_event_is_reported_by_health_and_status() {
     let (status, _) = api.post("/api/donors", "k2", donor("after")).await;
     assert_eq!(status, StatusCode::CREATED);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // /health is refreshed from the nodes' announcements and the streams' sizes, each up to a
+    // second old: wait until it shows the stuck projection with both commits behind it.
+    let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
         let health: Value = reqwest::get(format!("{}/health", foodaid.http)).await.unwrap().json().await.unwrap();
-        if health["status"] == "degraded" {
+        let lag = health["projections"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "donors"))
+            .and_then(|p| p["lag"]["donations"].as_u64());
+        if health["status"] == "degraded" && lag == Some(2) {
             break health;
         }
         assert!(Instant::now() < deadline, "health never reported the stuck projection: {health}");
