@@ -347,6 +347,18 @@ async fn broadcasts_say_when_nobody_listens_and_calls_fail_at_once_while_nats_is
     let silent = nats.client().await;
     let mut taken = silent.subscribe("foodaid.cmd.stock.slow").await.unwrap();
     silent.flush().await.unwrap();
+    // A flush does not wait for the server to have taken the subscription in: probe until one
+    // arrives, so the request below finds its taker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        client.nats().publish("foodaid.cmd.stock.slow", "probe".into()).await.unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), taken.next()).await {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the subscription never took a message");
+    }
+    // Probes still on their way are not the request.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), taken.next()).await {}
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move {
@@ -355,7 +367,15 @@ async fn broadcasts_say_when_nobody_listens_and_calls_fail_at_once_while_nats_is
             (client.command("stock", "slow", &request).await.unwrap_err(), started)
         }
     });
-    let held = taken.next().await.expect("the service took the request");
+    let held = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), taken.next())
+            .await
+            .expect("the service took the request within 10 s")
+            .expect("subscribed");
+        if message.reply.is_some() {
+            break message;
+        }
+    };
 
     // The server is gone: calls answer service_unavailable at once, not after their 10 s.
     nats.server.kill();
