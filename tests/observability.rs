@@ -341,7 +341,9 @@ async fn metrics_show_requests_lag_streams_reactors_and_open_reservations() {
         let samples = scrape(&foodaid.http).await;
         let lots_lag = value(&samples, "foodaid_projection_lag", &[("projection", "lots"), ("stream", "stock")]);
         let confirmed = value(&samples, "foodaid_open_reservations", &[("status", "confirmed")]);
-        if lots_lag == Some(0.0) && confirmed == Some(1.0) {
+        // Stream sizes are read every second: wait until they include the pick too.
+        let stock = value(&samples, "foodaid_stream_last_seq", &[("stream", "stock")]);
+        if lots_lag == Some(0.0) && confirmed == Some(1.0) && stock.is_some_and(|s| s >= stock_seq) {
             break samples;
         }
         assert!(Instant::now() < deadline, "lag {lots_lag:?}, confirmed {confirmed:?}");
